@@ -1,0 +1,1 @@
+"""The temporary-password IVR: FastAGI daemon, AMI listener, lab and operators' CLI."""

@@ -1,0 +1,1 @@
+"""The ``ivr`` command: one module per subcommand group, each with ``register(subparsers)``."""
