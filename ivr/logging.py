@@ -18,7 +18,9 @@ _SECRET_KEY_PARTS = ("password", "secret", "token", "code", "digits", "pin")
 _ALLOWED_KEYS = {"exit_code", "sip_code", "status_code", "reason_code", "digit_count", "outcome_code"}
 
 
-def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         lowered = key.lower()
         if lowered in _ALLOWED_KEYS:
