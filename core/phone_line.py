@@ -1,0 +1,251 @@
+"""What the voice menu needs from the core (seed 003 P4–P6), and the call records.
+
+Synchronous; the caller owns the session and the transaction. Nothing here hashes: the voice
+flow hashes the confirmed digits off the event loop (``core.secrets.hash_secret`` in a thread) and
+passes the hash to :func:`set_temporary_password`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.audit import record_event
+from core.directory import find_number, number_row_on_contract
+from core.enums import AuditEventType, AuthUnit, CredentialKind
+from core.models import CallRecord, Contract, Credential
+from core.phone import InvalidPhoneNumber, normalize_number
+from core.policy import DEFAULT_POLICY, PolicyLike
+from core.rules import temporary_expiry
+
+TEMPORARY_PASSWORD_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class CallerLine:
+    contract_id: int
+    caller_number: str  # normalised caller ID
+    contract_number: str  # the contract's customer number
+    is_contract_number: bool  # caller is the contract number (else an additional number)
+
+
+class NotOnContract(ValueError):
+    """The target number is not a number of this contract (or not allowed for the unit)."""
+
+
+def lookup_caller_line(session: Session, caller_number: str) -> CallerLine | None:
+    """The contract line a caller ID belongs to; None when withheld, invalid or on no contract."""
+    row = find_number(session, caller_number)
+    if row is None:
+        return None
+    contract_number = row.contract.contract_number
+    return CallerLine(
+        contract_id=row.contract_id,
+        caller_number=row.number,
+        contract_number=contract_number,
+        is_contract_number=row.number == contract_number,
+    )
+
+
+def number_on_contract(session: Session, contract_id: int, number: str) -> bool:
+    """Is ``number`` (digits as entered) a number of this contract that subscribes to a service?
+
+    "本サービスを契約している電話番号以外" is a wrong entry, so a number without any service
+    does not count.
+    """
+    try:
+        normalised = normalize_number(number)
+    except InvalidPhoneNumber:
+        return False
+    row = number_row_on_contract(session, contract_id, normalised)
+    return row is not None and len(row.services) > 0
+
+
+def temporary_password_problem(digits: str) -> str | None:
+    """None if ``digits`` is exactly 8 digits, else a reason code.
+
+    Reasons: ``empty``, ``not_digits``, ``too_short``, ``too_long``.
+    """
+    if not digits:
+        return "empty"
+    if not (digits.isascii() and digits.isdigit()):
+        return "not_digits"
+    if len(digits) < TEMPORARY_PASSWORD_LENGTH:
+        return "too_short"
+    if len(digits) > TEMPORARY_PASSWORD_LENGTH:
+        return "too_long"
+    return None
+
+
+def needs_number_entry(unit: AuthUnit, line: CallerLine) -> bool:
+    """Does the menu ask for a number? Unit 2 always; unit 3 only from the contract number."""
+    return unit is AuthUnit.NUMBER or (unit is AuthUnit.ADMIN_USER and line.is_contract_number)
+
+
+def target_number_for(unit: AuthUnit, line: CallerLine, entered_number: str | None) -> str:
+    """LINE -> contract number; NUMBER -> entered; ADMIN_USER -> entered if the caller is the
+    contract number, else the caller's own number. ValueError if a needed number is missing/invalid.
+    """
+    if unit is AuthUnit.LINE:
+        return line.contract_number
+    if unit is AuthUnit.ADMIN_USER and not line.is_contract_number:
+        return line.caller_number
+    if entered_number is None:
+        raise ValueError("this unit needs the number entered by the caller")
+    return normalize_number(entered_number)
+
+
+def set_temporary_password(
+    session: Session,
+    *,
+    contract_id: int,
+    unit: AuthUnit,
+    target_number: str,
+    password_hash: str,
+    now: datetime,
+    channel: str = "phone",
+    policy: PolicyLike = DEFAULT_POLICY,
+) -> None:
+    """Replace the identity's credential with a temporary one (valid 24 h), reset its failures,
+    set the contract's unit, and write audit events. Does NOT commit.
+
+    Raises :class:`NotOnContract` if the number is not on the contract, or (line unit) is not the
+    contract number.
+    """
+    contract = session.get(Contract, contract_id)
+    if contract is None:
+        raise NotOnContract("no such contract")
+    number = normalize_number(target_number)
+    row = number_row_on_contract(session, contract_id, number)
+    if row is None:
+        raise NotOnContract("the number is not on this contract")
+    if unit is AuthUnit.LINE and number != contract.contract_number:
+        raise NotOnContract("line unit sets the contract number's password")
+    if not password_hash.startswith("$argon2"):
+        raise ValueError("set_temporary_password takes an argon2 hash, not digits")
+
+    credential = session.scalars(select(Credential).where(Credential.phone_number_id == row.id)).one_or_none()
+    if credential is None:
+        credential = Credential(phone_number_id=row.id, generation=0, failures=0)
+        session.add(credential)
+    credential.kind = CredentialKind.TEMPORARY
+    credential.secret_hash = password_hash
+    credential.set_at = now
+    credential.expires_at = temporary_expiry(now, policy)
+    credential.failures = 0
+    credential.invalidated_at = None
+    credential.generation = (credential.generation or 0) + 1
+    credential.set_channel = channel
+    credential.last_success_at = None
+
+    previous_unit = contract.auth_unit
+    if previous_unit != unit:
+        contract.auth_unit = unit
+        contract.unit_changed_at = now
+        record_event(
+            session,
+            event=AuditEventType.UNIT_CHANGED,
+            at=now,
+            channel=channel,
+            outcome="ok",
+            number=number,
+            contract_id=contract_id,
+            detail=f"{previous_unit}->{unit}",
+        )
+    record_event(
+        session,
+        event=AuditEventType.TEMPORARY_SET,
+        at=now,
+        channel=channel,
+        outcome="ok",
+        number=number,
+        contract_id=contract_id,
+        detail=f"unit={unit}",
+    )
+    session.flush()
+
+
+# --- call records --------------------------------------------------------------------------
+
+
+def start_call_record(
+    session: Session,
+    *,
+    call_id: str,
+    caller: str | None,
+    service_number: str | None,
+    started_at: datetime,
+) -> None:
+    """One row per call, outcome None while in progress. Idempotent for the same call id."""
+    existing = session.scalars(select(CallRecord).where(CallRecord.call_id == call_id)).one_or_none()
+    if existing is not None:
+        return
+    session.add(
+        CallRecord(
+            call_id=call_id,
+            caller=caller,
+            service_number=service_number,
+            started_at=started_at,
+            wrong_entries=0,
+        )
+    )
+    session.flush()
+
+
+def finish_call_record(
+    session: Session,
+    *,
+    call_id: str,
+    ended_at: datetime,
+    outcome: str,
+    unit: str | None,
+    target_number: str | None,
+    last_step: str | None,
+    wrong_entries: int,
+) -> None:
+    """Complete the call's row (creates it if the start was never recorded)."""
+    record = session.scalars(select(CallRecord).where(CallRecord.call_id == call_id)).one_or_none()
+    if record is None:
+        record = CallRecord(call_id=call_id, caller=None, service_number=None, started_at=ended_at)
+        session.add(record)
+    record.ended_at = ended_at
+    record.outcome = outcome
+    record.unit = unit
+    record.target_number = target_number
+    record.last_step = last_step
+    record.wrong_entries = wrong_entries
+    session.flush()
+
+
+def list_call_records(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    number: str | None = None,
+    outcome: str | None = None,
+    limit: int = 200,
+) -> list[CallRecord]:
+    """Newest first. ``number`` matches the caller or the target number."""
+    query = select(CallRecord).order_by(CallRecord.started_at.desc(), CallRecord.id.desc()).limit(limit)
+    if since is not None:
+        query = query.where(CallRecord.started_at >= since)
+    if number is not None:
+        try:
+            normalised = normalize_number(number)
+        except InvalidPhoneNumber:
+            normalised = number
+        query = query.where(
+            (CallRecord.caller == normalised)
+            | (CallRecord.target_number == normalised)
+            | (CallRecord.caller == number)
+        )
+    if outcome is not None:
+        query = query.where(CallRecord.outcome == outcome)
+    return list(session.scalars(query))
+
+
+def get_call_record(session: Session, call_id: str) -> CallRecord | None:
+    return session.scalars(select(CallRecord).where(CallRecord.call_id == call_id)).one_or_none()
