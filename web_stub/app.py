@@ -1,0 +1,1290 @@
+"""The web login and account-security pages (seed 003, P7–P28) as a Starlette app.
+
+Login steps are a small state machine kept in the server-side session (``WebSession.stage``):
+
+    anonymous --login--> must_change --change--> otp_choice | otp_register | otp_code | home
+    otp_choice --use--> otp_register --link opened--> otp_code --code--> home
+    otp_choice --not use + agree--> home
+
+A page of another stage redirects to the page of the session's stage, so nothing is reachable
+before the steps in front of it are done. Credential work (database, argon2) runs in a threadpool.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.phone import format_number
+from ivr.settings import Settings
+from web_stub import messages as msg
+from web_stub.backend import CredentialBackend, LoginOutcome, OtpState
+from web_stub.mail import Mailer, MailSendError, SmtpMailer, code_mail, registration_mail
+from web_stub.sessions import Clock, SessionStore, WebSession
+
+log = structlog.get_logger("web")
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "ivr_session"
+UNIT_LABELS = {"line": "回線単位", "number": "電話番号単位", "admin_user": "管理者/ユーザ単位"}
+STAGE_PAGES = {
+    "must_change": "/password/required",
+    "otp_choice": "/otp/choice",
+    "otp_register": "/otp/register",
+    "otp_code": "/otp/send",
+    "home": "/home",
+}
+STAGE_API_NEXT = {
+    "must_change": "change_password",
+    "otp_choice": "otp_choice",
+    "otp_register": "otp_register",
+    "otp_code": "otp_code",
+    "home": "home",
+}
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+MAX_CONFIRMATION_CHECKS = 5
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_login_number(raw: str) -> str:
+    """Full-width digits and hyphens are forgiven; the result is what core looks up."""
+    text = unicodedata.normalize("NFKC", raw or "")
+    return re.sub(r"[\s\-‐ー－]", "", text)
+
+
+def mask_email(email: str | None) -> str:
+    if not email or "@" not in email:
+        return ""
+    local, _, domain = email.partition("@")
+    return f"{local[:2]}***@{domain}"
+
+
+class SecurityHeaders:
+    """Headers every answer carries: no framing, no caching of account pages, no referrer leak."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                extra = [
+                    (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (
+                        b"content-security-policy",
+                        b"default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+                    ),
+                ]
+                if not scope["path"].startswith("/static/"):
+                    extra.append((b"cache-control", b"no-store"))
+                headers.extend((k, v) for k, v in extra if k not in names)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+@dataclass
+class Context:
+    """One request's session as loaded by :meth:`WebApp.load`."""
+
+    session: WebSession | None
+    idle_expired: bool
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class WebApp:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backend: CredentialBackend,
+        clock: Clock,
+        mailer: Mailer,
+    ) -> None:
+        self.settings = settings
+        self.web = settings.web
+        self.policy = settings.credentials
+        self.backend = backend
+        self.clock = clock
+        self.mailer = mailer
+        self.service_number = settings.lab.service_number
+        self.store = SessionStore(
+            idle_timeout=timedelta(seconds=self.web.session_idle_timeout_seconds), clock=clock
+        )
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+    # ----------------------------------------------------------------- plumbing
+    def load(self, request: Request) -> Context:
+        session, expired = self.store.get(request.cookies.get(SESSION_COOKIE))
+        return Context(session=session, idle_expired=expired)
+
+    def set_cookie(self, response: Response, session: WebSession) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            session.id,
+            httponly=True,
+            samesite="lax",
+            secure=self.web.cookie_secure,
+            path="/",
+        )
+
+    def clear_cookie(self, response: Response) -> None:
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=self.web.cookie_secure
+        )
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        title: str,
+        session: WebSession | None,
+        *,
+        status_code: int = 200,
+        errors: list[str] | None = None,
+        notice: str | None = None,
+        **context: Any,
+    ) -> Response:
+        otp_enabled = bool(session and session.data.get("otp_status") == "on")
+        response = self.templates.TemplateResponse(
+            request,
+            template,
+            {
+                "page_title": title,
+                "ws": session,
+                "csrf_token": session.csrf_token if session else "",
+                "unit_label": UNIT_LABELS.get(session.unit or "", "") if session else "",
+                "otp_enabled": otp_enabled,
+                "errors": errors or [],
+                "notice": notice,
+                "static_url": "/static",
+                "service_number_display": format_number(self.service_number),
+                **context,
+            },
+            status_code=status_code,
+        )
+        if session is not None:
+            self.set_cookie(response, session)
+        return response
+
+    def message_page(
+        self,
+        request: Request,
+        title: str,
+        paragraphs: list[str],
+        session: WebSession | None,
+        *,
+        status_code: int = 200,
+        link_url: str | None = None,
+        link_text: str | None = None,
+        errors: list[str] | None = None,
+    ) -> Response:
+        return self.render(
+            request,
+            "message.html",
+            title,
+            session,
+            status_code=status_code,
+            paragraphs=paragraphs,
+            link_url=link_url,
+            link_text=link_text,
+            errors=errors,
+        )
+
+    def redirect(self, url: str, session: WebSession | None = None) -> Response:
+        response = RedirectResponse(url, status_code=303)
+        if session is not None:
+            self.set_cookie(response, session)
+        return response
+
+    def to_login(self, request: Request, ctx: Context) -> Response:
+        url = "/login?timeout=1" if ctx.idle_expired else "/login"
+        response = self.redirect(url)
+        self.clear_cookie(response)
+        return response
+
+    async def form(self, request: Request) -> dict[str, str]:
+        data = await request.form()
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def csrf_ok(self, session: WebSession | None, form: dict[str, str]) -> bool:
+        token = form.get("csrf_token", "")
+        return bool(session and token and secrets.compare_digest(token, session.csrf_token))
+
+    def csrf_failed(self, request: Request, ctx: Context) -> Response:
+        if ctx.idle_expired or ctx.session is None:
+            log.info("web_form_without_session", path=request.url.path, idle_expired=ctx.idle_expired)
+            return self.to_login(request, ctx)
+        log.warning("web_csrf_rejected", path=request.url.path, number=ctx.session.number)
+        return self.message_page(
+            request,
+            "エラー",
+            [msg.FORM_EXPIRED],
+            ctx.session,
+            status_code=403,
+            link_url=STAGE_PAGES.get(ctx.session.stage, "/login"),
+            link_text="戻る",
+        )
+
+    def require(self, request: Request, stages: set[str]) -> tuple[WebSession | None, Response | None]:
+        """The session if it is at one of ``stages``; else the answer (login or its stage's page)."""
+        ctx = self.load(request)
+        session = ctx.session
+        if session is None or not session.authenticated:
+            return None, self.to_login(request, ctx)
+        if session.stage not in stages:
+            return None, self.redirect(STAGE_PAGES[session.stage], session)
+        return session, None
+
+    async def require_post(
+        self, request: Request, stages: set[str]
+    ) -> tuple[WebSession | None, dict[str, str], Response | None]:
+        ctx = self.load(request)
+        form = await self.form(request)
+        if not self.csrf_ok(ctx.session, form):
+            return None, form, self.csrf_failed(request, ctx)
+        session = ctx.session
+        assert session is not None
+        if not session.authenticated:
+            return None, form, self.to_login(request, ctx)
+        if session.stage not in stages:
+            return None, form, self.redirect(STAGE_PAGES[session.stage], session)
+        return session, form, None
+
+    def stage_after_password(self, otp: OtpState) -> str:
+        return {"unchosen": "otp_choice", "pending": "otp_register", "on": "otp_code", "off": "home"}[
+            otp.status
+        ]
+
+    def begin_login(self, session: WebSession, outcome: LoginOutcome) -> WebSession:
+        """A fresh session id for the logged-in user (the pre-login id is worthless from now on)."""
+        session = self.store.rotate(session)
+        session.number = outcome.number
+        session.contract_id = outcome.contract_id
+        session.unit = outcome.unit
+        session.role = outcome.role
+        session.data = {
+            "otp_status": outcome.otp.status,
+            "otp_email": outcome.otp.email,
+            "login_attempt_id": secrets.token_urlsafe(16),
+            "change_reason": outcome.change_reason,
+        }
+        if outcome.must_change_password:
+            session.stage = "must_change"
+        else:
+            session.stage = self.stage_after_password(outcome.otp)
+        return session
+
+    def complete_login(self, session: WebSession) -> WebSession:
+        session = self.store.rotate(session)
+        session.stage = "home"
+        session.data.pop("login_attempt_id", None)
+        log.info("web_login_completed", number=session.number, unit=session.unit, role=session.role)
+        return session
+
+    async def refresh_otp(self, session: WebSession) -> OtpState:
+        assert session.number is not None
+        state = await run_in_threadpool(self.backend.otp_state, number=session.number)
+        session.data["otp_status"] = state.status
+        session.data["otp_email"] = state.email
+        return state
+
+    def refused_message(self, status: str) -> str:
+        if status == "temporary_expired":
+            return msg.temporary_expired_message(self.service_number)
+        return msg.invalidated_message(self.service_number)
+
+    # ----------------------------------------------------------------- login
+    async def root(self, request: Request) -> Response:
+        ctx = self.load(request)
+        if ctx.session and ctx.session.authenticated:
+            return self.redirect(STAGE_PAGES[ctx.session.stage], ctx.session)
+        return self.redirect("/login")
+
+    async def login_page(self, request: Request) -> Response:
+        ctx = self.load(request)
+        session = ctx.session
+        if session and session.authenticated:
+            return self.redirect(STAGE_PAGES[session.stage], session)
+        if session is None:
+            session = self.store.create()
+        notice = msg.IDLE_LOGGED_OUT if (ctx.idle_expired or request.query_params.get("timeout")) else None
+        return self.render(request, "login.html", "ログイン", session, notice=notice, number="")
+
+    async def login_submit(self, request: Request) -> Response:
+        ctx = self.load(request)
+        form = await self.form(request)
+        if not self.csrf_ok(ctx.session, form):
+            fresh = self.store.create()
+            return self.render(
+                request,
+                "login.html",
+                "ログイン",
+                fresh,
+                status_code=403,
+                errors=[msg.FORM_EXPIRED],
+                number="",
+            )
+        session = ctx.session
+        assert session is not None
+        number = normalize_login_number(form.get("number", ""))
+        password = form.get("password", "")
+        if not number or not password:
+            return self.render(
+                request,
+                "login.html",
+                "ログイン",
+                session,
+                status_code=400,
+                errors=["電話番号（ハイフンなし）とパスワードを入力してください。"],
+                number=number,
+            )
+        outcome = await run_in_threadpool(
+            self.backend.login, number=number, password=password, now=self.clock()
+        )
+        if outcome.status == "wrong":
+            log.info("web_login_failed", outcome_code="wrong")
+            return self.render(
+                request,
+                "login.html",
+                "ログイン",
+                session,
+                status_code=401,
+                errors=[msg.WRONG_CREDENTIALS],
+                number=number,
+            )
+        if outcome.status != "ok":
+            log.info("web_login_refused", number=number, outcome_code=outcome.status)
+            return self.render(
+                request,
+                "login.html",
+                "ログイン",
+                session,
+                status_code=403,
+                errors=[self.refused_message(outcome.status)],
+                number=number,
+            )
+        session = self.begin_login(session, outcome)
+        log.info("web_login_password_ok", number=session.number, stage=session.stage)
+        if session.stage == "home":
+            session = self.complete_login(session)
+        return self.redirect(STAGE_PAGES[session.stage], session)
+
+    async def logout(self, request: Request) -> Response:
+        ctx = self.load(request)
+        form = await self.form(request)
+        if ctx.session is not None and self.csrf_ok(ctx.session, form):
+            log.info("web_logout", number=ctx.session.number)
+            self.store.delete(ctx.session)
+        elif ctx.session is not None:
+            return self.csrf_failed(request, ctx)
+        response = self.message_page(
+            request,
+            "ログアウト",
+            ["ログアウトしました。ブラウザを閉じて終了してください。"],
+            None,
+            link_url="/login",
+            link_text="ログイン画面へ",
+        )
+        self.clear_cookie(response)
+        return response
+
+    # ----------------------------------------------------------------- passwords
+    async def password_page(self, request: Request) -> Response:
+        forced = request.url.path == "/password/required"
+        session, redirect = self.require(request, {"must_change"} if forced else {"home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        return self._password_form(request, session, forced)
+
+    def _password_form(
+        self,
+        request: Request,
+        session: WebSession,
+        forced: bool,
+        errors: list[str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        reason = session.data.get("change_reason")
+        current_label = "仮パスワード" if forced and reason == "temporary" else "現在のパスワード"
+        return self.render(
+            request,
+            "change_password.html",
+            "パスワード変更",
+            session,
+            status_code=status,
+            errors=errors,
+            forced=forced,
+            reason=reason,
+            current_label=current_label,
+            action="/password/required" if forced else "/password",
+        )
+
+    async def password_submit(self, request: Request) -> Response:
+        forced = request.url.path == "/password/required"
+        session, form, redirect = await self.require_post(request, {"must_change"} if forced else {"home"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number is not None
+        current = form.get("current_password", "")
+        new = form.get("new_password", "")
+        confirm = form.get("new_password_confirm", "")
+        if not current or not new:
+            return self._password_form(
+                request, session, forced, ["現在のパスワードと新しいパスワードを入力してください。"], 400
+            )
+        if new != confirm:
+            return self._password_form(request, session, forced, msg.password_messages(["mismatch"]), 400)
+        reasons = await run_in_threadpool(
+            self.backend.change_password,
+            number=session.number,
+            current_password=current,
+            new_password=new,
+            now=self.clock(),
+        )
+        if reasons:
+            log.info("web_password_change_refused", number=session.number, reasons=reasons)
+            if "locked" in reasons:
+                self.store.delete(session)
+                response = self.message_page(
+                    request,
+                    "パスワード変更",
+                    [msg.invalidated_message(self.service_number)],
+                    None,
+                    status_code=403,
+                    link_url="/login",
+                    link_text="ログイン画面へ",
+                )
+                self.clear_cookie(response)
+                return response
+            return self._password_form(request, session, forced, msg.password_messages(reasons), 400)
+        log.info("web_password_changed", number=session.number, forced=forced)
+        if not forced:
+            return self.message_page(
+                request,
+                "パスワード変更完了",
+                ["パスワードを変更しました。次回から新しいパスワードでログインしてください。"],
+                session,
+                link_url="/home",
+                link_text="サービス選択へ",
+            )
+        session.data["change_reason"] = None
+        otp = await self.refresh_otp(session)
+        session.stage = self.stage_after_password(otp)
+        if session.stage == "home":
+            session = self.complete_login(session)
+        return self.redirect(STAGE_PAGES[session.stage], session)
+
+    # ----------------------------------------------------------------- OTP choice at first login
+    async def otp_choice_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"otp_choice"})
+        if redirect:
+            return redirect
+        return self.render(request, "otp_choice.html", "ワンタイムパスワード 利用選択画面", session)
+
+    async def otp_choice_submit(self, request: Request) -> Response:
+        session, form, redirect = await self.require_post(request, {"otp_choice"})
+        if redirect:
+            return redirect
+        assert session is not None
+        choice = form.get("choice")
+        if choice == "use":
+            session.stage = "otp_register"
+            return self.redirect("/otp/register", session)
+        if choice == "not_use":
+            return self.redirect("/otp/decline", session)
+        return self.render(
+            request,
+            "otp_choice.html",
+            "ワンタイムパスワード 利用選択画面",
+            session,
+            status_code=400,
+            errors=[
+                "「ワンタイムパスワードを利用する」または「ワンタイムパスワードを利用しない」を選択してください。"
+            ],
+        )
+
+    async def otp_decline_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"otp_choice"})
+        if redirect:
+            return redirect
+        return self.render(
+            request,
+            "otp_decline.html",
+            "ワンタイムパスワード 利用選択確認",
+            session,
+            action="/otp/decline",
+            back_url="/otp/choice",
+        )
+
+    async def otp_decline_submit(self, request: Request) -> Response:
+        session, form, redirect = await self.require_post(request, {"otp_choice"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number is not None
+        if form.get("agree") != "1":
+            return self.redirect("/otp/choice", session)
+        await run_in_threadpool(self.backend.otp_decline, number=session.number, now=self.clock())
+        session.data["otp_status"] = "off"
+        session = self.complete_login(session)
+        return self.redirect("/home", session)
+
+    # ----------------------------------------------------------------- OTP registration
+    def _register_context(self, session: WebSession, address_only: bool) -> dict[str, Any]:
+        if address_only:
+            back = "/otp/send" if session.stage == "otp_code" else "/home"
+            return {"action": "/otp/address", "address_only": True, "back_url": back}
+        back = (
+            "/otp/choice"
+            if session.stage == "otp_register" and session.data.get("otp_status") == "unchosen"
+            else ""
+        )
+        if session.stage == "home":
+            back = "/home"
+        return {"action": "/otp/register", "address_only": False, "back_url": back}
+
+    def _register_title(self, address_only: bool) -> str:
+        return (
+            "ワンタイムパスワード受信用メールアドレス変更"
+            if address_only
+            else "ワンタイムパスワード利用情報 仮登録"
+        )
+
+    async def otp_register_page(self, request: Request) -> Response:
+        address_only = request.url.path == "/otp/address"
+        stages = {"otp_code", "home"} if address_only else {"otp_register", "home"}
+        session, redirect = self.require(request, stages)
+        if redirect:
+            return redirect
+        assert session is not None
+        if address_only and not session.data.get("confirmation_checked"):
+            return self.redirect("/otp/address-check", session)
+        if not address_only and session.stage == "home" and session.data.get("otp_status") == "on":
+            return self.redirect("/home", session)
+        draft = session.data.get("draft") or {}
+        form = {
+            "email": draft.get("email", ""),
+            "email_confirm": draft.get("email", ""),
+            "confirmation_id": draft.get("confirmation_id", ""),
+            "confirmation_id_confirm": draft.get("confirmation_id", ""),
+        }
+        return self.render(
+            request,
+            "otp_register.html",
+            self._register_title(address_only),
+            session,
+            form=form,
+            **self._register_context(session, address_only),
+        )
+
+    async def otp_register_submit(self, request: Request) -> Response:
+        address_only = request.url.path == "/otp/address"
+        stages = {"otp_code", "home"} if address_only else {"otp_register", "home"}
+        session, form, redirect = await self.require_post(request, stages)
+        if redirect:
+            return redirect
+        assert session is not None
+        if address_only and not session.data.get("confirmation_checked"):
+            return self.redirect("/otp/address-check", session)
+        email = unicodedata.normalize("NFKC", form.get("email", "")).strip()
+        email_confirm = unicodedata.normalize("NFKC", form.get("email_confirm", "")).strip()
+        errors: list[str] = []
+        if not _EMAIL.fullmatch(email) or len(email) > 254:
+            errors.append(msg.EMAIL_INVALID)
+        elif email != email_confirm:
+            errors.append(msg.EMAIL_MISMATCH)
+        cid = form.get("confirmation_id", "")
+        cpw = form.get("confirmation_password", "")
+        if not address_only:
+            id_codes = self.backend.confirmation_id_violations(cid)
+            if not id_codes and cid != form.get("confirmation_id_confirm", ""):
+                id_codes = ["mismatch"]
+            errors += msg.confirmation_id_messages(id_codes)
+            pw_codes = self.backend.confirmation_password_violations(cpw)
+            if not pw_codes and cpw != form.get("confirmation_password_confirm", ""):
+                pw_codes = ["mismatch"]
+            errors += msg.confirmation_password_messages(pw_codes)
+        if errors:
+            return self.render(
+                request,
+                "otp_register.html",
+                self._register_title(address_only),
+                session,
+                status_code=400,
+                errors=errors,
+                form=form,
+                **self._register_context(session, address_only),
+            )
+        session.data["draft"] = {
+            "email": email,
+            "confirmation_id": cid,
+            "confirmation_password": cpw,
+            "confirmation_password_length": len(cpw),
+            "address_only": address_only,
+        }
+        return self.redirect("/otp/register/confirm", session)
+
+    async def otp_register_confirm_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"otp_register", "otp_code", "home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        draft = session.data.get("draft")
+        if not draft:
+            return self.redirect(STAGE_PAGES[session.stage], session)
+        address_only = bool(draft["address_only"])
+        title = (
+            "ワンタイムパスワード受信用メールアドレス変更内容確認"
+            if address_only
+            else "ワンタイムパスワード利用情報 仮登録内容確認"
+        )
+        return self.render(
+            request,
+            "otp_register_confirm.html",
+            title,
+            session,
+            draft=draft,
+            address_only=address_only,
+            action="/otp/register/confirm",
+            back_url="/otp/address" if address_only else "/otp/register",
+        )
+
+    async def otp_register_confirm_submit(self, request: Request) -> Response:
+        session, _form, redirect = await self.require_post(request, {"otp_register", "otp_code", "home"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number is not None
+        draft = session.data.get("draft")
+        if not draft:
+            return self.redirect(STAGE_PAGES[session.stage], session)
+        now = self.clock()
+        if draft["address_only"]:
+            token = await run_in_threadpool(
+                self.backend.otp_change_address, number=session.number, email=draft["email"], now=now
+            )
+        else:
+            token = await run_in_threadpool(
+                self.backend.otp_register,
+                number=session.number,
+                email=draft["email"],
+                confirmation_id=draft["confirmation_id"],
+                confirmation_password=draft["confirmation_password"],
+                now=now,
+            )
+        link = f"{self.web.base_url.rstrip('/')}/otp/verify?token={token}"
+        hours = max(1, self.policy.registration_link_validity_seconds // 3600)
+        mail = registration_mail(
+            sender=self.settings.smtp.sender,
+            recipient=draft["email"],
+            number=session.number,
+            link=link,
+            valid_hours=hours,
+        )
+        try:
+            await self.mailer.send(mail)
+        except MailSendError as exc:
+            log.error("web_mail_failed", kind="registration", number=session.number, reason_code=exc.reason)
+            return self.render(
+                request,
+                "otp_register_confirm.html",
+                "ワンタイムパスワード利用情報 仮登録内容確認",
+                session,
+                status_code=502,
+                errors=[msg.MAIL_FAILED],
+                draft=draft,
+                address_only=bool(draft["address_only"]),
+                action="/otp/register/confirm",
+                back_url="/otp/address" if draft["address_only"] else "/otp/register",
+            )
+        log.info(
+            "web_registration_mail_sent", number=session.number, address_only=bool(draft["address_only"])
+        )
+        address_only = bool(draft["address_only"])
+        session.data.pop("draft", None)
+        session.data.pop("confirmation_checked", None)
+        if not address_only and session.data.get("otp_status") != "on":
+            session.data["otp_status"] = "pending"
+        sender_domain = self.settings.smtp.sender.rpartition("@")[2]
+        return self.render(
+            request,
+            "otp_register_sent.html",
+            "ワンタイムパスワード利用情報 仮登録完了",
+            session,
+            link_hours=hours,
+            sender_domain=sender_domain,
+            back_url="/otp/address" if address_only else "/otp/register",
+        )
+
+    # ----------------------------------------------------------------- the mailed link
+    async def otp_verify_page(self, request: Request) -> Response:
+        ctx = self.load(request)
+        session = ctx.session or self.store.create()
+        token = request.query_params.get("token", "")
+        if not token:
+            return self.message_page(
+                request, "メールアドレス本登録", [msg.LINK_UNKNOWN], session, status_code=400
+            )
+        return self.render(
+            request, "otp_verify.html", "ワンタイムパスワード利用情報 本登録", session, token=token
+        )
+
+    async def otp_verify_submit(self, request: Request) -> Response:
+        ctx = self.load(request)
+        form = await self.form(request)
+        if not self.csrf_ok(ctx.session, form):
+            fresh = ctx.session or self.store.create()
+            token = form.get("token", "")
+            return self.render(
+                request,
+                "otp_verify.html",
+                "ワンタイムパスワード利用情報 本登録",
+                fresh,
+                status_code=403,
+                errors=[msg.FORM_EXPIRED],
+                token=token,
+            )
+        session = ctx.session
+        assert session is not None
+        outcome = await run_in_threadpool(
+            self.backend.otp_confirm_link, token=form.get("token", ""), now=self.clock()
+        )
+        title = "ワンタイムパスワード利用情報 本登録"
+        if outcome.status != "ok":
+            log.info("web_registration_link_refused", outcome_code=outcome.status)
+            text = {"expired": msg.LINK_EXPIRED, "used": msg.LINK_USED}.get(outcome.status, msg.LINK_UNKNOWN)
+            link = STAGE_PAGES.get(session.stage, "/login") if session.authenticated else "/login"
+            return self.message_page(
+                request,
+                title,
+                [],
+                session,
+                status_code=410 if outcome.status == "expired" else 400,
+                errors=[text],
+                link_url=link,
+                link_text="戻る" if session.authenticated else "ログイン画面へ",
+            )
+        log.info("web_registration_completed", number=outcome.number)
+        same_user = session.authenticated and session.number == outcome.number
+        if same_user:
+            await self.refresh_otp(session)
+            if session.stage in {"otp_register", "otp_code"}:
+                session.stage = "otp_code"
+                return self.render(
+                    request,
+                    "otp_send.html",
+                    title,
+                    session,
+                    just_registered=True,
+                    masked_email=mask_email(session.data.get("otp_email")),
+                )
+            if session.stage == "home":
+                return self.message_page(
+                    request,
+                    title,
+                    ["ワンタイムパスワードの本登録が完了しました。"],
+                    session,
+                    link_url="/home",
+                    link_text="サービス選択へ",
+                )
+        return self.message_page(
+            request,
+            title,
+            [
+                "ワンタイムパスワードの本登録が完了しました。",
+                "ログイン画面から、もう一度ログインしてください。",
+            ],
+            session if session.authenticated else None,
+            link_url="/login",
+            link_text="ログイン画面へ",
+        )
+
+    # ----------------------------------------------------------------- OTP code
+    async def otp_send_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"otp_code"})
+        if redirect:
+            return redirect
+        assert session is not None
+        return self.render(
+            request,
+            "otp_send.html",
+            "ワンタイムパスワード 送信確認画面",
+            session,
+            just_registered=False,
+            masked_email=mask_email(session.data.get("otp_email")),
+        )
+
+    async def otp_send_submit(self, request: Request) -> Response:
+        session, _form, redirect = await self.require_post(request, {"otp_code"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number is not None
+        issued = await run_in_threadpool(
+            self.backend.otp_issue_code,
+            number=session.number,
+            login_attempt_id=session.data["login_attempt_id"],
+            now=self.clock(),
+        )
+        mail = code_mail(
+            sender=self.settings.smtp.sender,
+            recipient=issued.email,
+            number=session.number,
+            code=issued.code,
+            valid_seconds=self.policy.otp_code_validity_seconds,
+        )
+        try:
+            await self.mailer.send(mail)
+        except MailSendError as exc:
+            log.error("web_mail_failed", kind="otp_code", number=session.number, reason_code=exc.reason)
+            return self.render(
+                request,
+                "otp_send.html",
+                "ワンタイムパスワード 送信確認画面",
+                session,
+                status_code=502,
+                errors=[msg.MAIL_FAILED],
+                just_registered=False,
+                masked_email=mask_email(issued.email),
+            )
+        log.info("web_otp_code_mail_sent", number=session.number)
+        return self.redirect("/otp/code", session)
+
+    async def otp_code_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"otp_code"})
+        if redirect:
+            return redirect
+        return self.render(
+            request,
+            "otp_code.html",
+            "ワンタイムパスワード 入力画面",
+            session,
+            code_seconds=self.policy.otp_code_validity_seconds,
+        )
+
+    async def otp_code_submit(self, request: Request) -> Response:
+        session, form, redirect = await self.require_post(request, {"otp_code"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number is not None
+        code = unicodedata.normalize("NFKC", form.get("code", "")).strip()
+        status = await run_in_threadpool(
+            self.backend.otp_verify_code,
+            number=session.number,
+            login_attempt_id=session.data["login_attempt_id"],
+            code=code,
+            now=self.clock(),
+        )
+        if status == "ok":
+            session = self.complete_login(session)
+            return self.redirect("/home", session)
+        log.info("web_otp_code_refused", number=session.number, outcome_code=status)
+        text = {
+            "wrong": msg.CODE_WRONG,
+            "expired": msg.CODE_EXPIRED,
+            "used": msg.CODE_EXPIRED,
+            "too_many": msg.CODE_TOO_MANY,
+            "none": msg.CODE_NONE,
+        }.get(status, msg.CODE_WRONG)
+        return self.render(
+            request,
+            "otp_code.html",
+            "ワンタイムパスワード 入力画面",
+            session,
+            status_code=400,
+            errors=[text],
+            code_seconds=self.policy.otp_code_validity_seconds,
+        )
+
+    # ----------------------------------------------------------------- address change
+    async def otp_address_check_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"otp_code", "home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        if session.data.get("otp_status") != "on":
+            return self.redirect(STAGE_PAGES[session.stage], session)
+        back = "/otp/send" if session.stage == "otp_code" else "/home"
+        return self.render(
+            request,
+            "otp_credentials_check.html",
+            "ワンタイムパスワード受信メールアドレス変更",
+            session,
+            action="/otp/address-check",
+            back_url=back,
+        )
+
+    async def otp_address_check_submit(self, request: Request) -> Response:
+        session, form, redirect = await self.require_post(request, {"otp_code", "home"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number is not None
+        back = "/otp/send" if session.stage == "otp_code" else "/home"
+        attempts = int(session.data.get("confirmation_failures", 0))
+        if attempts >= MAX_CONFIRMATION_CHECKS:
+            return self.message_page(
+                request,
+                "ワンタイムパスワード受信メールアドレス変更",
+                [],
+                session,
+                status_code=429,
+                errors=[
+                    "確認用ID・確認用パスワードの入力を規定の回数誤りました。一度ログアウトしてからお試しください。"
+                ],
+                link_url=back,
+                link_text="戻る",
+            )
+        ok = await run_in_threadpool(
+            self.backend.otp_check_confirmation,
+            number=session.number,
+            confirmation_id=form.get("confirmation_id", ""),
+            confirmation_password=form.get("confirmation_password", ""),
+            now=self.clock(),
+        )
+        if not ok:
+            session.data["confirmation_failures"] = attempts + 1
+            return self.render(
+                request,
+                "otp_credentials_check.html",
+                "ワンタイムパスワード受信メールアドレス変更",
+                session,
+                status_code=400,
+                errors=[msg.CONFIRMATION_WRONG],
+                action="/otp/address-check",
+                back_url=back,
+            )
+        session.data["confirmation_checked"] = True
+        return self.redirect("/otp/address", session)
+
+    # ----------------------------------------------------------------- home and settings
+    async def home(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number and session.contract_id is not None and session.unit
+        numbers = await run_in_threadpool(
+            self.backend.scope, contract_id=session.contract_id, unit=session.unit, number=session.number
+        )
+        await self.refresh_otp(session)
+        return self.render(request, "home.html", "サービス選択", session, numbers=numbers)
+
+    async def settings_otp_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        state = await self.refresh_otp(session)
+        return self.render(
+            request,
+            "settings_otp.html",
+            "ワンタイムパスワード 利用選択変更",
+            session,
+            enabled=state.status == "on",
+        )
+
+    async def settings_otp_submit(self, request: Request) -> Response:
+        session, form, redirect = await self.require_post(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number is not None
+        state = await self.refresh_otp(session)
+        if form.get("use") == "0" and state.status == "on":
+            await run_in_threadpool(self.backend.otp_disable, number=session.number, now=self.clock())
+            session.data["otp_status"] = "off"
+            log.info("web_otp_disabled", number=session.number)
+            return self.message_page(
+                request,
+                "ワンタイムパスワード 利用選択変更完了",
+                ["「ワンタイムパスワードを利用しない」に変更しました。"],
+                session,
+                link_url="/home",
+                link_text="サービス選択へ",
+            )
+        if form.get("use") == "1" and state.status != "on":
+            return self.message_page(
+                request,
+                "ワンタイムパスワード 利用選択変更完了",
+                [
+                    "「ワンタイムパスワードを利用する」に変更します。以下の「次へ」ボタンよりメールアドレス等の登録画面に進んでください。",
+                    "※本画面ではまだワンタイムパスワード利用の本登録が完了していません。",
+                ],
+                session,
+                link_url="/otp/register",
+                link_text="次へ",
+            )
+        return self.redirect("/settings/otp", session)
+
+    async def settings_address(self, request: Request) -> Response:
+        return self.redirect("/otp/address-check")
+
+    def _confirmation_form(
+        self,
+        request: Request,
+        session: WebSession,
+        kind: str,
+        errors: list[str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        what = "確認用ID" if kind == "id" else "確認用パスワード"
+        return self.render(
+            request,
+            "change_confirmation.html",
+            f"{what}変更",
+            session,
+            status_code=status,
+            errors=errors,
+            kind=kind,
+            what=what,
+            input_type="text" if kind == "id" else "password",
+            action="/settings/otp/confirmation-id" if kind == "id" else "/settings/otp/confirmation-password",
+        )
+
+    async def confirmation_page(self, request: Request) -> Response:
+        kind = "id" if request.url.path.endswith("confirmation-id") else "password"
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        if session.data.get("otp_status") != "on":
+            return self.redirect("/home", session)
+        return self._confirmation_form(request, session, kind)
+
+    async def confirmation_submit(self, request: Request) -> Response:
+        kind = "id" if request.url.path.endswith("confirmation-id") else "password"
+        session, form, redirect = await self.require_post(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number is not None
+        to_messages = msg.confirmation_id_messages if kind == "id" else msg.confirmation_password_messages
+        new = form.get("new", "")
+        codes = (
+            self.backend.confirmation_id_violations(new)
+            if kind == "id"
+            else self.backend.confirmation_password_violations(new)
+        )
+        if not codes and new != form.get("new_confirm", ""):
+            codes = ["mismatch"]
+        if codes:
+            return self._confirmation_form(request, session, kind, to_messages(codes), 400)
+        change = (
+            self.backend.otp_change_confirmation_id
+            if kind == "id"
+            else self.backend.otp_change_confirmation_password
+        )
+        codes = await run_in_threadpool(
+            change, number=session.number, current=form.get("current", ""), new=new, now=self.clock()
+        )
+        if codes:
+            return self._confirmation_form(request, session, kind, to_messages(codes), 400)
+        what = "確認用ID" if kind == "id" else "確認用パスワード"
+        log.info("web_confirmation_changed", number=session.number, kind=kind)
+        return self.message_page(
+            request,
+            f"{what}変更完了",
+            [f"{what}を変更しました。"],
+            session,
+            link_url="/home",
+            link_text="サービス選択へ",
+        )
+
+    # ----------------------------------------------------------------- JSON API
+    def _api_error(self, status: int, error: str, message: str) -> JSONResponse:
+        return JSONResponse({"error": error, "message": message}, status_code=status)
+
+    async def api_login(self, request: Request) -> Response:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return self._api_error(
+                415, "unsupported_media_type", "Content-Type: application/json で送信してください。"
+            )
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._api_error(400, "bad_request", "JSON の形式が正しくありません。")
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("number"), str)
+            or not isinstance(body.get("password"), str)
+        ):
+            return self._api_error(
+                400, "bad_request", '{"number": "...", "password": "..."} を送信してください。'
+            )
+        number = normalize_login_number(body["number"])
+        outcome = await run_in_threadpool(
+            self.backend.login, number=number, password=body["password"], now=self.clock()
+        )
+        if outcome.status == "wrong":
+            log.info("web_login_failed", outcome_code="wrong", api=True)
+            return self._api_error(401, "invalid_credentials", msg.WRONG_CREDENTIALS)
+        if outcome.status != "ok":
+            log.info("web_login_refused", number=number, outcome_code=outcome.status, api=True)
+            error = "temporary_expired" if outcome.status == "temporary_expired" else "credential_invalidated"
+            return JSONResponse(
+                {
+                    "error": error,
+                    "message": self.refused_message(outcome.status),
+                    "set_temporary_password_by_phone": self.service_number,
+                },
+                status_code=403,
+            )
+        ctx = self.load(request)
+        session = self.begin_login(ctx.session or self.store.create(), outcome)
+        if session.stage == "home":
+            session = self.complete_login(session)
+        response = JSONResponse({"next": STAGE_API_NEXT[session.stage], "csrf_token": session.csrf_token})
+        self.set_cookie(response, session)
+        return response
+
+    async def api_session(self, request: Request) -> Response:
+        ctx = self.load(request)
+        session = ctx.session
+        if session is None or not session.authenticated:
+            return self._api_error(401, "not_logged_in", "ログインしていません。")
+        body: dict[str, Any] = {
+            "number": session.number,
+            "unit": session.unit,
+            "role": session.role,
+            "next": STAGE_API_NEXT[session.stage],
+        }
+        if session.stage == "home":
+            assert session.contract_id is not None and session.unit and session.number
+            rows = await run_in_threadpool(
+                self.backend.scope, contract_id=session.contract_id, unit=session.unit, number=session.number
+            )
+            body["numbers"] = [{"number": r.number, "services": r.services} for r in rows]
+        return JSONResponse(body)
+
+    async def api_logout(self, request: Request) -> Response:
+        ctx = self.load(request)
+        session = ctx.session
+        if session is None:
+            response: Response = Response(status_code=204)
+        elif not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session.csrf_token):
+            return self._api_error(403, "csrf", "X-CSRF-Token ヘッダが必要です。")
+        else:
+            self.store.delete(session)
+            response = Response(status_code=204)
+        self.clear_cookie(response)
+        return response
+
+    # ----------------------------------------------------------------- routes
+    def routes(self) -> list[Route | Mount]:
+        return [
+            Route("/", self.root),
+            Route("/login", self.login_page, methods=["GET"]),
+            Route("/login", self.login_submit, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/password/required", self.password_page, methods=["GET"]),
+            Route("/password/required", self.password_submit, methods=["POST"]),
+            Route("/password", self.password_page, methods=["GET"]),
+            Route("/password", self.password_submit, methods=["POST"]),
+            Route("/otp/choice", self.otp_choice_page, methods=["GET"]),
+            Route("/otp/choice", self.otp_choice_submit, methods=["POST"]),
+            Route("/otp/decline", self.otp_decline_page, methods=["GET"]),
+            Route("/otp/decline", self.otp_decline_submit, methods=["POST"]),
+            Route("/otp/register", self.otp_register_page, methods=["GET"]),
+            Route("/otp/register", self.otp_register_submit, methods=["POST"]),
+            Route("/otp/address", self.otp_register_page, methods=["GET"]),
+            Route("/otp/address", self.otp_register_submit, methods=["POST"]),
+            Route("/otp/register/confirm", self.otp_register_confirm_page, methods=["GET"]),
+            Route("/otp/register/confirm", self.otp_register_confirm_submit, methods=["POST"]),
+            Route("/otp/verify", self.otp_verify_page, methods=["GET"]),
+            Route("/otp/verify", self.otp_verify_submit, methods=["POST"]),
+            Route("/otp/send", self.otp_send_page, methods=["GET"]),
+            Route("/otp/send", self.otp_send_submit, methods=["POST"]),
+            Route("/otp/code", self.otp_code_page, methods=["GET"]),
+            Route("/otp/code", self.otp_code_submit, methods=["POST"]),
+            Route("/otp/address-check", self.otp_address_check_page, methods=["GET"]),
+            Route("/otp/address-check", self.otp_address_check_submit, methods=["POST"]),
+            Route("/home", self.home, methods=["GET"]),
+            Route("/settings/otp", self.settings_otp_page, methods=["GET"]),
+            Route("/settings/otp", self.settings_otp_submit, methods=["POST"]),
+            Route("/settings/otp/address", self.settings_address, methods=["GET"]),
+            Route("/settings/otp/confirmation-id", self.confirmation_page, methods=["GET"]),
+            Route("/settings/otp/confirmation-id", self.confirmation_submit, methods=["POST"]),
+            Route("/settings/otp/confirmation-password", self.confirmation_page, methods=["GET"]),
+            Route("/settings/otp/confirmation-password", self.confirmation_submit, methods=["POST"]),
+            Route("/api/login", self.api_login, methods=["POST"]),
+            Route("/api/session", self.api_session, methods=["GET"]),
+            Route("/api/logout", self.api_logout, methods=["POST"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+        ]
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "sessions": len(self.store)})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    mailer: Mailer | None = None,
+    backend: CredentialBackend | None = None,
+) -> Starlette:
+    """The ASGI app. Tests inject ``clock`` (24 h / 300 s / idle expiry), ``mailer`` or ``backend``."""
+    if backend is None:
+        from web_stub.core_backend import CoreBackend
+
+        backend = CoreBackend.from_settings(settings)
+    web = WebApp(
+        settings,
+        backend=backend,
+        clock=clock or utc_now,
+        mailer=mailer or SmtpMailer(settings.smtp),
+    )
+    app = Starlette(
+        routes=web.routes(),
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={Exception: _error_page(web)},
+    )
+    app.state.web = web
+    return app
+
+
+def _error_page(web: WebApp) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        log.error("web_unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "server_error", "message": msg.SYSTEM_ERROR}, status_code=500)
+        return web.message_page(
+            request,
+            "エラー",
+            [],
+            None,
+            status_code=500,
+            errors=[msg.SYSTEM_ERROR],
+            link_url="/login",
+            link_text="ログイン画面へ",
+        )
+
+    return handler

@@ -1,0 +1,112 @@
+"""What the web pages need from the credential store, as one synchronous interface.
+
+``CoreBackend`` (``web_stub.core_backend``) implements it over ``core``; every method is blocking
+(database, argon2) and the app calls it through ``run_in_threadpool``. Keeping the pages on this
+small interface means a change of a core name is fixed in one file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+LoginStatus = Literal["ok", "wrong", "invalidated", "temporary_expired"]
+OtpStatus = Literal["unchosen", "off", "pending", "on"]
+LinkStatus = Literal["ok", "expired", "used", "unknown"]
+CodeStatus = Literal["ok", "wrong", "expired", "used", "too_many", "none"]
+
+
+@dataclass(frozen=True)
+class OtpState:
+    status: OtpStatus
+    email: str | None = None  # the registered (active) receiving address
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    status: LoginStatus
+    number: str | None = None  # the identity's login number (normalised)
+    contract_id: int | None = None
+    unit: str | None = None  # "line" | "number" | "admin_user"
+    role: str | None = None  # "line" | "number" | "admin" | "user"
+    must_change_password: bool = False
+    change_reason: Literal["temporary", "expired"] | None = None
+    otp: OtpState = field(default_factory=lambda: OtpState("unchosen"))
+
+
+@dataclass(frozen=True)
+class NumberServices:
+    number: str
+    services: list[str]
+
+
+@dataclass(frozen=True)
+class LinkOutcome:
+    status: LinkStatus
+    number: str | None = None
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    code: str
+    email: str
+
+
+class CredentialBackend(Protocol):
+    def login(self, *, number: str, password: str, now: datetime) -> LoginOutcome: ...
+
+    def change_password(
+        self, *, number: str, current_password: str, new_password: str, now: datetime
+    ) -> list[str]:
+        """Reason codes why the change was refused (empty: changed and committed).
+
+        ``current_wrong`` when the current password does not match; the rule codes of
+        ``core.auth.password_rule_violations`` otherwise."""
+        ...
+
+    def scope(self, *, contract_id: int, unit: str, number: str) -> list[NumberServices]: ...
+
+    def otp_state(self, *, number: str) -> OtpState: ...
+
+    def otp_decline(self, *, number: str, now: datetime) -> None: ...
+
+    def otp_disable(self, *, number: str, now: datetime) -> None: ...
+
+    def otp_register(
+        self,
+        *,
+        number: str,
+        email: str,
+        confirmation_id: str,
+        confirmation_password: str,
+        now: datetime,
+    ) -> str:
+        """Store a provisional registration; return the plain link token (only its hash is stored)."""
+        ...
+
+    def otp_change_address(self, *, number: str, email: str, now: datetime) -> str: ...
+
+    def otp_confirm_link(self, *, token: str, now: datetime) -> LinkOutcome: ...
+
+    def otp_issue_code(self, *, number: str, login_attempt_id: str, now: datetime) -> IssuedCode: ...
+
+    def otp_verify_code(
+        self, *, number: str, login_attempt_id: str, code: str, now: datetime
+    ) -> CodeStatus: ...
+
+    def otp_check_confirmation(
+        self, *, number: str, confirmation_id: str, confirmation_password: str, now: datetime
+    ) -> bool: ...
+
+    def otp_change_confirmation_id(
+        self, *, number: str, current: str, new: str, now: datetime
+    ) -> list[str]: ...
+
+    def otp_change_confirmation_password(
+        self, *, number: str, current: str, new: str, now: datetime
+    ) -> list[str]: ...
+
+    def confirmation_id_violations(self, value: str) -> list[str]: ...
+
+    def confirmation_password_violations(self, value: str) -> list[str]: ...

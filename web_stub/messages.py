@@ -1,0 +1,158 @@
+# ruff: noqa: E501  (a catalogue of Japanese sentences: one per line reads best)
+"""Every message the pages show, in the user's terms (seed 003 wording where it has one)."""
+
+from __future__ import annotations
+
+from core.phone import format_number
+
+# Password rules (core.auth.password_rule_violations codes). Unknown codes fall back to a generic
+# sentence that still lists the rules, so a new core rule never shows a bare code.
+PASSWORD_RULE_MESSAGES: dict[str, str] = {
+    "length": "パスワードは8桁～12桁で設定してください。",
+    "too_short": "パスワードは8桁～12桁で設定してください。",
+    "too_long": "パスワードは8桁～12桁で設定してください。",
+    "charset": "パスワードは半角英数字（英字と数字）のみで設定してください。記号や全角文字は使えません。",
+    "invalid_characters": "パスワードは半角英数字（英字と数字）のみで設定してください。記号や全角文字は使えません。",
+    "not_alphanumeric": "パスワードは半角英数字（英字と数字）のみで設定してください。記号や全角文字は使えません。",
+    "letters_and_digits": "パスワードには英字と数字の両方を含めてください。英字のみ、数字のみの設定はできません。",
+    "needs_letter_and_digit": "パスワードには英字と数字の両方を含めてください。英字のみ、数字のみの設定はできません。",
+    "letters_only": "英字のみのパスワードは設定できません。数字も含めてください。",
+    "digits_only": "数字のみのパスワードは設定できません。英字も含めてください。",
+    "no_digit": "英字のみのパスワードは設定できません。数字も含めてください。",
+    "no_letter": "数字のみのパスワードは設定できません。英字も含めてください。",
+    "missing_digit": "英字のみのパスワードは設定できません。数字も含めてください。",
+    "missing_letter": "数字のみのパスワードは設定できません。英字も含めてください。",
+    "same_as_current": "現在のパスワードと同一のパスワードを新しいパスワードに設定することはできません。",
+    "repeated": "0000、aaaa等の4文字以上の同一文字列を含むパスワードは設定できません。",
+    "repeated_run": "0000、aaaa等の4文字以上の同一文字列を含むパスワードは設定できません。",
+    "repeated_characters": "0000、aaaa等の4文字以上の同一文字列を含むパスワードは設定できません。",
+    "sequence": "1234、abcd、4321、dcba等の昇順・降順の4文字以上の文字列を含むパスワードは設定できません。",
+    "sequential": "1234、abcd、4321、dcba等の昇順・降順の4文字以上の文字列を含むパスワードは設定できません。",
+    "sequential_run": "1234、abcd、4321、dcba等の昇順・降順の4文字以上の文字列を含むパスワードは設定できません。",
+    "ascending_or_descending": "1234、abcd、4321、dcba等の昇順・降順の4文字以上の文字列を含むパスワードは設定できません。",
+    "contains_phone_number": "お客様の電話番号を含むパスワードは設定できません。",
+    "contains_number": "お客様の電話番号を含むパスワードは設定できません。",
+    "phone_number": "お客様の電話番号を含むパスワードは設定できません。",
+    "current_wrong": "現在のパスワードが正しくありません。",
+    "mismatch": "新しいパスワードと確認のための再入力が一致しません。",
+    "empty": "新しいパスワードを入力してください。",
+}
+PASSWORD_RULE_FALLBACK = (
+    "このパスワードは設定できません。8桁～12桁の半角英数字（英字と数字の両方）で、"
+    "同じ文字や連続する文字の4文字以上の並び、電話番号を含まないものを設定してください。"
+)
+
+CONFIRMATION_ID_MESSAGES: dict[str, str] = {
+    "length": "確認用IDは8～12桁で登録してください。",
+    "too_short": "確認用IDは8～12桁で登録してください。",
+    "too_long": "確認用IDは8～12桁で登録してください。",
+    "charset": "確認用IDは半角英数字のみで登録してください。",
+    "invalid_characters": "確認用IDは半角英数字のみで登録してください。",
+    "not_alphanumeric": "確認用IDは半角英数字のみで登録してください。",
+    "digits_only": "数字のみの確認用IDは利用できません。",
+    "upper_only": "英字大文字のみの確認用IDは利用できません。",
+    "uppercase_only": "英字大文字のみの確認用IDは利用できません。",
+    "lower_only": "英字小文字のみの確認用IDは利用できません。",
+    "lowercase_only": "英字小文字のみの確認用IDは利用できません。",
+    "mismatch": "確認用IDと確認用ID(再入力)が一致しません。",
+    "current_wrong": "入力した変更前の確認用IDが誤っています。再度入力してください。",
+    "same_as_current": "変更前と同じ確認用IDは登録できません。",
+    "empty": "確認用IDを入力してください。",
+}
+CONFIRMATION_ID_FALLBACK = "確認用IDは「8～12桁の半角英数字」で、数字のみ・英字大文字のみ・英字小文字のみ以外の文字を登録してください。"
+
+CONFIRMATION_PASSWORD_MESSAGES: dict[str, str] = {
+    "length": "確認用パスワードは8～12桁で登録してください。",
+    "too_short": "確認用パスワードは8～12桁で登録してください。",
+    "too_long": "確認用パスワードは8～12桁で登録してください。",
+    "charset": "確認用パスワードは半角英数字のみで登録してください。",
+    "invalid_characters": "確認用パスワードは半角英数字のみで登録してください。",
+    "not_alphanumeric": "確認用パスワードは半角英数字のみで登録してください。",
+    "letters_and_digits": "確認用パスワードには英字と数字の両方を含めてください。",
+    "needs_letter_and_digit": "確認用パスワードには英字と数字の両方を含めてください。",
+    "letters_only": "確認用パスワードには英字と数字の両方を含めてください。",
+    "digits_only": "確認用パスワードには英字と数字の両方を含めてください。",
+    "no_digit": "確認用パスワードには英字と数字の両方を含めてください。",
+    "no_letter": "確認用パスワードには英字と数字の両方を含めてください。",
+    "missing_digit": "確認用パスワードには英字と数字の両方を含めてください。",
+    "missing_letter": "確認用パスワードには英字と数字の両方を含めてください。",
+    "mismatch": "確認用パスワードと確認用パスワード(再入力)が一致しません。",
+    "current_wrong": "入力した変更前の確認用パスワードが誤っています。再度入力してください。",
+    "same_as_current": "変更前と同じ確認用パスワードは登録できません。",
+    "empty": "確認用パスワードを入力してください。",
+}
+CONFIRMATION_PASSWORD_FALLBACK = (
+    "確認用パスワードは「8～12桁の半角英数字」で、英字と数字の両方を含めて登録してください。"
+)
+
+
+def _messages(codes: list[str], table: dict[str, str], fallback: str) -> list[str]:
+    out: list[str] = []
+    for code in codes:
+        text = table.get(code, fallback)
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def password_messages(codes: list[str]) -> list[str]:
+    return _messages(codes, PASSWORD_RULE_MESSAGES, PASSWORD_RULE_FALLBACK)
+
+
+def confirmation_id_messages(codes: list[str]) -> list[str]:
+    return _messages(codes, CONFIRMATION_ID_MESSAGES, CONFIRMATION_ID_FALLBACK)
+
+
+def confirmation_password_messages(codes: list[str]) -> list[str]:
+    return _messages(codes, CONFIRMATION_PASSWORD_MESSAGES, CONFIRMATION_PASSWORD_FALLBACK)
+
+
+def phone_instructions(service_number: str) -> str:
+    return (
+        f"契約回線から仮パスワード設定番号 {format_number(service_number)} にトーン（プッシュ）信号で"
+        f"お電話いただき、仮パスワードを設定してください。"
+    )
+
+
+WRONG_CREDENTIALS = "電話番号またはパスワードが正しくありません。"
+
+
+def invalidated_message(service_number: str) -> str:
+    return (
+        "パスワードの入力を規定の回数続けて誤ったため、このパスワード（仮パスワード）は無効になりました。"
+        + phone_instructions(service_number)
+    )
+
+
+def temporary_expired_message(service_number: str) -> str:
+    return "仮パスワードの有効期限（設定から24時間）が切れています。" + phone_instructions(service_number)
+
+
+IDLE_LOGGED_OUT = "一定時間操作がなかったため、自動的にログアウトしました。もう一度ログインしてください。"
+FORM_EXPIRED = "画面の有効期限が切れました。もう一度操作してください。"
+MAIL_FAILED = (
+    "メールを送信できませんでした。しばらく時間をおいてから、もう一度お試しください。"
+    "繰り返し失敗する場合は、メールアドレスをご確認ください。"
+)
+EMAIL_INVALID = "メールアドレスの形式が正しくありません。例) abc@def.co.jp"
+EMAIL_MISMATCH = "メールアドレスとメールアドレス(再入力)が一致しません。"
+CODE_WRONG = (
+    "ワンタイムパスワードが正しくありません。メールに記載されたワンタイムパスワードを入力してください。"
+)
+CODE_EXPIRED = (
+    "ワンタイムパスワードの有効時間（300秒）を過ぎたか、すでに使用されています。"
+    "「ワンタイムパスワード送信確認画面へ」から、もう一度送信してください。"
+)
+CODE_TOO_MANY = (
+    "ワンタイムパスワードの入力を規定の回数続けて誤りました。"
+    "「ワンタイムパスワード送信確認画面へ」から、新しいワンタイムパスワードを送信してください。"
+)
+CODE_NONE = "ワンタイムパスワードがまだ送信されていません。「ワンタイムパスワードを送信」を押してください。"
+LINK_EXPIRED = (
+    "メールアドレスの本登録お手続きURLの有効期限（24時間）が切れています。"
+    "再度ひかり電話設定サイトにログインしてお手続きをお願いします。"
+)
+LINK_USED = "このURLはすでに使用されています。本登録が完了している場合は、そのままログインしてください。"
+LINK_UNKNOWN = "このURLは無効です。メールに記載されたURLを、途中で切れないようにすべて開いてください。"
+CONFIRMATION_WRONG = "確認用IDまたは確認用パスワードが正しくありません。"
+SYSTEM_ERROR = "ただいまシステムが混み合っているか、障害が発生しています。しばらく時間をおいてから、もう一度お試しください。"
