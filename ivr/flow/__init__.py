@@ -1,0 +1,1 @@
+"""Call flows: one sequential `async def` per flow, over the `ivr.channel.Channel` interface."""

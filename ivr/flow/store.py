@@ -1,0 +1,127 @@
+"""What the voice menu needs from the credential core, as plain synchronous calls.
+
+Each method opens its own session and transaction (the caller owns them, per core's rules), and
+flows run every one of them in a thread (`asyncio.to_thread`) so the event loop never blocks on the
+database or on password hashing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.enums import AuthUnit
+from core.phone_line import CallerLine
+
+
+class CallStore(Protocol):
+    def lookup_caller(self, caller_number: str) -> CallerLine | None: ...
+
+    def number_on_contract(self, contract_id: int, number: str) -> bool: ...
+
+    def hash_password(self, plain: str) -> str: ...
+
+    def save_temporary_password(
+        self, *, line: CallerLine, unit: AuthUnit, target_number: str, password_hash: str, now: datetime
+    ) -> None:
+        """Store and COMMIT (durably) before returning."""
+        ...
+
+    def start_call(
+        self, *, call_id: str, caller: str | None, service_number: str | None, started_at: datetime
+    ) -> None: ...
+
+    def finish_call(
+        self,
+        *,
+        call_id: str,
+        ended_at: datetime,
+        outcome: str,
+        unit: str | None,
+        target_number: str | None,
+        last_step: str | None,
+        wrong_entries: int,
+    ) -> None: ...
+
+
+class SqlCallStore:
+    """`CallStore` over core's functions and a session factory."""
+
+    def __init__(
+        self, session_factory: sessionmaker[Session], *, hasher: Callable[[str], str] | None = None
+    ) -> None:
+        self._sessions = session_factory
+        self._hasher = hasher
+
+    def lookup_caller(self, caller_number: str) -> CallerLine | None:
+        from core.phone_line import lookup_caller_line
+
+        with self._sessions() as session:
+            return lookup_caller_line(session, caller_number)
+
+    def number_on_contract(self, contract_id: int, number: str) -> bool:
+        from core.phone_line import number_on_contract
+
+        with self._sessions() as session:
+            return number_on_contract(session, contract_id, number)
+
+    def hash_password(self, plain: str) -> str:
+        if self._hasher is not None:
+            return self._hasher(plain)
+        from core.secrets import hash_secret
+
+        return hash_secret(plain)
+
+    def save_temporary_password(
+        self, *, line: CallerLine, unit: AuthUnit, target_number: str, password_hash: str, now: datetime
+    ) -> None:
+        from core.phone_line import set_temporary_password
+
+        with self._sessions() as session, session.begin():
+            set_temporary_password(
+                session,
+                contract_id=line.contract_id,
+                unit=unit,
+                target_number=target_number,
+                password_hash=password_hash,
+                now=now,
+                channel="phone",
+            )
+
+    def start_call(
+        self, *, call_id: str, caller: str | None, service_number: str | None, started_at: datetime
+    ) -> None:
+        from core.call_records import start_call_record
+
+        with self._sessions() as session, session.begin():
+            start_call_record(
+                session, call_id=call_id, caller=caller, service_number=service_number, started_at=started_at
+            )
+
+    def finish_call(
+        self,
+        *,
+        call_id: str,
+        ended_at: datetime,
+        outcome: str,
+        unit: str | None,
+        target_number: str | None,
+        last_step: str | None,
+        wrong_entries: int,
+    ) -> None:
+        from core.call_records import finish_call_record
+
+        with self._sessions() as session, session.begin():
+            finish_call_record(
+                session,
+                call_id=call_id,
+                ended_at=ended_at,
+                outcome=outcome,
+                unit=unit,
+                target_number=target_number,
+                last_step=last_step,
+                wrong_entries=wrong_entries,
+            )

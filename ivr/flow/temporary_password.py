@@ -1,0 +1,418 @@
+"""The temporary-password line (SPEC.md "The voice menu", seed 003 P4-P6), as one call.
+
+Read it top to bottom like the call: identify the line by caller ID, choose the unit (1/2/3), enter
+a number ending with # when the unit needs one, enter the 8-digit password, enter it again, hear
+the number read back with "設定が完了しました". Three wrong entries at a step (no input counts) end
+the call with `too-many-wrong`. A hangup anywhere raises `CallerHungUp` out of the channel verb:
+nothing is written unless the confirmation matched, and the call record says at which step.
+
+Password digits never leave this module except hashed: they are not logged, not put in an
+exception, not put in a call record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import structlog
+
+from core.enums import AuthUnit
+from core.phone import InvalidPhoneNumber, normalize_number
+from core.phone_line import CallerLine, target_number_for, temporary_password_problem
+from ivr.channel import CallerHungUp, CallerIdKind, Channel, CollectResult, Digits, NoInput, digit_prompts
+from ivr.flow.store import CallStore
+from ivr.settings import MenuSettings
+
+T = TypeVar("T")
+
+RESULT_VARIABLE = "IVR_RESULT"
+NUMBER_MAX_DIGITS = 15  # longer than any national number, so an overlong entry is seen as wrong
+PASSWORD_MAX_DIGITS = 9  # one more than allowed, so 9 digits are rejected instead of cut to 8
+
+
+class Outcome(StrEnum):
+    COMPLETED = "completed"
+    TOO_MANY_WRONG_UNIT = "too_many_wrong_unit"
+    TOO_MANY_WRONG_NUMBER = "too_many_wrong_number"
+    TOO_MANY_WRONG_PASSWORD = "too_many_wrong_password"
+    CALLER_HUNG_UP = "caller_hung_up"
+    CALLER_ID_WITHHELD = "caller_id_withheld"
+    CALLER_NOT_ELIGIBLE = "caller_not_eligible"
+    SYSTEM_ERROR = "system_error"
+    BUSY = "busy"
+
+
+class Step(StrEnum):
+    ANSWER = "answer"
+    IDENTIFY = "identify"
+    UNIT = "unit"
+    NUMBER = "number"
+    PASSWORD = "password"
+    CONFIRM = "confirm"
+    SAVE = "save"
+    FAREWELL = "farewell"
+
+
+_TOO_MANY = {
+    Step.UNIT: Outcome.TOO_MANY_WRONG_UNIT,
+    Step.NUMBER: Outcome.TOO_MANY_WRONG_NUMBER,
+    Step.PASSWORD: Outcome.TOO_MANY_WRONG_PASSWORD,
+    Step.CONFIRM: Outcome.TOO_MANY_WRONG_PASSWORD,
+}
+
+
+class _TooManyWrong(Exception):
+    def __init__(self, step: Step) -> None:
+        super().__init__(step.value)
+        self.step = step
+
+
+@dataclass
+class CallReport:
+    """What happened on one call (also what goes into the call record)."""
+
+    call_id: str
+    caller: str | None
+    service_number: str | None
+    started_at: datetime
+    outcome: Outcome | None = None
+    last_step: Step = Step.ANSWER
+    unit: AuthUnit | None = None
+    target_number: str | None = None
+    wrong_entries: int = 0
+    password_stored: bool = False
+    ended_at: datetime | None = None
+    prompts: list[str] = field(default_factory=list)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TemporaryPasswordCall:
+    """Holds the call's collaborators; `run()` is the flow."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        store: CallStore,
+        menu: MenuSettings,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.channel = channel
+        self.store = store
+        self.menu = menu
+        self.clock = clock
+        self.log = structlog.get_logger("ivr.call")
+        caller = channel.caller
+        self.report = CallReport(
+            call_id=channel.call_id,
+            caller=caller.number if caller.kind is CallerIdKind.NUMBER else caller.kind.value,
+            service_number=channel.service_number,
+            started_at=clock(),
+        )
+
+    # ------------------------------------------------------------------ the call
+
+    async def run(self) -> CallReport:
+        report = self.report
+        monotonic_start = time.monotonic()
+        with structlog.contextvars.bound_contextvars(call_id=report.call_id):
+            self.log.info(
+                "call_started",
+                caller=report.caller,
+                caller_kind=self.channel.caller.kind.value,
+                service_number=report.service_number,
+            )
+            record_started = await self._record_start()
+            try:
+                if not record_started:
+                    raise RuntimeError("call record could not be started")
+                report.outcome = await self._menu()
+                await self._finish_on_line(report.outcome)
+            except CallerHungUp:
+                report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.CALLER_HUNG_UP
+                self.log.info("caller_hung_up", step=report.last_step.value)
+            except Exception as exc:  # the caller must hear an apology, never dead air
+                report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.SYSTEM_ERROR
+                self.log.error(
+                    "call_failed", step=report.last_step.value, error_type=type(exc).__name__, exc_info=False
+                )
+                if report.outcome is Outcome.SYSTEM_ERROR:
+                    await self._apologise()
+            report.ended_at = self.clock()
+            await self._record_finish()
+            self.log.info(
+                "call_finished",
+                outcome=report.outcome.value if report.outcome else None,
+                last_step=report.last_step.value,
+                unit=report.unit.value if report.unit else None,
+                target_number=report.target_number,
+                wrong_entries=report.wrong_entries,
+                duration_ms=round((time.monotonic() - monotonic_start) * 1000),
+            )
+        return report
+
+    async def _menu(self) -> Outcome:
+        channel, report = self.channel, self.report
+        await channel.answer()
+
+        # 1. Who is calling: the line is identified by the caller ID alone.
+        report.last_step = Step.IDENTIFY
+        if channel.caller.kind is not CallerIdKind.NUMBER or channel.caller.number is None:
+            self.log.info("caller_not_identified", caller_kind=channel.caller.kind.value)
+            await self._play(["caller-id-withheld"], interruptible=False)
+            return Outcome.CALLER_ID_WITHHELD
+        line = await self._lookup(channel.caller.number)
+        if line is None:
+            await self._play(["caller-not-eligible"], interruptible=False)
+            return Outcome.CALLER_NOT_ELIGIBLE
+        self.log.info(
+            "caller_identified", contract_id=line.contract_id, is_contract_number=line.is_contract_number
+        )
+
+        # 2. The unit: 1 line, 2 number, 3 admin/user.
+        try:
+            unit = await self._ask(
+                Step.UNIT, ["choose-unit"], max_digits=1, terminator=None, accept=_unit_key
+            )
+            report.unit = unit
+            self.log.info("unit_chosen", unit=unit.value)
+
+            # 2'. The number, ending with #, when the unit needs one.
+            entered: str | None = None
+            if unit is AuthUnit.NUMBER or (unit is AuthUnit.ADMIN_USER and line.is_contract_number):
+                entered = await self._ask(
+                    Step.NUMBER,
+                    ["enter-number"],
+                    max_digits=NUMBER_MAX_DIGITS,
+                    terminator="#",
+                    accept=lambda d: self._number_on_contract(line, d),
+                )
+            target = target_number_for(unit, line, entered)
+            report.target_number = target
+            self.log.info("target_number", target_number=target)
+
+            # 3-5. The password, then again to confirm.
+            read_back = digit_prompts(target)
+            password = await self._ask(
+                Step.PASSWORD,
+                ["set-for-number-prefix", *read_back, "set-for-number-suffix"],
+                max_digits=PASSWORD_MAX_DIGITS,
+                terminator="#",
+                accept=_valid_password,
+            )
+            await self._ask(
+                Step.CONFIRM,
+                ["confirm-password"],
+                max_digits=PASSWORD_MAX_DIGITS,
+                terminator="#",
+                accept=lambda d: _same_password(password, d),
+            )
+        except _TooManyWrong as too_many:
+            self.log.info("too_many_wrong", step=too_many.step.value)
+            await self._play(["too-many-wrong"], interruptible=False)
+            return _TOO_MANY[too_many.step]
+
+        # 6. Store durably, and only then say it is done.
+        report.last_step = Step.SAVE
+        password_hash = await asyncio.to_thread(self.store.hash_password, password)
+        await asyncio.to_thread(
+            self.store.save_temporary_password,
+            line=line,
+            unit=unit,
+            target_number=target,
+            password_hash=password_hash,
+            now=self.clock(),
+        )
+        report.password_stored = True
+        self.log.info("temporary_password_stored", unit=unit.value, target_number=target)
+        report.last_step = Step.FAREWELL
+        await self._play(["set-for-number-prefix", *read_back, "completed-suffix"], interruptible=False)
+        return Outcome.COMPLETED
+
+    # ------------------------------------------------------------------ steps
+
+    async def _ask(
+        self,
+        step: Step,
+        prompts: Sequence[str],
+        *,
+        max_digits: int,
+        terminator: str | None,
+        accept: Callable[[Digits], Awaitable[T | None]],
+    ) -> T:
+        """Ask until an entry is accepted; the `max_wrong_entries`-th wrong one raises."""
+        self.report.last_step = step
+        current: Sequence[str] = prompts
+        for attempt in range(1, self.menu.max_wrong_entries + 1):
+            result = await self.channel.collect_digits(
+                current,
+                max_digits=max_digits,
+                terminator=terminator,
+                first_digit_timeout=self.menu.first_digit_timeout_seconds,
+                inter_digit_timeout=self.menu.inter_digit_timeout_seconds,
+            )
+            self.report.prompts.extend(current)
+            value = await accept(result) if isinstance(result, Digits) else None
+            self._log_entry(step, attempt, result, accepted=value is not None)
+            if value is not None:
+                return value
+            self.report.wrong_entries += 1
+            current = ["wrong-entry", *prompts]
+        raise _TooManyWrong(step)
+
+    def _log_entry(self, step: Step, attempt: int, result: CollectResult, *, accepted: bool) -> None:
+        fields: dict[str, Any] = {"step": step.value, "attempt": attempt}
+        if isinstance(result, NoInput):
+            fields["result"] = "no_input"
+        else:
+            fields["result"] = "digits" if accepted else "no_match"
+            fields["digit_count"] = len(result.value)
+            fields["ended_by"] = (
+                "terminator" if result.terminated else "timeout" if result.timed_out else "max"
+            )
+            if step is Step.UNIT:
+                fields["key"] = result.value
+            elif step is Step.NUMBER:
+                fields["entered_number"] = result.value
+        self.log.info("step", **fields)
+
+    async def _lookup(self, caller_number: str) -> CallerLine | None:
+        try:
+            number = normalize_number(caller_number)
+        except InvalidPhoneNumber as exc:
+            self.log.info("caller_number_invalid", reason=exc.reason)
+            return None
+        return await asyncio.to_thread(self.store.lookup_caller, number)
+
+    async def _number_on_contract(self, line: CallerLine, entry: Digits) -> str | None:
+        try:
+            number = normalize_number(entry.value)
+        except InvalidPhoneNumber:
+            return None
+        on_contract = await asyncio.to_thread(self.store.number_on_contract, line.contract_id, number)
+        return number if on_contract else None
+
+    # ------------------------------------------------------------------ endings
+
+    async def _play(self, prompts: Sequence[str], *, interruptible: bool) -> None:
+        self.report.prompts.extend(prompts)
+        await self.channel.play(prompts, interruptible=interruptible)
+
+    async def _finish_on_line(self, outcome: Outcome) -> None:
+        """Tell the dialplan how it went (IVR_RESULT, set last), then end the call."""
+        await self.channel.set_variable(RESULT_VARIABLE, outcome.value)
+        await self.channel.hang_up()
+
+    async def _apologise(self) -> None:
+        try:
+            await self.channel.play(["system-error"], interruptible=False)
+            self.report.prompts.append("system-error")
+            await self._finish_on_line(Outcome.SYSTEM_ERROR)
+        except Exception as exc:  # the line may be gone; the dialplan apologises then
+            self.log.warning("apology_not_played", error_type=type(exc).__name__)
+
+    async def _record_start(self) -> bool:
+        report = self.report
+        try:
+            await asyncio.to_thread(
+                self.store.start_call,
+                call_id=report.call_id,
+                caller=report.caller,
+                service_number=report.service_number,
+                started_at=report.started_at,
+            )
+        except Exception as exc:
+            self.log.error("call_record_start_failed", error_type=type(exc).__name__)
+            return False
+        return True
+
+    async def _record_finish(self) -> None:
+        report = self.report
+        try:
+            await asyncio.to_thread(
+                self.store.finish_call,
+                call_id=report.call_id,
+                ended_at=report.ended_at or self.clock(),
+                outcome=(report.outcome or Outcome.SYSTEM_ERROR).value,
+                unit=report.unit.value if report.unit else None,
+                target_number=report.target_number,
+                last_step=report.last_step.value,
+                wrong_entries=report.wrong_entries,
+            )
+        except Exception as exc:
+            self.log.error("call_record_finish_failed", error_type=type(exc).__name__)
+
+
+async def _unit_key(entry: Digits) -> AuthUnit | None:
+    try:
+        return AuthUnit.from_menu_key(entry.value)
+    except ValueError:
+        return None
+
+
+async def _valid_password(entry: Digits) -> str | None:
+    return entry.value if temporary_password_problem(entry.value) is None else None
+
+
+async def _same_password(first: str, entry: Digits) -> bool | None:
+    same = hmac.compare_digest(first.encode(), entry.value.encode())
+    return True if same else None
+
+
+async def temporary_password_call(
+    channel: Channel,
+    *,
+    store: CallStore,
+    menu: MenuSettings,
+    clock: Callable[[], datetime] = _utcnow,
+) -> CallReport:
+    """The temporary-password line, start to end, on one channel."""
+    return await TemporaryPasswordCall(channel, store=store, menu=menu, clock=clock).run()
+
+
+async def busy_call(channel: Channel, *, store: CallStore, clock: Callable[[], datetime] = _utcnow) -> None:
+    """Beyond the concurrency cap: say "busy, call again later" and end the call (and record it)."""
+    log = structlog.get_logger("ivr.call")
+    started = clock()
+    caller = (
+        channel.caller.number if channel.caller.kind is CallerIdKind.NUMBER else channel.caller.kind.value
+    )
+    with structlog.contextvars.bound_contextvars(call_id=channel.call_id):
+        log.warning("call_rejected_busy", caller=caller)
+        try:
+            await channel.answer()
+            await channel.play(["busy"], interruptible=False)
+            await channel.set_variable(RESULT_VARIABLE, Outcome.BUSY.value)
+            await channel.hang_up()
+        except CallerHungUp:
+            pass
+        try:
+            await asyncio.to_thread(
+                store.start_call,
+                call_id=channel.call_id,
+                caller=caller,
+                service_number=channel.service_number,
+                started_at=started,
+            )
+            await asyncio.to_thread(
+                store.finish_call,
+                call_id=channel.call_id,
+                ended_at=clock(),
+                outcome=Outcome.BUSY.value,
+                unit=None,
+                target_number=None,
+                last_step=Step.ANSWER.value,
+                wrong_entries=0,
+            )
+        except Exception as exc:
+            log.error("call_record_failed", error_type=type(exc).__name__)
