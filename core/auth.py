@@ -1,0 +1,639 @@
+"""Login, scope, password change and authentication-unit change (what the web needs).
+
+Synchronous and slow (argon2): async callers run these in a thread. The caller owns the session
+and the transaction and should commit after :func:`authenticate` whatever its result: the failure
+counter is part of the outcome.
+
+Attempt counting is atomic in the database. Before a password is checked, one attempt is reserved
+with a conditional ``UPDATE credentials SET failures = failures + 1 WHERE failures < limit``; only
+a reservation that succeeded may run the check, and a success sets the counter back to 0. So 50
+concurrent wrong attempts run at most 3 (temporary) or 10 (permanent) checks before the lock, on
+SQLite (writers serialised by ``BEGIN IMMEDIATE``) and on PostgreSQL (row locks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.audit import record_event
+from core.directory import contract_number_list, find_number, number_row_on_contract
+from core.enums import AuditEventType, AuthUnit, Channel, CredentialKind, CredentialState, OtpUsage
+from core.models import Contract, Credential, OtpSettings, PhoneNumber
+from core.password_rules import (
+    confirmation_id_violations,
+    confirmation_password_violations,
+    password_rule_violations,
+)
+from core.phone import InvalidPhoneNumber, normalize_number
+from core.policy import DEFAULT_POLICY, PolicyLike
+from core.rules import (
+    credential_state,
+    identity_number_for,
+    max_failures,
+    must_change_password,
+    permanent_expiry,
+    permanent_password_expired,
+    role_for,
+    scope_numbers,
+)
+from core.secrets import SecretHasher, default_hasher
+
+__all__ = [
+    "CurrentPasswordWrong",
+    "LoginResult",
+    "PasswordRuleError",
+    "UnitChangeError",
+    "UnknownIdentity",
+    "authenticate",
+    "change_password",
+    "change_unit",
+    "confirmation_id_violations",
+    "confirmation_password_violations",
+    "credential_state_for",
+    "identity_for",
+    "login_scope",
+    "password_rule_violations",
+    "unit_change_password_numbers",
+]
+
+LoginStatus = Literal["ok", "wrong", "locked", "expired"]
+
+
+class PasswordRuleError(ValueError):
+    """The new password breaks rules; ``reasons`` are core.password_rules.PasswordRule codes."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons)
+        super().__init__("password rules not met: " + ", ".join(self.reasons))
+
+
+class UnknownIdentity(LookupError):
+    """The number is on no contract, or cannot log in under the contract's unit."""
+
+
+class CurrentPasswordWrong(ValueError):
+    def __init__(self, status: str) -> None:
+        self.status = status
+        super().__init__(f"current password check failed: {status}")
+
+
+class UnitChangeError(ValueError):
+    """``problems`` maps a number (or ``"*"``) to a reason code (``same_unit``, ``not_allowed``,
+    ``password_required``, ``wrong_password``, ``locked``, ``expired``)."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = dict(problems)
+        super().__init__("unit change refused: " + ", ".join(f"{k}={v}" for k, v in self.problems.items()))
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    status: LoginStatus
+    must_change_password: bool = False
+    change_reason: Literal["temporary", "expired"] | None = None
+    identity_number: str | None = None
+    contract_id: int | None = None
+    unit: AuthUnit | None = None
+    role: str | None = None  # "line" | "number" | "admin" | "user"
+    credential_kind: CredentialKind | None = None
+    remaining_attempts: int | None = None  # after this attempt (wrong/locked)
+    otp_usage: OtpUsage | None = None
+    otp_registered: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def otp_required(self) -> bool:
+        """The login completes only after a one-time code (settings on and registered)."""
+        return self.ok and self.otp_usage is OtpUsage.USED and self.otp_registered
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The number a login uses and the credential that belongs to it."""
+
+    login_number: str
+    contract: Contract
+    phone: PhoneNumber  # the identity's number row (holds the credential)
+
+    @property
+    def credential(self) -> Credential | None:
+        return self.phone.credential
+
+
+def identity_for(session: Session, number: str) -> Identity | None:
+    """Which identity logs in with ``number`` under its contract's current unit (None: none)."""
+    row = find_number(session, number)
+    if row is None:
+        return None
+    contract = row.contract
+    identity_number = identity_number_for(contract.auth_unit, contract.contract_number, row.number)
+    if identity_number is None:
+        return None
+    phone = (
+        row
+        if identity_number == row.number
+        else number_row_on_contract(session, contract.id, identity_number)
+    )
+    if phone is None:
+        return None
+    return Identity(login_number=row.number, contract=contract, phone=phone)
+
+
+def _fresh_credential(session: Session, phone_number_id: int) -> Credential | None:
+    return session.scalars(
+        select(Credential)
+        .where(Credential.phone_number_id == phone_number_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _checked_verify(
+    session: Session,
+    *,
+    credential: Credential,
+    password: str,
+    now: datetime,
+    policy: PolicyLike,
+    hasher: SecretHasher,
+) -> tuple[LoginStatus, int]:
+    """Reserve an attempt, check, settle the counter. Returns (status, remaining attempts).
+
+    Status ``ok``, ``wrong`` or ``locked`` (this attempt used the last try, or none was left).
+    Does not look at expiry: callers decide that before spending an attempt.
+    """
+    limit = max_failures(credential.kind, policy)
+    generation = credential.generation
+    stored_hash = credential.secret_hash
+    reserved = session.execute(
+        update(Credential)
+        .where(
+            Credential.id == credential.id,
+            Credential.generation == generation,
+            Credential.failures < limit,
+            Credential.invalidated_at.is_(None),
+        )
+        .values(failures=Credential.failures + 1)
+        .returning(Credential.failures)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if reserved is None:
+        session.expire(credential)
+        return "locked", 0
+
+    if hasher.verify(stored_hash, password):
+        values: dict[str, object] = {"failures": 0, "last_success_at": now}
+        if hasher.needs_rehash(stored_hash):
+            values["secret_hash"] = hasher.hash(password)
+        session.execute(
+            update(Credential)
+            .where(Credential.id == credential.id, Credential.generation == generation)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        session.expire(credential)
+        return "ok", limit
+
+    if reserved >= limit:
+        session.execute(
+            update(Credential)
+            .where(
+                Credential.id == credential.id,
+                Credential.generation == generation,
+                Credential.invalidated_at.is_(None),
+            )
+            .values(invalidated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.expire(credential)
+        return "locked", 0
+    session.expire(credential)
+    return "wrong", limit - reserved
+
+
+def authenticate(
+    session: Session,
+    *,
+    number: str,
+    password: str,
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    hasher: SecretHasher | None = None,
+    channel: Channel | str = Channel.WEB,
+) -> LoginResult:
+    """Check a login (number + password) and count it.
+
+    - ``wrong``: unknown number, no credential, or a wrong password (one try used; the unknown
+      cases spend the time of a real check on a dummy hash).
+    - ``locked``: the credential is invalidated (3 / 10 consecutive wrong tries; the attempt that
+      uses the last try already reports ``locked``). Recover by setting a temporary password by phone.
+    - ``expired``: a temporary password past its 24 h; no try is spent.
+    - ``ok``: ``must_change_password`` when the password is temporary (``change_reason="temporary"``)
+      or past the configured maximum age (``"expired"``); the failure count is back to 0.
+    Does NOT commit: commit whatever the result, the counter is part of it.
+    """
+    hasher = hasher or default_hasher()
+    try:
+        audit_number: str | None = normalize_number(number)
+    except InvalidPhoneNumber:
+        audit_number = None
+    identity = identity_for(session, number)
+    credential = _fresh_credential(session, identity.phone.id) if identity else None
+    if identity is None or credential is None:
+        hasher.dummy_verify(password)
+        record_event(
+            session,
+            event=AuditEventType.LOGIN_FAILURE,
+            at=now,
+            channel=channel,
+            outcome="wrong",
+            number=audit_number,
+            contract_id=identity.contract.id if identity else None,
+            detail="unknown_identity" if identity is None else "no_credential",
+        )
+        return LoginResult(status="wrong")
+
+    contract = identity.contract
+    base = {
+        "identity_number": identity.login_number,
+        "contract_id": contract.id,
+        "unit": contract.auth_unit,
+        "credential_kind": credential.kind,
+    }
+    state = credential_state(credential, now, policy)
+    if state is CredentialState.INVALIDATED:
+        record_event(
+            session,
+            event=AuditEventType.LOGIN_FAILURE,
+            at=now,
+            channel=channel,
+            outcome="locked",
+            number=identity.login_number,
+            contract_id=contract.id,
+            detail=f"kind={credential.kind}",
+        )
+        return LoginResult(status="locked", remaining_attempts=0, **base)  # type: ignore[arg-type]
+    if state is CredentialState.EXPIRED:
+        record_event(
+            session,
+            event=AuditEventType.LOGIN_FAILURE,
+            at=now,
+            channel=channel,
+            outcome="expired",
+            number=identity.login_number,
+            contract_id=contract.id,
+            detail="temporary_expired",
+        )
+        return LoginResult(status="expired", **base)  # type: ignore[arg-type]
+
+    kind = credential.kind
+    status, remaining = _checked_verify(
+        session, credential=credential, password=password, now=now, policy=policy, hasher=hasher
+    )
+    if status != "ok":
+        record_event(
+            session,
+            event=AuditEventType.LOGIN_FAILURE,
+            at=now,
+            channel=channel,
+            outcome=status,
+            number=identity.login_number,
+            contract_id=contract.id,
+            detail=f"kind={kind} remaining={remaining}",
+        )
+        if status == "locked" and remaining == 0:
+            record_event(
+                session,
+                event=AuditEventType.LOCKED,
+                at=now,
+                channel=channel,
+                outcome="locked",
+                number=identity.login_number,
+                contract_id=contract.id,
+                detail=f"kind={kind}",
+            )
+        return LoginResult(status=status, remaining_attempts=remaining, **base)  # type: ignore[arg-type]
+
+    change = must_change_password(credential, now, policy)
+    reason: Literal["temporary", "expired"] | None = None
+    if change:
+        reason = "temporary" if kind is CredentialKind.TEMPORARY else "expired"
+    otp = session.scalars(
+        select(OtpSettings).where(OtpSettings.phone_number_id == identity.phone.id)
+    ).one_or_none()
+    record_event(
+        session,
+        event=AuditEventType.LOGIN_SUCCESS,
+        at=now,
+        channel=channel,
+        outcome="ok",
+        number=identity.login_number,
+        contract_id=contract.id,
+        detail=f"kind={kind}" + (f" must_change={reason}" if reason else ""),
+    )
+    return LoginResult(
+        status="ok",
+        must_change_password=change,
+        change_reason=reason,
+        role=role_for(contract.auth_unit, contract.contract_number, identity.login_number),
+        remaining_attempts=remaining,
+        otp_usage=otp.usage if otp else OtpUsage.UNDECIDED,
+        otp_registered=bool(otp and otp.registered_at and otp.mail_address),
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def login_scope(session: Session, *, contract_id: int, unit: AuthUnit, login_number: str) -> list[str]:
+    """The numbers a login may act on (contract number first); ``[]`` if it may act on none."""
+    contract = session.get(Contract, contract_id)
+    if contract is None:
+        return []
+    try:
+        number = normalize_number(login_number)
+    except InvalidPhoneNumber:
+        return []
+    return scope_numbers(
+        AuthUnit(unit), contract.contract_number, contract_number_list(session, contract_id), number
+    )
+
+
+def credential_state_for(
+    session: Session, number: str, *, now: datetime, policy: PolicyLike = DEFAULT_POLICY
+) -> CredentialState:
+    """State of the credential a login with ``number`` would use (NONE for unknown numbers).
+
+    The bulk download marks a number with ``*`` when this is not PERMANENT (temporary or unset).
+    """
+    identity = identity_for(session, number)
+    if identity is None:
+        return CredentialState.NONE
+    return credential_state(_fresh_credential(session, identity.phone.id), now, policy)
+
+
+def change_password(
+    session: Session,
+    *,
+    number: str,
+    new_password: str,
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    hasher: SecretHasher | None = None,
+    current_password: str | None = None,
+    channel: Channel | str = Channel.WEB,
+) -> None:
+    """Set the permanent password of the identity that logs in with ``number``.
+
+    Consumes a temporary password; resets the failure count; the new password may not break any
+    rule (raises :class:`PasswordRuleError` with every reason). With ``current_password`` the current
+    one is checked first, counting like a login (raises :class:`CurrentPasswordWrong`); without it
+    the caller has already authenticated (logged-in session, admin bulk change). Does NOT commit.
+    """
+    hasher = hasher or default_hasher()
+    identity = identity_for(session, number)
+    if identity is None:
+        raise UnknownIdentity("no login identity for this number")
+    contract = identity.contract
+    credential = _fresh_credential(session, identity.phone.id)
+
+    if current_password is not None:
+        status: str
+        if credential is None:
+            hasher.dummy_verify(current_password)
+            status = "wrong"
+        else:
+            state = credential_state(credential, now, policy)
+            if state is CredentialState.INVALIDATED:
+                status = "locked"
+            elif state is CredentialState.EXPIRED:
+                status = "expired"
+            else:
+                status, _ = _checked_verify(
+                    session,
+                    credential=credential,
+                    password=current_password,
+                    now=now,
+                    policy=policy,
+                    hasher=hasher,
+                )
+        if status != "ok":
+            record_event(
+                session,
+                event=AuditEventType.PASSWORD_CHANGED,
+                at=now,
+                channel=channel,
+                outcome=f"current_{status}",
+                number=identity.login_number,
+                contract_id=contract.id,
+            )
+            raise CurrentPasswordWrong(status)
+        credential = _fresh_credential(session, identity.phone.id)
+
+    reasons = password_rule_violations(
+        new_password,
+        current_hash=credential.secret_hash if credential else None,
+        customer_numbers=contract_number_list(session, contract.id),
+        verify=hasher.verify,
+    )
+    if reasons:
+        record_event(
+            session,
+            event=AuditEventType.PASSWORD_CHANGED,
+            at=now,
+            channel=channel,
+            outcome="rejected",
+            number=identity.login_number,
+            contract_id=contract.id,
+            detail=",".join(reasons),
+        )
+        raise PasswordRuleError(reasons)
+
+    previous = credential.kind if credential else None
+    if credential is None:
+        credential = Credential(phone_number_id=identity.phone.id, generation=0)
+        session.add(credential)
+    credential.kind = CredentialKind.PERMANENT
+    credential.secret_hash = hasher.hash(new_password)
+    credential.set_at = now
+    credential.expires_at = permanent_expiry(now, policy)
+    credential.failures = 0
+    credential.invalidated_at = None
+    credential.generation = (credential.generation or 0) + 1
+    credential.set_channel = str(channel)
+    record_event(
+        session,
+        event=AuditEventType.PASSWORD_CHANGED,
+        at=now,
+        channel=channel,
+        outcome="ok",
+        number=identity.login_number,
+        contract_id=contract.id,
+        detail=f"from={previous or 'none'}",
+    )
+    session.flush()
+
+
+def unit_change_password_numbers(
+    session: Session,
+    *,
+    contract_id: int,
+    new_unit: AuthUnit,
+    login_number: str,
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+) -> list[str]:
+    """Whose current passwords the unit-change page must ask for.
+
+    From number unit: every number that has a usable password (seed: 電話番号ごとにパスワードを入力);
+    from line or admin/user unit: the login's own password.
+    """
+    contract = session.get(Contract, contract_id)
+    if contract is None:
+        return []
+    number = normalize_number(login_number)
+    if contract.auth_unit is not AuthUnit.NUMBER:
+        return [number]
+    needed = []
+    for phone in session.scalars(select(PhoneNumber).where(PhoneNumber.contract_id == contract_id)):
+        state = credential_state(_fresh_credential(session, phone.id), now, policy)
+        if state in (CredentialState.TEMPORARY, CredentialState.PERMANENT):
+            needed.append(phone.number)
+    return sorted(needed, key=lambda n: (n != contract.contract_number, n))
+
+
+def _copy_credential(source: Credential, target_phone_id: int, session: Session, now: datetime) -> None:
+    target = _fresh_credential(session, target_phone_id)
+    if target is None:
+        target = Credential(phone_number_id=target_phone_id, generation=0)
+        session.add(target)
+    target.kind = source.kind
+    target.secret_hash = source.secret_hash
+    target.set_at = source.set_at
+    target.expires_at = source.expires_at
+    target.failures = 0
+    target.invalidated_at = None
+    target.generation = (target.generation or 0) + 1
+    target.set_channel = "web"
+
+
+def change_unit(
+    session: Session,
+    *,
+    contract_id: int,
+    new_unit: AuthUnit,
+    login_number: str,
+    passwords: Mapping[str, str],
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    hasher: SecretHasher | None = None,
+    channel: Channel | str = Channel.WEB,
+) -> None:
+    """Change the contract's authentication unit (seed 003 P14–P21).
+
+    ``passwords`` maps each number of :func:`unit_change_password_numbers` to its current password;
+    each is checked (counting like a login). Which password holds afterwards:
+    - line -> number or admin/user: the line password, for every number;
+    - number or admin/user -> line: the password the login used (the login number's);
+    - number <-> admin/user: each number keeps its own.
+    Raises :class:`UnitChangeError`; does NOT commit.
+    """
+    hasher = hasher or default_hasher()
+    new_unit = AuthUnit(new_unit)
+    contract = session.get(Contract, contract_id)
+    if contract is None:
+        raise UnitChangeError({"*": "not_allowed"})
+    login = normalize_number(login_number)
+    old_unit = contract.auth_unit
+    if new_unit is old_unit:
+        raise UnitChangeError({"*": "same_unit"})
+    numbers = contract_number_list(session, contract_id)
+    if login not in numbers or identity_number_for(old_unit, contract.contract_number, login) is None:
+        raise UnitChangeError({"*": "not_allowed"})
+    if old_unit is AuthUnit.ADMIN_USER and login != contract.contract_number:
+        raise UnitChangeError({"*": "not_allowed"})  # a user may not change the contract's unit
+
+    needed = unit_change_password_numbers(
+        session, contract_id=contract_id, new_unit=new_unit, login_number=login, now=now, policy=policy
+    )
+    given = {}
+    for raw, value in passwords.items():
+        try:
+            given[normalize_number(raw)] = value
+        except InvalidPhoneNumber:
+            continue
+    problems: dict[str, str] = {}
+    for number in needed:
+        if number not in given:
+            problems[number] = "password_required"
+    if problems:
+        raise UnitChangeError(problems)
+    for number in needed:
+        phone = number_row_on_contract(session, contract_id, number)
+        assert phone is not None
+        credential = _fresh_credential(session, phone.id)
+        state = credential_state(credential, now, policy)
+        if credential is None or state is CredentialState.NONE:
+            problems[number] = "wrong_password"
+            continue
+        if state is CredentialState.INVALIDATED:
+            problems[number] = "locked"
+            continue
+        if state is CredentialState.EXPIRED:
+            problems[number] = "expired"
+            continue
+        status, _ = _checked_verify(
+            session, credential=credential, password=given[number], now=now, policy=policy, hasher=hasher
+        )
+        if status != "ok":
+            problems[number] = "wrong_password" if status == "wrong" else status
+    if problems:
+        record_event(
+            session,
+            event=AuditEventType.UNIT_CHANGED,
+            at=now,
+            channel=channel,
+            outcome="rejected",
+            number=login,
+            contract_id=contract_id,
+            detail=",".join(f"{k}={v}" for k, v in problems.items()),
+        )
+        raise UnitChangeError(problems)
+
+    contract_phone = number_row_on_contract(session, contract_id, contract.contract_number)
+    login_phone = number_row_on_contract(session, contract_id, login)
+    assert contract_phone is not None and login_phone is not None
+    if old_unit is AuthUnit.LINE:
+        source = _fresh_credential(session, contract_phone.id)
+        if source is not None:
+            for number in numbers:
+                phone = number_row_on_contract(session, contract_id, number)
+                if phone is not None and phone.id != contract_phone.id:
+                    _copy_credential(source, phone.id, session, now)
+    elif new_unit is AuthUnit.LINE and login_phone.id != contract_phone.id:
+        source = _fresh_credential(session, login_phone.id)
+        if source is not None:
+            _copy_credential(source, contract_phone.id, session, now)
+    contract.auth_unit = new_unit
+    contract.unit_changed_at = now
+    record_event(
+        session,
+        event=AuditEventType.UNIT_CHANGED,
+        at=now,
+        channel=channel,
+        outcome="ok",
+        number=login,
+        contract_id=contract_id,
+        detail=f"{old_unit}->{new_unit}",
+    )
+    session.flush()
+
+
+def is_permanent_expired(credential: Credential, now: datetime, policy: PolicyLike = DEFAULT_POLICY) -> bool:
+    return permanent_password_expired(credential, now, policy)
