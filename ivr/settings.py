@@ -94,11 +94,19 @@ class LabSettings(BaseModel):
 
     cache_dir: Path = Path(os.environ.get("IVR_LAB_CACHE", "/var/cache/ivr-lab"))
     run_dir: Path = PROJECT_ROOT / ".lab"
+    mirror: str | None = None  # Debian mirror; None: read from the host's apt sources
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
     rtp_port_start: int = 10000
     rtp_port_end: int = 10999
     service_number: str = "0363044747"
+    carrier_match: str = "127.0.0.1"  # source address(es) of the trusted carrier trunk
+    agi_fallback_port: int = 4574  # second daemon address tried by the dialplan
+    max_call_seconds: int = 600  # absolute call timeout
+    softphone_password: SecretStr = SecretStr("lab-softphone-4747")
+    softphone_caller_id: str = "0300001111"  # caller ID presented for the lab softphone
+    ready_timeout_seconds: float = 30.0
+    sipp_binary: str = "sipp"
 
 
 class Settings(BaseSettings):
