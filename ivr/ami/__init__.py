@@ -1,0 +1,1 @@
+"""The AMI listener: follows channels live, reconnects when Asterisk restarts."""

@@ -1,0 +1,162 @@
+"""Classic AGI (process per call, stdin/stdout) with pyst2, running the same flow.
+
+For operators who cannot run a daemon: the dialplan runs ``AGI(/path/to/ivr-agi)`` and Asterisk
+starts one process per call. pyst2's calls block, so each runs in a worker thread and the flow
+stays the same `async def`.
+
+pyst2 echoes every command and reply to stderr, which Asterisk copies into its log: reply lines of
+WAIT FOR DIGIT carry the keys pressed (a password), so pyst2's stderr goes to /dev/null here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO, Any, TypeVar
+
+import structlog
+from asterisk.agi import AGI, AGIAppError, AGIError, AGIHangup, AGIUnknownError
+
+from ivr.channel import (
+    PROMPT_ID,
+    CallerHungUp,
+    CallerId,
+    ChannelError,
+    CollectResult,
+    Digits,
+    NoInput,
+    digit_prompts,
+    parse_caller_id,
+)
+from ivr.daemon.fastagi import ALL_KEYS, PROMPT_DIRECTORY
+
+T = TypeVar("T")
+_UNIQUEID = re.compile(r"[0-9A-Za-z._-]{1,64}")
+_SERVICE_NUMBER = re.compile(r"\+?[0-9]{1,20}")
+
+
+class ClassicAgiChannel:
+    """The `Channel` of a process-per-call AGI script (pyst2 over stdin/stdout)."""
+
+    def __init__(self, agi: Any) -> None:
+        self.agi = agi
+        env: dict[str, str] = dict(agi.env)
+        uniqueid = env.get("agi_uniqueid", "")
+        self._call_id = uniqueid if _UNIQUEID.fullmatch(uniqueid) else f"invalid-{os.getpid()}"
+        self._caller = parse_caller_id(env.get("agi_callerid"))
+        service = env.get("agi_dnid")
+        if not service or service == "unknown":
+            service = env.get("agi_extension")
+        self._service_number = service if service and _SERVICE_NUMBER.fullmatch(service) else None
+        self._pending_key: str | None = None
+        self.log = structlog.get_logger("ivr.call")
+
+    @classmethod
+    def from_stdio(cls, stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> ClassicAgiChannel:
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        agi = AGI(stdin=stdin or sys.stdin, stdout=stdout or sys.stdout, stderr=devnull)
+        return cls(agi)
+
+    @property
+    def call_id(self) -> str:
+        return self._call_id
+
+    @property
+    def caller(self) -> CallerId:
+        return self._caller
+
+    @property
+    def service_number(self) -> str | None:
+        return self._service_number
+
+    async def _run(self, call: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(call, *args)
+        except AGIHangup as exc:
+            raise CallerHungUp() from exc
+        except AGIUnknownError as exc:
+            if exc.args and exc.args[0] == 511:
+                raise CallerHungUp() from exc
+            if exc.args and exc.args[0] == 0:  # EOF or a "HANGUP" line
+                raise CallerHungUp() from exc
+            raise ChannelError("unexpected AGI reply") from exc
+        except (BrokenPipeError, EOFError) as exc:
+            raise CallerHungUp() from exc
+        except ValueError as exc:  # pyst2 cannot parse EOF or a "HANGUP" line: int("")
+            raise CallerHungUp() from exc
+
+    async def answer(self) -> None:
+        try:
+            await self._run(self.agi.answer)
+        except AGIAppError as exc:
+            raise CallerHungUp() from exc
+
+    async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None:
+        escape = ALL_KEYS if interruptible else ""
+        for prompt in prompts:
+            if not PROMPT_ID.fullmatch(prompt):
+                raise ValueError(f"not a prompt id: {prompt!r}")
+            try:
+                key = await self._run(self.agi.stream_file, f"{PROMPT_DIRECTORY}/{prompt}", escape)
+            except AGIAppError:  # -1: a hangup, or a file Asterisk cannot open
+                await self._run(self.agi.execute, "CHANNEL STATUS")
+                self.log.error("prompt_missing", prompt=prompt)
+                continue
+            except AGIError as exc:
+                raise ChannelError("STREAM FILE failed") from exc
+            self.log.info("prompt", prompt=prompt, interrupted=bool(key))
+            if key:
+                self._pending_key = str(key)
+                return str(key)
+        return None
+
+    async def _wait_for_key(self, seconds: float) -> str | None:
+        try:
+            key = await self._run(self.agi.wait_for_digit, max(1, round(seconds * 1000)))
+        except AGIAppError as exc:
+            raise CallerHungUp() from exc
+        return str(key) if key else None
+
+    async def collect_digits(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_digits: int,
+        terminator: str | None = "#",
+        first_digit_timeout: float,
+        inter_digit_timeout: float,
+    ) -> CollectResult:
+        key = self._pending_key
+        self._pending_key = None
+        if key is None:
+            await self.play(prompts, interruptible=True)
+            key, self._pending_key = self._pending_key, None
+        if key is None:
+            key = await self._wait_for_key(first_digit_timeout)
+        if key is None:
+            return NoInput()
+        entered = ""
+        while True:
+            if terminator is not None and key == terminator:
+                return Digits(entered, terminated=True)
+            entered += key
+            if len(entered) >= max_digits:
+                return Digits(entered)
+            key = await self._wait_for_key(inter_digit_timeout)
+            if key is None:
+                return Digits(entered, timed_out=True)
+
+    async def say_digits(self, number: str, *, interruptible: bool = False) -> str | None:
+        return await self.play(digit_prompts(number), interruptible=interruptible)
+
+    async def set_variable(self, name: str, value: str) -> None:
+        await self._run(self.agi.set_variable, name, value)
+
+    async def hang_up(self) -> None:
+        try:
+            await self._run(self.agi.hangup)
+        except AGIAppError as exc:
+            raise CallerHungUp() from exc

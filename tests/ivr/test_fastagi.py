@@ -1,0 +1,308 @@
+"""The FastAGI adapter and server against a real socket, with a scripted stand-in for Asterisk.
+
+The stand-in speaks the reply shapes of res_agi.c: STREAM FILE returns the key that interrupted it,
+WAIT FOR DIGIT the next key or 0 on timeout, HANGUP notices, 511 on a dead channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.models import CallRecord, Credential
+from ivr.daemon.server import FastAgiServer
+from ivr.flow.store import SqlCallStore
+from ivr.settings import AgiSettings, MenuSettings
+
+PASSWORD = "40719352"
+PAUSE = None  # the caller stops typing: WAIT FOR DIGIT times out
+
+
+def environment(
+    callerid: str = "0300001111", uniqueid: str = "1700000000.7", script: str = "temp-password"
+) -> bytes:
+    lines = [
+        "agi_network: yes",
+        f"agi_network_script: {script}",
+        f"agi_request: agi://127.0.0.1:4573/{script}",
+        "agi_channel: PJSIP/caller-00000001",
+        "agi_language: ja",
+        "agi_type: PJSIP",
+        f"agi_uniqueid: {uniqueid}",
+        f"agi_callerid: {callerid}",
+        "agi_calleridname: unknown",
+        "agi_dnid: 0363044747",
+        "agi_extension: 0363044747",
+    ]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+@dataclass
+class FakeAsterisk:
+    """Answers the daemon's commands like res_agi would, for one call."""
+
+    keys: list[str | None]
+    missing_prompts: set[str] = field(default_factory=set)
+    hang_up_on: Callable[[str], bool] | None = None
+    stall_on: Callable[[str], bool] | None = None
+    commands: list[str] = field(default_factory=list)
+    dead: bool = False
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def reply(self, command: str) -> list[str]:
+        if self.dead:
+            return ["511 Command Not Permitted on a dead channel or intercepted channel"]
+        if self.hang_up_on is not None and self.hang_up_on(command):
+            self.dead = True
+            return ["200 result=-1 endpos=0", "HANGUP"]
+        words = command.split()
+        verb = " ".join(words[:2]).upper()
+        if verb == "STREAM FILE":
+            name = words[2]
+            if name.removeprefix("ivr/") in self.missing_prompts:
+                return ["200 result=-1 endpos=0"]
+            escape = words[3].strip('"') if len(words) > 3 else ""
+            if escape and self.keys and self.keys[0] is not None:
+                return [f"200 result={ord(self.keys.pop(0))} endpos=800"]  # type: ignore[arg-type]
+            return ["200 result=0 endpos=16000"]
+        if verb == "WAIT FOR":
+            key = self.keys.pop(0) if self.keys else None
+            return [f"200 result={ord(key) if key else 0}"]
+        if verb == "CHANNEL STATUS":
+            return ["200 result=6"]
+        if verb == "HANGUP":
+            self.dead = True
+            return ["200 result=1", "HANGUP"]
+        return ["200 result=1"] if verb.startswith("SET") else ["200 result=0"]
+
+    async def call(self, port: int, env: bytes | None = None) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(env or environment())
+        await writer.drain()
+        try:
+            while True:
+                line = await asyncio.wait_for(reader.readline(), timeout=10)
+                if not line:
+                    return
+                command = line.decode().rstrip("\n")
+                self.commands.append(command)
+                if self.stall_on is not None and self.stall_on(command):
+                    await self.released.wait()
+                    continue
+                for answer in self.reply(command):
+                    writer.write((answer + "\n").encode())
+                await writer.drain()
+        finally:
+            writer.close()
+
+    @property
+    def prompts(self) -> list[str]:
+        return [c.split()[2].removeprefix("ivr/") for c in self.commands if c.startswith("STREAM FILE")]
+
+
+@pytest.fixture
+async def server(call_store: SqlCallStore, menu_settings: MenuSettings) -> FastAgiServer:
+    agi = AgiSettings(
+        host="127.0.0.1",
+        port=0,
+        header_timeout_seconds=0.5,
+        header_max_bytes=2048,
+        command_timeout_seconds=1.0,
+        max_concurrent_calls=5,
+    )
+    srv = FastAgiServer(agi, menu_settings, call_store)
+    await srv.start()
+    yield srv  # type: ignore[misc]
+    await srv.stop(grace_seconds=1)
+
+
+def record(sessions: sessionmaker[Session], call_id: str) -> CallRecord | None:
+    with sessions() as session:
+        return session.scalars(select(CallRecord).where(CallRecord.call_id == call_id)).one_or_none()
+
+
+def credentials(sessions: sessionmaker[Session]) -> list[Credential]:
+    with sessions() as session:
+        return list(session.scalars(select(Credential)))
+
+
+async def wait_for_record(sessions: sessionmaker[Session], call_id: str) -> CallRecord:
+    for _ in range(100):
+        found = record(sessions, call_id)
+        if found is not None and found.outcome is not None:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError("no finished call record")
+
+
+async def test_a_whole_call_with_barge_in(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session]
+) -> None:
+    asterisk = FakeAsterisk(keys=["1", *PASSWORD, PAUSE, *PASSWORD, PAUSE])
+    await asterisk.call(server.port)
+    assert asterisk.commands[0] == "ANSWER"
+    # "1" interrupted choose-unit; "4" interrupted the first prompt of the password step
+    assert asterisk.prompts[:2] == ["choose-unit", "set-for-number-prefix"]
+    assert "set-for-number-suffix" not in asterisk.prompts
+    assert asterisk.prompts[-12:] == [
+        "set-for-number-prefix",
+        *[f"digit-{d}" for d in "0300001111"],
+        "completed-suffix",
+    ]
+    assert asterisk.commands[-2:] == ["SET VARIABLE IVR_RESULT completed", "HANGUP"]
+    assert 'STREAM FILE ivr/completed-suffix ""' in asterisk.commands
+    rec = await wait_for_record(voice_sessions, "1700000000.7")
+    assert rec.outcome == "completed"
+    assert len(credentials(voice_sessions)) == 1
+    assert all(PASSWORD not in c for c in asterisk.commands)
+
+
+async def test_hangup_notice_mid_entry_ends_the_call_with_nothing_written(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session]
+) -> None:
+    waits = {"n": 0}
+
+    def fifth_wait(command: str) -> bool:
+        if command.startswith("WAIT FOR DIGIT"):
+            waits["n"] += 1
+            return waits["n"] == 5
+        return False
+
+    asterisk = FakeAsterisk(keys=["1", *PASSWORD, PAUSE], hang_up_on=fifth_wait)
+    await asterisk.call(server.port)
+    assert "HANGUP" not in asterisk.commands
+    rec = await wait_for_record(voice_sessions, "1700000000.7")
+    assert (rec.outcome, rec.last_step) == ("caller_hung_up", "password")
+    assert credentials(voice_sessions) == []
+
+
+async def test_missing_prompt_is_skipped_and_the_call_goes_on(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session]
+) -> None:
+    asterisk = FakeAsterisk(
+        keys=[PAUSE, "1", *PASSWORD, PAUSE, *PASSWORD, PAUSE], missing_prompts={"choose-unit"}
+    )
+    await asterisk.call(server.port)
+    assert "CHANNEL STATUS" in asterisk.commands
+    rec = await wait_for_record(voice_sessions, "1700000000.7")
+    assert rec.outcome == "completed"
+
+
+async def test_silent_asterisk_times_out_as_a_system_error(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session]
+) -> None:
+    asterisk = FakeAsterisk(keys=[], stall_on=lambda c: c.startswith("STREAM FILE ivr/choose-unit"))
+    task = asyncio.create_task(asterisk.call(server.port))
+    rec = await wait_for_record(voice_sessions, "1700000000.7")
+    assert (rec.outcome, rec.last_step) == ("system_error", "unit")
+    asterisk.released.set()
+    await asyncio.wait_for(task, timeout=5)
+
+
+@pytest.mark.parametrize(
+    "callerid", ["anonymous", "sip:0300001111@attacker", "0300001111\tx", '"Name" <0300001111>']
+)
+async def test_caller_id_that_is_not_a_number(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session], callerid: str
+) -> None:
+    asterisk = FakeAsterisk(keys=["1"])
+    await asterisk.call(server.port, environment(callerid=callerid))
+    assert asterisk.prompts == ["caller-id-withheld"]
+    assert asterisk.commands[-2:] == ["SET VARIABLE IVR_RESULT caller_id_withheld", "HANGUP"]
+
+
+async def test_unknown_route_is_refused(server: FastAgiServer) -> None:
+    asterisk = FakeAsterisk(keys=[])
+    await asterisk.call(server.port, environment(script="something-else"))
+    assert asterisk.commands == []
+
+
+async def _good_call_succeeds(port: int, uniqueid: str, sessions: sessionmaker[Session]) -> None:
+    asterisk = FakeAsterisk(keys=["1", *PASSWORD, PAUSE, *PASSWORD, PAUSE])
+    await asterisk.call(port, environment(uniqueid=uniqueid))
+    rec = await wait_for_record(sessions, uniqueid)
+    assert rec.outcome == "completed"
+
+
+async def test_truncated_environment_does_not_affect_other_calls(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(environment()[:60])
+    await writer.drain()
+    writer.close()
+    await _good_call_succeeds(server.port, "1700000000.8", voice_sessions)
+
+
+async def test_slow_environment_is_cut_at_the_header_timeout_while_others_proceed(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"agi_network: yes\n")
+    await writer.drain()
+    good = asyncio.create_task(_good_call_succeeds(server.port, "1700000000.9", voice_sessions))
+    closed = await asyncio.wait_for(reader.read(), timeout=3)  # server closes it (EOF)
+    assert closed == b""
+    await good
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"GET / HTTP/1.1\r\nHost: daemon\r\n\r\n",
+        b"\xff\xfe\x00garbage\n\n",
+        b"agi_x: " + b"a" * 5000 + b"\n\n",
+        b"agi_x: y\n" * 400 + b"\n",
+    ],
+)
+async def test_garbage_or_oversized_environment_is_closed(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session], payload: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(payload)
+    await writer.drain()
+    got = await asyncio.wait_for(reader.read(), timeout=3)
+    assert got == b""  # no command was sent: the connection was just closed
+    writer.close()
+    await _good_call_succeeds(server.port, "1700000000.10", voice_sessions)
+
+
+async def test_beyond_the_concurrency_cap_callers_hear_busy(
+    call_store: SqlCallStore, menu_settings: MenuSettings, voice_sessions: sessionmaker[Session]
+) -> None:
+    agi = AgiSettings(host="127.0.0.1", port=0, max_concurrent_calls=1, command_timeout_seconds=5)
+    srv = FastAgiServer(agi, menu_settings, call_store)
+    await srv.start()
+    try:
+        holder = FakeAsterisk(keys=[], stall_on=lambda c: c.startswith("STREAM FILE ivr/choose-unit"))
+        holding = asyncio.create_task(holder.call(srv.port, environment(uniqueid="hold.1")))
+        for _ in range(50):
+            if srv.active_calls == 1:
+                break
+            await asyncio.sleep(0.02)
+        second = FakeAsterisk(keys=[])
+        await second.call(srv.port, environment(uniqueid="busy.2"))
+        assert second.prompts == ["busy"]
+        assert second.commands[-2:] == ["SET VARIABLE IVR_RESULT busy", "HANGUP"]
+        assert (await wait_for_record(voice_sessions, "busy.2")).outcome == "busy"
+        holder.released.set()
+        holding.cancel()
+    finally:
+        await srv.stop(grace_seconds=0.5)
+
+
+async def test_call_id_is_bound_to_every_line_of_the_call(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session]
+) -> None:
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await _good_call_succeeds(server.port, "1700000000.11", voice_sessions)
+    call_lines = [e for e in logs if e.get("event") in {"call_started", "step", "prompt", "call_finished"}]
+    assert call_lines and all(e.get("call_id") == "1700000000.11" for e in call_lines)
+    assert PASSWORD not in repr(logs)
