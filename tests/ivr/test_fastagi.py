@@ -233,7 +233,7 @@ async def _good_call_succeeds(port: int, uniqueid: str, sessions: sessionmaker[S
 async def test_truncated_environment_does_not_affect_other_calls(
     server: FastAgiServer, voice_sessions: sessionmaker[Session]
 ) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(environment()[:60])
     await writer.drain()
     writer.close()
