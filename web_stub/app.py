@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.phone import format_number
 from ivr.settings import Settings
 from web_stub import messages as msg
-from web_stub.backend import CredentialBackend, LoginOutcome, OtpState
+from web_stub.backend import CodeUnavailable, CredentialBackend, InputRefused, LoginOutcome, OtpState
 from web_stub.mail import Mailer, MailSendError, SmtpMailer, code_mail, registration_mail
 from web_stub.sessions import Clock, SessionStore, WebSession
 
@@ -320,6 +320,22 @@ class WebApp:
         session.data["otp_email"] = state.email
         return state
 
+    def end_session_with(self, request: Request, session: WebSession, title: str, text: str) -> Response:
+        """Log out with an explanation (the login must start again)."""
+        self.store.delete(session)
+        response = self.message_page(
+            request,
+            title,
+            [],
+            None,
+            status_code=403,
+            errors=[text],
+            link_url="/login",
+            link_text="ログイン画面へ",
+        )
+        self.clear_cookie(response)
+        return response
+
     def refused_message(self, status: str) -> str:
         if status == "temporary_expired":
             return msg.temporary_expired_message(self.service_number)
@@ -476,6 +492,10 @@ class WebApp:
         )
         if reasons:
             log.info("web_password_change_refused", number=session.number, reasons=reasons)
+            if "temporary_expired" in reasons:
+                return self.end_session_with(
+                    request, session, "パスワード変更", msg.temporary_expired_message(self.service_number)
+                )
             if "locked" in reasons:
                 self.store.delete(session)
                 response = self.message_page(
@@ -489,7 +509,7 @@ class WebApp:
                 )
                 self.clear_cookie(response)
                 return response
-            return self._password_form(request, session, forced, msg.password_messages(reasons), 400)
+            return self._password_form(request, session, forced, msg.password_messages(reasons, new), 400)
         log.info("web_password_changed", number=session.number, forced=forced)
         if not forced:
             return self.message_page(
@@ -690,18 +710,38 @@ class WebApp:
         if not draft:
             return self.redirect(STAGE_PAGES[session.stage], session)
         now = self.clock()
-        if draft["address_only"]:
-            token = await run_in_threadpool(
-                self.backend.otp_change_address, number=session.number, email=draft["email"], now=now
-            )
-        else:
-            token = await run_in_threadpool(
-                self.backend.otp_register,
-                number=session.number,
-                email=draft["email"],
-                confirmation_id=draft["confirmation_id"],
-                confirmation_password=draft["confirmation_password"],
-                now=now,
+        try:
+            if draft["address_only"]:
+                token = await run_in_threadpool(
+                    self.backend.otp_change_address, number=session.number, email=draft["email"], now=now
+                )
+            else:
+                token = await run_in_threadpool(
+                    self.backend.otp_register,
+                    number=session.number,
+                    email=draft["email"],
+                    confirmation_id=draft["confirmation_id"],
+                    confirmation_password=draft["confirmation_password"],
+                    now=now,
+                )
+        except InputRefused as exc:
+            log.info("web_registration_refused", number=session.number, fields=sorted(exc.problems))
+            errors: list[str] = []
+            if "mail_address" in exc.problems:
+                errors.append(msg.EMAIL_INVALID)
+            errors += msg.confirmation_id_messages(exc.problems.get("confirmation_id", []))
+            errors += msg.confirmation_password_messages(exc.problems.get("confirmation_password", []))
+            session.data.pop("draft", None)
+            address_only = bool(draft["address_only"])
+            return self.render(
+                request,
+                "otp_register.html",
+                self._register_title(address_only),
+                session,
+                status_code=400,
+                errors=errors,
+                form={"email": draft["email"], "email_confirm": draft["email"]},
+                **self._register_context(session, address_only),
             )
         link = f"{self.web.base_url.rstrip('/')}/otp/verify?token={token}"
         hours = max(1, self.policy.registration_link_validity_seconds // 3600)
@@ -850,12 +890,18 @@ class WebApp:
         if redirect:
             return redirect
         assert session is not None and session.number is not None
-        issued = await run_in_threadpool(
-            self.backend.otp_issue_code,
-            number=session.number,
-            login_attempt_id=session.data["login_attempt_id"],
-            now=self.clock(),
-        )
+        try:
+            issued = await run_in_threadpool(
+                self.backend.otp_issue_code,
+                number=session.number,
+                login_attempt_id=session.data["login_attempt_id"],
+                now=self.clock(),
+            )
+        except CodeUnavailable as exc:
+            log.info("web_otp_code_unavailable", number=session.number, reason_code=exc.reason)
+            return self.end_session_with(
+                request, session, "ワンタイムパスワード", msg.code_unavailable(exc.reason)
+            )
         mail = code_mail(
             sender=self.settings.smtp.sender,
             recipient=issued.email,
@@ -909,6 +955,8 @@ class WebApp:
             session = self.complete_login(session)
             return self.redirect("/home", session)
         log.info("web_otp_code_refused", number=session.number, outcome_code=status)
+        if status == "too_many":
+            return self.end_session_with(request, session, "ワンタイムパスワード 入力画面", msg.CODE_TOO_MANY)
         text = {
             "wrong": msg.CODE_WRONG,
             "expired": msg.CODE_EXPIRED,
@@ -1031,6 +1079,20 @@ class WebApp:
                 link_text="サービス選択へ",
             )
         if form.get("use") == "1" and state.status != "on":
+            state = await run_in_threadpool(self.backend.otp_enable, number=session.number, now=self.clock())
+            session.data["otp_status"] = state.status
+            log.info("web_otp_enabled", number=session.number, outcome_code=state.status)
+            if state.status == "on":
+                return self.message_page(
+                    request,
+                    "ワンタイムパスワード 利用選択変更完了",
+                    [
+                        "「ワンタイムパスワードを利用する」に変更しました。次回のログインから、登録済みのメールアドレスにワンタイムパスワードを送信します。"
+                    ],
+                    session,
+                    link_url="/home",
+                    link_text="サービス選択へ",
+                )
             return self.message_page(
                 request,
                 "ワンタイムパスワード 利用選択変更完了",

@@ -17,6 +17,22 @@ LinkStatus = Literal["ok", "expired", "used", "unknown"]
 CodeStatus = Literal["ok", "wrong", "expired", "used", "too_many", "none"]
 
 
+class InputRefused(ValueError):
+    """The store refused the input; ``problems`` maps a field (``mail_address``, …) to reason codes."""
+
+    def __init__(self, problems: dict[str, list[str]]) -> None:
+        super().__init__("input refused: " + ", ".join(problems))
+        self.problems = problems
+
+
+class CodeUnavailable(RuntimeError):
+    """No code can be sent: ``not_registered``, ``attempt_closed`` (log in again), ``too_many_codes``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class OtpState:
     status: OtpStatus
@@ -72,6 +88,10 @@ class CredentialBackend(Protocol):
     def otp_decline(self, *, number: str, now: datetime) -> None: ...
 
     def otp_disable(self, *, number: str, now: datetime) -> None: ...
+
+    def otp_enable(self, *, number: str, now: datetime) -> OtpState:
+        """Switch it on: ``on`` at once if an address is registered, else ``pending``."""
+        ...
 
     def otp_register(
         self,

@@ -16,8 +16,8 @@ PASSWORD_RULE_MESSAGES: dict[str, str] = {
     "not_alphanumeric": "パスワードは半角英数字（英字と数字）のみで設定してください。記号や全角文字は使えません。",
     "letters_and_digits": "パスワードには英字と数字の両方を含めてください。英字のみ、数字のみの設定はできません。",
     "needs_letter_and_digit": "パスワードには英字と数字の両方を含めてください。英字のみ、数字のみの設定はできません。",
-    "letters_only": "英字のみのパスワードは設定できません。数字も含めてください。",
-    "digits_only": "数字のみのパスワードは設定できません。英字も含めてください。",
+    "letters_only": "英字のみのパスワードは設定できません。英字と数字の両方を含めてください。",
+    "digits_only": "数字のみのパスワードは設定できません。英字と数字の両方を含めてください。",
     "no_digit": "英字のみのパスワードは設定できません。数字も含めてください。",
     "no_letter": "数字のみのパスワードは設定できません。英字も含めてください。",
     "missing_digit": "英字のみのパスワードは設定できません。数字も含めてください。",
@@ -95,8 +95,19 @@ def _messages(codes: list[str], table: dict[str, str], fallback: str) -> list[st
     return out
 
 
-def password_messages(codes: list[str]) -> list[str]:
-    return _messages(codes, PASSWORD_RULE_MESSAGES, PASSWORD_RULE_FALLBACK)
+def password_messages(codes: list[str], new_password: str = "") -> list[str]:
+    """Messages for the rules broken; "letters and digits" says which of the two is missing."""
+    refined: list[str] = []
+    for code in codes:
+        if code == "letters_and_digits" and new_password:
+            has_digit = any(c.isascii() and c.isdigit() for c in new_password)
+            has_letter = any(c.isascii() and c.isalpha() for c in new_password)
+            if has_letter and not has_digit:
+                code = "letters_only"
+            elif has_digit and not has_letter:
+                code = "digits_only"
+        refined.append(code)
+    return _messages(refined, PASSWORD_RULE_MESSAGES, PASSWORD_RULE_FALLBACK)
 
 
 def confirmation_id_messages(codes: list[str]) -> list[str]:
@@ -141,12 +152,25 @@ CODE_WRONG = (
 )
 CODE_EXPIRED = (
     "ワンタイムパスワードの有効時間（300秒）を過ぎたか、すでに使用されています。"
-    "「ワンタイムパスワード送信確認画面へ」から、もう一度送信してください。"
+    "「ワンタイムパスワード送信確認画面へ」から新しいワンタイムパスワードを送信するか、再度ログインしてください。"
 )
 CODE_TOO_MANY = (
-    "ワンタイムパスワードの入力を規定の回数続けて誤りました。"
-    "「ワンタイムパスワード送信確認画面へ」から、新しいワンタイムパスワードを送信してください。"
+    "ワンタイムパスワードの入力を規定の回数続けて誤ったため、このログインは無効になりました。"
+    "お手数ですが、もう一度ログインからやり直してください。"
 )
+
+
+def code_unavailable(reason: str) -> str:
+    if reason == "too_many_codes":
+        return (
+            "ワンタイムパスワードの送信回数が上限に達しました。"
+            "お手数ですが、もう一度ログインからやり直してください。"
+        )
+    if reason == "not_registered":
+        return "ワンタイムパスワード受信用メールアドレスが登録されていません。もう一度ログインしてください。"
+    return "このログインの手続きは終了しています。お手数ですが、もう一度ログインからやり直してください。"
+
+
 CODE_NONE = "ワンタイムパスワードがまだ送信されていません。「ワンタイムパスワードを送信」を押してください。"
 LINK_EXPIRED = (
     "メールアドレスの本登録お手続きURLの有効期限（24時間）が切れています。"

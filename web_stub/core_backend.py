@@ -1,0 +1,219 @@
+"""``CredentialBackend`` over the credential core (``core.auth``, ``core.otp``).
+
+Each method opens its own database session and transaction and commits whatever the outcome when
+the outcome is part of the state (failure counters, audit events). All of it is blocking: the app
+calls these methods through ``run_in_threadpool``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import auth, otp
+from core.db import make_engine, make_session_factory
+from core.enums import AuthUnit
+from core.models import PhoneNumber
+from core.password_rules import confirmation_id_violations, confirmation_password_violations
+from core.policy import PolicyLike
+from ivr.settings import Settings
+from web_stub.backend import (
+    CodeStatus,
+    CodeUnavailable,
+    InputRefused,
+    IssuedCode,
+    LinkOutcome,
+    LinkStatus,
+    LoginOutcome,
+    NumberServices,
+    OtpState,
+    OtpStatus,
+)
+
+
+class CoreBackend:
+    def __init__(self, session_factory: sessionmaker[Session], policy: PolicyLike) -> None:
+        self._sessions = session_factory
+        self._policy = policy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CoreBackend:
+        engine = make_engine(settings.effective_database_url)
+        return cls(make_session_factory(engine), settings.credentials)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # ------------------------------------------------------------------ login and passwords
+    def login(self, *, number: str, password: str, now: datetime) -> LoginOutcome:
+        with self._tx() as session:
+            result = auth.authenticate(
+                session, number=number, password=password, now=now, policy=self._policy
+            )
+        if result.status == "wrong":
+            return LoginOutcome("wrong")
+        if result.status == "locked":
+            return LoginOutcome("invalidated", number=result.identity_number)
+        if result.status == "expired":
+            return LoginOutcome("temporary_expired", number=result.identity_number)
+        assert result.identity_number is not None and result.unit is not None
+        return LoginOutcome(
+            "ok",
+            number=result.identity_number,
+            contract_id=result.contract_id,
+            unit=str(result.unit),
+            role=result.role,
+            must_change_password=result.must_change_password,
+            change_reason=result.change_reason,
+            otp=self.otp_state(number=result.identity_number),
+        )
+
+    def change_password(
+        self, *, number: str, current_password: str, new_password: str, now: datetime
+    ) -> list[str]:
+        with self._tx() as session:
+            try:
+                auth.change_password(
+                    session,
+                    number=number,
+                    new_password=new_password,
+                    current_password=current_password,
+                    now=now,
+                    policy=self._policy,
+                )
+            except auth.CurrentPasswordWrong as exc:
+                return {"wrong": ["current_wrong"], "expired": ["temporary_expired"]}.get(
+                    exc.status, ["locked"]
+                )
+            except auth.PasswordRuleError as exc:
+                return list(exc.reasons)
+        return []
+
+    def scope(self, *, contract_id: int, unit: str, number: str) -> list[NumberServices]:
+        with self._tx() as session:
+            numbers = auth.login_scope(
+                session, contract_id=contract_id, unit=AuthUnit(unit), login_number=number
+            )
+            rows = {
+                row.number: row
+                for row in session.scalars(select(PhoneNumber).where(PhoneNumber.number.in_(numbers)))
+            }
+            return [
+                NumberServices(number=n, services=[s.label_ja for s in rows[n].service_codes])
+                for n in numbers
+                if n in rows
+            ]
+
+    def confirmation_id_violations(self, value: str) -> list[str]:
+        return confirmation_id_violations(value)
+
+    def confirmation_password_violations(self, value: str) -> list[str]:
+        return confirmation_password_violations(value)
+
+    # ------------------------------------------------------------------ one-time password
+    def otp_state(self, *, number: str) -> OtpState:
+        with self._tx() as session:
+            state = otp.otp_state(session, number=number)
+        return OtpState(cast(OtpStatus, state.status), state.mail_address)
+
+    def otp_decline(self, *, number: str, now: datetime) -> None:
+        with self._tx() as session:
+            otp.decline_otp(session, number=number, now=now)
+
+    def otp_disable(self, *, number: str, now: datetime) -> None:
+        self.otp_decline(number=number, now=now)
+
+    def otp_enable(self, *, number: str, now: datetime) -> OtpState:
+        with self._tx() as session:
+            otp.choose_otp(session, number=number, now=now)
+        return self.otp_state(number=number)
+
+    def otp_register(
+        self,
+        *,
+        number: str,
+        email: str,
+        confirmation_id: str,
+        confirmation_password: str,
+        now: datetime,
+    ) -> str:
+        try:
+            with self._tx() as session:
+                return otp.start_registration(
+                    session,
+                    number=number,
+                    mail_address=email,
+                    confirmation_id=confirmation_id,
+                    confirmation_password=confirmation_password,
+                    now=now,
+                    policy=self._policy,
+                )
+        except otp.OtpInputError as exc:
+            raise InputRefused(exc.problems) from None
+
+    def otp_change_address(self, *, number: str, email: str, now: datetime) -> str:
+        try:
+            with self._tx() as session:
+                return otp.start_address_change(
+                    session, number=number, mail_address=email, now=now, policy=self._policy
+                )
+        except otp.OtpInputError as exc:
+            raise InputRefused(exc.problems) from None
+        except otp.OtpNotAvailable as exc:
+            raise InputRefused({"mail_address": [exc.reason]}) from None
+
+    def otp_confirm_link(self, *, token: str, now: datetime) -> LinkOutcome:
+        with self._tx() as session:
+            result = otp.complete_registration(session, token=token, now=now, policy=self._policy)
+        return LinkOutcome(cast(LinkStatus, result.status), result.number)
+
+    def otp_issue_code(self, *, number: str, login_attempt_id: str, now: datetime) -> IssuedCode:
+        try:
+            with self._tx() as session:
+                issued = otp.issue_code(
+                    session, number=number, login_attempt_id=login_attempt_id, now=now, policy=self._policy
+                )
+        except otp.OtpNotAvailable as exc:
+            raise CodeUnavailable(exc.reason) from None
+        return IssuedCode(code=issued.code, email=issued.mail_address)
+
+    def otp_verify_code(self, *, number: str, login_attempt_id: str, code: str, now: datetime) -> CodeStatus:
+        with self._tx() as session:
+            status = otp.verify_code(
+                session,
+                number=number,
+                login_attempt_id=login_attempt_id,
+                code=code,
+                now=now,
+                policy=self._policy,
+            )
+        return cast(CodeStatus, status)
+
+    def otp_check_confirmation(
+        self, *, number: str, confirmation_id: str, confirmation_password: str, now: datetime
+    ) -> bool:
+        with self._tx() as session:
+            return otp.check_confirmation(
+                session,
+                number=number,
+                confirmation_id=confirmation_id,
+                confirmation_password=confirmation_password,
+                now=now,
+            )
+
+    def otp_change_confirmation_id(self, *, number: str, current: str, new: str, now: datetime) -> list[str]:
+        with self._tx() as session:
+            return otp.change_confirmation_id(session, number=number, current=current, new=new, now=now)
+
+    def otp_change_confirmation_password(
+        self, *, number: str, current: str, new: str, now: datetime
+    ) -> list[str]:
+        with self._tx() as session:
+            return otp.change_confirmation_password(session, number=number, current=current, new=new, now=now)
