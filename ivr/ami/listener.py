@@ -52,6 +52,7 @@ class AmiListener:
         self.logins = 0
         self.disconnects = 0
         self.manager: Manager | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     def _make_manager(self) -> Manager:
         manager = Manager(
@@ -91,8 +92,39 @@ class AmiListener:
 
     def _on_login(self, _manager: Manager) -> None:
         self.logins += 1
-        self.connected.set()
         self.log.info("ami_logged_in", logins=self.logins)
+        task = asyncio.ensure_future(self._resync())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resync(self) -> None:
+        """Rebuild the view of live channels (their events were missed while disconnected)."""
+        manager = self.manager
+        if manager is None:
+            return
+        try:
+            reply = await asyncio.wait_for(manager.send_action({"Action": "CoreShowChannels"}), timeout=10)
+        except Exception as exc:
+            self.log.warning("ami_resync_failed", error_type=type(exc).__name__)
+            self.connected.set()
+            return
+        messages = reply if isinstance(reply, list) else [reply]
+        self.channels.clear()
+        for message in messages:
+            if str(message.get("Event", "")) != "CoreShowChannel":
+                continue
+            uniqueid = _clean(message.get("Uniqueid"), 64)
+            if uniqueid is None:
+                continue
+            self.channels[uniqueid] = LiveChannel(
+                uniqueid=uniqueid,
+                channel=_clean(message.get("Channel")) or "",
+                caller=_clean(message.get("CallerIDNum"), 32),
+                exten=_clean(message.get("Exten"), 32),
+                state=_clean(message.get("ChannelStateDesc"), 20) or "",
+            )
+        self.log.info("ami_channels_resynced", live_channels=len(self.channels))
+        self.connected.set()
 
     def _on_disconnect(self, _manager: Manager, _exc: Any) -> None:
         self.disconnects += 1

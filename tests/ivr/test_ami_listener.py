@@ -1,0 +1,146 @@
+"""The AMI listener against a stand-in Manager server that goes away and comes back (a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import structlog
+from pydantic import SecretStr
+
+from ivr.ami.listener import AmiListener
+from ivr.settings import AmiSettings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class StandInAmi:
+    """Speaks enough AMI: banner, Login, CoreShowChannels, Ping; pushes channel events."""
+
+    def __init__(self, port: int, live: list[dict[str, str]] | None = None) -> None:
+        self.port = port
+        self.live = live or []
+        self.logins: list[dict[str, str]] = []
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port, reuse_address=True)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+        await self.server.wait_closed()
+
+    async def send_event(self, **headers: str) -> None:
+        text = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        for writer in self.writers:
+            writer.write(text.encode())
+            await writer.drain()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+        try:
+            while True:
+                headers: dict[str, str] = {}
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        return
+                    text = line.decode().rstrip("\r\n")
+                    if not text:
+                        break
+                    key, _, value = text.partition(": ")
+                    headers[key.lower()] = value
+                action = headers.get("action", "").lower()
+                action_id = headers.get("actionid", "")
+                if action == "login":
+                    self.logins.append(headers)
+                    accepted = "Message: Authentication accepted\r\n\r\n"
+                    writer.write(f"Response: Success\r\nActionID: {action_id}\r\n{accepted}".encode())
+                elif action == "coreshowchannels":
+                    out = f"Response: Success\r\nActionID: {action_id}\r\nEventList: start\r\n"
+                    out += "Message: Channels will follow\r\n\r\n"
+                    for chan in self.live:
+                        out += f"Event: CoreShowChannel\r\nActionID: {action_id}\r\n"
+                        out += "".join(f"{k}: {v}\r\n" for k, v in chan.items()) + "\r\n"
+                    out += f"Event: CoreShowChannelsComplete\r\nActionID: {action_id}\r\n"
+                    out += f"EventList: Complete\r\nListItems: {len(self.live)}\r\n\r\n"
+                    writer.write(out.encode())
+                else:
+                    writer.write(f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n\r\n".encode())
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+
+
+async def wait_until(condition: object, within: float = 8.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_follows_channels_and_reconnects_after_a_restart() -> None:
+    port = free_port()
+    settings = AmiSettings(
+        host="127.0.0.1", port=port, username="ivr-daemon", secret=SecretStr("s3"), reconnect_seconds=1
+    )
+    ami = StandInAmi(
+        port,
+        live=[
+            {
+                "Uniqueid": "1.1",
+                "Channel": "PJSIP/carrier-1",
+                "CallerIDNum": "0300001111",
+                "Exten": "s",
+                "ChannelStateDesc": "Up",
+            }
+        ],
+    )
+    listener = AmiListener(settings)
+    with structlog.testing.capture_logs() as logs:
+        await listener.start()  # Asterisk not up yet: it keeps trying
+        await asyncio.sleep(1.2)
+        assert listener.logins == 0
+        await ami.start()
+        await wait_until(lambda: listener.connected.is_set())
+        assert ami.logins[0]["username"] == "ivr-daemon" and ami.logins[0]["secret"] == "s3"
+        assert set(listener.channels) == {"1.1"}  # rebuilt with CoreShowChannels
+
+        await ami.send_event(
+            Event="Newchannel",
+            Uniqueid="1.2",
+            Channel="PJSIP/carrier-2",
+            CallerIDNum="0300002222",
+            Exten="0363044747",
+            ChannelStateDesc="Ring",
+        )
+        await ami.send_event(Event="DTMFEnd", Uniqueid="1.2", Digit="4", Direction="Received")
+        await ami.send_event(Event="Hangup", Uniqueid="1.1", Cause="16", **{"Cause-txt": "Normal Clearing"})
+        await wait_until(lambda: set(listener.channels) == {"1.2"})
+
+        await ami.stop()  # Asterisk restarts
+        await wait_until(lambda: not listener.connected.is_set())
+        ami.live = []
+        await asyncio.sleep(0.5)
+        await ami.start()
+        await wait_until(lambda: listener.logins == 2 and listener.connected.is_set())
+        assert listener.channels == {}
+        await listener.stop()
+        await ami.stop()
+    events = [e["event"] for e in logs]
+    assert "ami_channel_new" in events and "ami_channel_hangup" in events and "ami_disconnected" in events
+    assert events.count("ami_logged_in") == 2
+    assert "s3" not in repr(logs)
+    assert not any(e.get("digit") or "DTMF" in repr(e) for e in logs)
