@@ -1,0 +1,47 @@
+"""After the e2e calls: no password any test typed is in any log, call record or Asterisk log.
+
+Named to run after the other e2e modules (pytest runs files in order).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.fixtures.voice import PASSWORDS_USED, VoiceDaemon
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
+
+_DTMF_LINE = re.compile(r"DTMF[^\n]*?'([0-9*#A-D])'")
+
+
+def _asterisk_logs(lab: Any) -> list[Path]:
+    directory = Path(lab.asterisk_log_path).parent
+    return [p for p in directory.rglob("*") if p.is_file()]
+
+
+def test_no_password_in_any_log_or_record(
+    voice_daemon: VoiceDaemon, lab: Any, e2e_sessions: sessionmaker[Session]
+) -> None:
+    assert len(PASSWORDS_USED) >= 5
+    sources: dict[str, str] = {"daemon log": voice_daemon.log_path.read_text(errors="replace")}
+    assert "call_finished" in sources["daemon log"]  # the calls did happen
+    for path in _asterisk_logs(lab):
+        sources[f"asterisk {path.name}"] = path.read_bytes().decode("utf-8", errors="replace")
+    with e2e_sessions() as session:
+        for table in ("call_records", "audit_events"):
+            rows = session.execute(text(f"SELECT * FROM {table}")).all()
+            sources[table] = "\n".join(repr(tuple(row)) for row in rows)
+    assert sources["call_records"]
+    for name, content in sources.items():
+        for password in PASSWORDS_USED:
+            assert password not in content, f"a password is in {name}"
+        # per-key DTMF lines must not spell one either
+        keys = "".join(_DTMF_LINE.findall(content))
+        for password in PASSWORDS_USED:
+            assert password not in keys, f"DTMF lines in {name} spell a password"
