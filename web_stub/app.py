@@ -1303,7 +1303,7 @@ class WebApp:
         ]
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "sessions": len(self.store)})
+        return JSONResponse({"status": "ok"})
 
 
 def create_app(

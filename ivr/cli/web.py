@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ivr.settings import Settings
@@ -18,13 +19,38 @@ def register(subparsers: Any) -> None:
 
 
 def run_web(args: argparse.Namespace, settings: Settings) -> int:
+    import structlog
     import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
 
+    from core.db import make_engine, schema_is_current
     from web_stub.app import create_app
 
+    log = structlog.get_logger("web")
     host = args.host or settings.web.host
     port = args.port or settings.web.port
+    engine = make_engine(settings.effective_database_url)
+    try:
+        current = schema_is_current(engine)
+    except SQLAlchemyError as exc:
+        log.error("web_database_unreachable", error_type=type(exc).__name__)
+        print(
+            f"ivr web: cannot open the database ({type(exc).__name__}); check IVR_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        engine.dispose()
+    if not current:
+        log.error("web_schema_not_current", hint="run `ivr db upgrade` first")
+        print("ivr web: the database schema is missing or old; run `ivr db upgrade` first", file=sys.stderr)
+        return 2
     app = create_app(settings)
+    log.info(
+        "web_listening",
+        url=f"http://{host}:{port}/login",
+        idle_logout_seconds=settings.web.session_idle_timeout_seconds,
+    )
     config = uvicorn.Config(
         app,
         host=host,
