@@ -53,7 +53,12 @@ class CountingHasher(SecretHasher):
 
 
 def login(
-    sessions: Sessions, hasher: SecretHasher, number: str, password: str, now: datetime, **policy: int | None
+    sessions: Sessions,
+    hasher: SecretHasher,
+    number: str,
+    password: str,
+    now: datetime,
+    policy: CredentialPolicy | None = None,
 ) -> LoginResult:
     with sessions() as session, session.begin():
         return authenticate(
@@ -61,7 +66,7 @@ def login(
             number=number,
             password=password,
             now=now,
-            policy=CredentialPolicy(**policy),
+            policy=policy or CredentialPolicy(),
             hasher=hasher,
         )
 
@@ -177,7 +182,14 @@ def test_expired_permanent_password_forces_a_change(
     set_permanent(sample_db, fast_hasher, SEED_ADDITIONAL, "k7m2p9q4z", core_now)
     later = core_now + timedelta(days=90)
     assert not login(sample_db, fast_hasher, SEED_ADDITIONAL, "k7m2p9q4z", later).must_change_password
-    aged = login(sample_db, fast_hasher, SEED_ADDITIONAL, "k7m2p9q4z", later, permanent_max_age_days=90)
+    aged = login(
+        sample_db,
+        fast_hasher,
+        SEED_ADDITIONAL,
+        "k7m2p9q4z",
+        later,
+        CredentialPolicy(permanent_max_age_days=90),
+    )
     assert aged.status == "ok" and aged.must_change_password and aged.change_reason == "expired"
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import string
 
 import pytest
@@ -130,7 +131,7 @@ def _reference_sequential(value: str) -> bool:
     for i in range(len(folded) - 3):
         window = folded[i : i + 4]
         if all(c.isdigit() for c in window) or all(c in string.ascii_lowercase for c in window):
-            steps = {ord(b) - ord(a) for a, b in zip(window, window[1:], strict=False)}
+            steps = {ord(b) - ord(a) for a, b in itertools.pairwise(window)}
             if steps in ({1}, {-1}):
                 return True
     return False

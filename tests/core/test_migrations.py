@@ -1,0 +1,28 @@
+"""The migrations build exactly the models' schema, and go down and up again."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
+from core.db import downgrade_database, head_revision, schema_is_current, upgrade_database
+from core.models import Base
+
+
+def test_schema_matches_models(db_engine: Engine) -> None:
+    assert schema_is_current(db_engine)
+    with db_engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_downgrade_and_upgrade_again(db_url: str, db_engine: Engine) -> None:
+    downgrade_database(db_url, "base")
+    db_engine.dispose()
+    assert set(inspect(db_engine).get_table_names()) <= {"alembic_version"}
+    upgrade_database(db_url)
+    db_engine.dispose()
+    assert schema_is_current(db_engine)
+    assert head_revision() == "0001"
+    assert "credentials" in inspect(db_engine).get_table_names()
