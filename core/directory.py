@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -45,3 +47,26 @@ def number_row_on_contract(session: Session, contract_id: int, number: str) -> P
     return session.scalars(
         select(PhoneNumber).where(PhoneNumber.contract_id == contract_id, PhoneNumber.number == number)
     ).one_or_none()
+
+
+class InvalidSearchPattern(ValueError):
+    pass
+
+
+def number_matches(number: str, pattern: str) -> bool:
+    """The settings site's number search: a prefix (市外局番など, 前方一致), or with ``*`` (half-width)
+    as a wildcard for any run of digits, matched against the whole number (``03*1111``, ``*2222``)."""
+    cleaned = pattern.replace("-", "").replace(" ", "")
+    if not cleaned or any(ch not in "0123456789*" for ch in cleaned):
+        raise InvalidSearchPattern("use digits and * only")
+    if "*" not in cleaned:
+        return number.startswith(cleaned)
+    regex = "".join(r"\d*" if ch == "*" else ch for ch in cleaned)
+    return re.fullmatch(regex, number) is not None
+
+
+def search_numbers(session: Session, contract_id: int, pattern: str) -> list[str]:
+    """Numbers of the contract matching ``pattern`` (see :func:`number_matches`), contract number first.
+
+    Raises :class:`InvalidSearchPattern` for anything but digits, ``*`` and hyphens."""
+    return [n for n in contract_number_list(session, contract_id) if number_matches(n, pattern)]
