@@ -443,7 +443,18 @@ class WebApp:
         if redirect:
             return redirect
         assert session is not None
-        return self._password_form(request, session, forced)
+        targets = [] if forced else await self.password_targets(session)
+        return self._password_form(request, session, forced, targets=targets)
+
+    async def password_targets(self, session: WebSession) -> list[str]:
+        """Whose password this login may change: its own; an admin any number of the contract (P12)."""
+        assert session.number is not None
+        if session.role != "admin" or session.contract_id is None or session.unit is None:
+            return [session.number]
+        rows = await run_in_threadpool(
+            self.backend.scope, contract_id=session.contract_id, unit=session.unit, number=session.number
+        )
+        return [row.number for row in rows]
 
     def _password_form(
         self,
@@ -452,6 +463,9 @@ class WebApp:
         forced: bool,
         errors: list[str] | None = None,
         status: int = 200,
+        *,
+        targets: list[str] | None = None,
+        target: str | None = None,
     ) -> Response:
         reason = session.data.get("change_reason")
         current_label = "仮パスワード" if forced and reason == "temporary" else "現在のパスワード"
@@ -466,6 +480,8 @@ class WebApp:
             reason=reason,
             current_label=current_label,
             action="/password/required" if forced else "/password",
+            targets=targets if targets and len(targets) > 1 else [],
+            target=target or session.number,
         )
 
     async def password_submit(self, request: Request) -> Response:
@@ -474,48 +490,54 @@ class WebApp:
         if redirect:
             return redirect
         assert session is not None and session.number is not None
+        targets = [session.number] if forced else await self.password_targets(session)
+        target = normalize_login_number(form.get("target", "")) or session.number
+        if target not in targets:
+            log.warning("web_password_target_refused", number=session.number, target=target)
+            return self._password_form(
+                request, session, forced, ["この電話番号のパスワードは変更できません。"], 403, targets=targets
+            )
+        own = target == session.number
+        ws: WebSession = session
+
+        def again(errors: list[str], status: int = 400) -> Response:
+            return self._password_form(request, ws, forced, errors, status, targets=targets, target=target)
+
         current = form.get("current_password", "")
         new = form.get("new_password", "")
         confirm = form.get("new_password_confirm", "")
         if not current or not new:
-            return self._password_form(
-                request, session, forced, ["現在のパスワードと新しいパスワードを入力してください。"], 400
-            )
+            return again(["現在のパスワードと新しいパスワードを入力してください。"])
         if new != confirm:
-            return self._password_form(request, session, forced, msg.password_messages(["mismatch"]), 400)
+            return again(msg.password_messages(["mismatch"]))
         reasons = await run_in_threadpool(
             self.backend.change_password,
-            number=session.number,
+            number=target,
             current_password=current,
             new_password=new,
             now=self.clock(),
         )
         if reasons:
-            log.info("web_password_change_refused", number=session.number, reasons=reasons)
-            if "temporary_expired" in reasons:
+            log.info("web_password_change_refused", number=session.number, target=target, reasons=reasons)
+            if own and "temporary_expired" in reasons:
                 return self.end_session_with(
                     request, session, "パスワード変更", msg.temporary_expired_message(self.service_number)
                 )
-            if "locked" in reasons:
-                self.store.delete(session)
-                response = self.message_page(
-                    request,
-                    "パスワード変更",
-                    [msg.invalidated_message(self.service_number)],
-                    None,
-                    status_code=403,
-                    link_url="/login",
-                    link_text="ログイン画面へ",
+            if own and "locked" in reasons:
+                return self.end_session_with(
+                    request, session, "パスワード変更", msg.invalidated_message(self.service_number)
                 )
-                self.clear_cookie(response)
-                return response
-            return self._password_form(request, session, forced, msg.password_messages(reasons, new), 400)
-        log.info("web_password_changed", number=session.number, forced=forced)
+            if "temporary_expired" in reasons:
+                return again([f"{target} の" + msg.temporary_expired_message(self.service_number)], 403)
+            if "locked" in reasons:
+                return again([f"{target} の" + msg.invalidated_message(self.service_number)], 403)
+            return again(msg.password_messages(reasons, new))
+        log.info("web_password_changed", number=session.number, target=target, forced=forced)
         if not forced:
             return self.message_page(
                 request,
                 "パスワード変更完了",
-                ["パスワードを変更しました。次回から新しいパスワードでログインしてください。"],
+                [f"{target} のパスワードを変更しました。次回から新しいパスワードでログインしてください。"],
                 session,
                 link_url="/home",
                 link_text="サービス選択へ",

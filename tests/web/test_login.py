@@ -341,3 +341,63 @@ def test_pages_carry_security_headers(web_client: TestClient) -> None:
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["referrer-policy"] == "no-referrer"
     assert '<html lang="ja">' in page.text
+
+
+# ------------------------------------------------------------------ admin changes another number's (P12)
+def test_admin_changes_the_password_of_an_additional_number(
+    web_app: Any, web_client: TestClient, web_database: WebDatabase
+) -> None:
+    web_database.set_temporary_password(CONTRACT, TEMP, unit="admin_user")
+    web_database.set_temporary_password(ADDITIONAL, "62840517", unit="admin_user")
+    first_login(web_client, CONTRACT, TEMP, NEW)
+    page = web_client.get("/password")
+    assert '<select id="target"' in page.text and ADDITIONAL in page.text
+    page = post_form(
+        web_client,
+        page,
+        "/password",
+        {
+            "target": ADDITIONAL,
+            "current_password": "wrong123",
+            "new_password": NEWER,
+            "new_password_confirm": NEWER,
+        },
+    )
+    assert page.status_code == 400 and "現在のパスワードが正しくありません" in page.text
+    page = post_form(
+        web_client,
+        page,
+        "/password",
+        {
+            "target": ADDITIONAL,
+            "current_password": "62840517",
+            "new_password": NEWER,
+            "new_password_confirm": NEWER,
+        },
+    )
+    assert page.status_code == 200 and f"{ADDITIONAL} のパスワードを変更しました" in page.text
+    with TestClient(web_app, base_url="http://127.0.0.1", follow_redirects=True) as user:
+        page = login(user, ADDITIONAL, NEWER)
+        assert page.url.path == "/otp/choice"  # a real password now: no forced change
+    # The admin's own password is unchanged.
+    web_client.cookies.clear()
+    assert login(web_client, CONTRACT, NEW).url.path == "/home"
+
+
+def test_a_user_cannot_change_another_numbers_password(
+    web_client: TestClient, web_database: WebDatabase
+) -> None:
+    web_database.set_temporary_password(CONTRACT, TEMP, unit="admin_user")
+    web_database.set_temporary_password(ADDITIONAL, "62840517", unit="admin_user")
+    first_login(web_client, ADDITIONAL, "62840517", NEW)
+    page = web_client.get("/password")
+    assert '<select id="target"' not in page.text
+    page = post_form(
+        web_client,
+        page,
+        "/password",
+        {"target": CONTRACT, "current_password": TEMP, "new_password": NEWER, "new_password_confirm": NEWER},
+    )
+    assert page.status_code == 403
+    web_client.cookies.clear()
+    assert login(web_client, CONTRACT, TEMP).url.path == "/password/required"  # untouched
