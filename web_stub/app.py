@@ -1201,6 +1201,139 @@ class WebApp:
             link_text="サービス選択へ",
         )
 
+    # ----------------------------------------------------------------- authentication unit (P14–P21)
+    def _unit_change_allowed(self, session: WebSession) -> bool:
+        return session.role in {"line", "number", "admin"}
+
+    async def unit_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        if not self._unit_change_allowed(session):
+            return self.message_page(
+                request,
+                "認証単位変更",
+                [],
+                session,
+                status_code=403,
+                errors=["認証単位の変更は、お客様電話番号（契約電話番号）でログインして行ってください。"],
+                link_url="/home",
+                link_text="サービス選択へ",
+            )
+        choices = [(unit, label) for unit, label in UNIT_LABELS.items() if unit != session.unit]
+        return self.render(request, "unit_select.html", "認証単位の選択", session, choices=choices)
+
+    def _unit_form(
+        self,
+        request: Request,
+        session: WebSession,
+        new_unit: str,
+        numbers: list[str],
+        errors: list[str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        return self.render(
+            request,
+            "unit_change.html",
+            "認証単位変更",
+            session,
+            status_code=status,
+            errors=errors,
+            new_unit=new_unit,
+            old_label=UNIT_LABELS.get(session.unit or "", ""),
+            new_label=UNIT_LABELS[new_unit],
+            numbers=numbers,
+            notes=msg.unit_change_notes(session.unit or "", new_unit),
+        )
+
+    async def unit_change_page(self, request: Request) -> Response:
+        new_unit = request.path_params["unit"]
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number and session.contract_id is not None
+        if new_unit not in UNIT_LABELS or new_unit == session.unit or not self._unit_change_allowed(session):
+            return self.redirect("/settings/unit", session)
+        numbers = await run_in_threadpool(
+            self.backend.unit_change_numbers,
+            contract_id=session.contract_id,
+            new_unit=new_unit,
+            login_number=session.number,
+            now=self.clock(),
+        )
+        return self._unit_form(request, session, new_unit, numbers)
+
+    async def unit_change_submit(self, request: Request) -> Response:
+        new_unit = request.path_params["unit"]
+        session, form, redirect = await self.require_post(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number and session.contract_id is not None
+        if new_unit not in UNIT_LABELS or new_unit == session.unit or not self._unit_change_allowed(session):
+            return self.redirect("/settings/unit", session)
+        now = self.clock()
+        numbers = await run_in_threadpool(
+            self.backend.unit_change_numbers,
+            contract_id=session.contract_id,
+            new_unit=new_unit,
+            login_number=session.number,
+            now=now,
+        )
+        passwords = {n: form.get(f"password_{n}", "") for n in numbers}
+        missing = [n for n, p in passwords.items() if not p]
+        if missing:
+            return self._unit_form(
+                request,
+                session,
+                new_unit,
+                numbers,
+                [f"{n} のパスワードを入力してください。" for n in missing],
+                400,
+            )
+        problems = await run_in_threadpool(
+            self.backend.change_unit,
+            contract_id=session.contract_id,
+            new_unit=new_unit,
+            login_number=session.number,
+            passwords=passwords,
+            now=now,
+        )
+        if problems:
+            log.info("web_unit_change_refused", number=session.number, new_unit=new_unit, problems=problems)
+            if problems.get(session.number) in {"locked", "expired"}:
+                text = (
+                    msg.invalidated_message(self.service_number)
+                    if problems[session.number] == "locked"
+                    else msg.temporary_expired_message(self.service_number)
+                )
+                return self.end_session_with(request, session, "認証単位変更", text)
+            return self._unit_form(
+                request,
+                session,
+                new_unit,
+                numbers,
+                msg.unit_change_problems(problems, self.service_number),
+                400,
+            )
+        log.info("web_unit_changed", number=session.number, old_unit=session.unit, new_unit=new_unit)
+        old_label = UNIT_LABELS.get(session.unit or "", "")
+        self.store.delete(session)
+        response = self.message_page(
+            request,
+            "認証単位変更完了",
+            [
+                f"認証単位を「{old_label}」から「{UNIT_LABELS[new_unit]}」に変更しました。",
+                "新しい認証単位で、もう一度ログインしてください。",
+                *msg.unit_change_notes("", new_unit),
+            ],
+            None,
+            link_url="/login",
+            link_text="ログイン画面へ",
+        )
+        self.clear_cookie(response)
+        return response
+
     # ----------------------------------------------------------------- JSON API
     def _api_error(self, status: int, error: str, message: str) -> JSONResponse:
         return JSONResponse({"error": error, "message": message}, status_code=status)
@@ -1317,6 +1450,9 @@ class WebApp:
             Route("/settings/otp/confirmation-id", self.confirmation_submit, methods=["POST"]),
             Route("/settings/otp/confirmation-password", self.confirmation_page, methods=["GET"]),
             Route("/settings/otp/confirmation-password", self.confirmation_submit, methods=["POST"]),
+            Route("/settings/unit", self.unit_page, methods=["GET"]),
+            Route("/settings/unit/{unit}", self.unit_change_page, methods=["GET"]),
+            Route("/settings/unit/{unit}", self.unit_change_submit, methods=["POST"]),
             Route("/api/login", self.api_login, methods=["POST"]),
             Route("/api/session", self.api_session, methods=["GET"]),
             Route("/api/logout", self.api_logout, methods=["POST"]),

@@ -127,6 +127,19 @@ class CredentialBackend(Protocol):
         self, *, number: str, current: str, new: str, now: datetime
     ) -> list[str]: ...
 
+    def unit_change_numbers(
+        self, *, contract_id: int, new_unit: str, login_number: str, now: datetime
+    ) -> list[str]:
+        """Whose current passwords a change of the contract's unit asks for."""
+        ...
+
+    def change_unit(
+        self, *, contract_id: int, new_unit: str, login_number: str, passwords: dict[str, str], now: datetime
+    ) -> dict[str, str]:
+        """Problems by number (or ``"*"``): ``same_unit``, ``not_allowed``, ``password_required``,
+        ``wrong_password``, ``locked``, ``expired``; empty when changed and committed."""
+        ...
+
     def confirmation_id_violations(self, value: str) -> list[str]: ...
 
     def confirmation_password_violations(self, value: str) -> list[str]: ...

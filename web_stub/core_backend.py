@@ -111,6 +111,37 @@ class CoreBackend:
                 if n in rows
             ]
 
+    def unit_change_numbers(
+        self, *, contract_id: int, new_unit: str, login_number: str, now: datetime
+    ) -> list[str]:
+        with self._tx() as session:
+            return auth.unit_change_password_numbers(
+                session,
+                contract_id=contract_id,
+                new_unit=AuthUnit(new_unit),
+                login_number=login_number,
+                now=now,
+                policy=self._policy,
+            )
+
+    def change_unit(
+        self, *, contract_id: int, new_unit: str, login_number: str, passwords: dict[str, str], now: datetime
+    ) -> dict[str, str]:
+        with self._tx() as session:
+            try:
+                auth.change_unit(
+                    session,
+                    contract_id=contract_id,
+                    new_unit=AuthUnit(new_unit),
+                    login_number=login_number,
+                    passwords=passwords,
+                    now=now,
+                    policy=self._policy,
+                )
+            except auth.UnitChangeError as exc:
+                return dict(exc.problems)  # the transaction commits: the tries were counted
+        return {}
+
     def confirmation_id_violations(self, value: str) -> list[str]:
         return confirmation_id_violations(value)
 

@@ -180,3 +180,48 @@ LINK_USED = "このURLはすでに使用されています。本登録が完了�
 LINK_UNKNOWN = "このURLは無効です。メールに記載されたURLを、途中で切れないようにすべて開いてください。"
 CONFIRMATION_WRONG = "確認用IDまたは確認用パスワードが正しくありません。"
 SYSTEM_ERROR = "ただいまシステムが混み合っているか、障害が発生しています。しばらく時間をおいてから、もう一度お試しください。"
+
+
+def unit_change_notes(old_unit: str, new_unit: str) -> list[str]:
+    """What changes for the customer (seed 003 P14–P21): which number to log in with, which password."""
+    notes = []
+    if new_unit == "line":
+        notes.append(
+            "※認証単位を変更した後のログイン時に入力する電話番号は「お客様電話番号」（契約電話番号）になります。"
+        )
+    elif new_unit == "number":
+        notes.append(
+            "※認証単位を変更した後のログイン時に入力する電話番号は、設定したい付加サービスをご契約されている電話番号になります。"
+        )
+    else:
+        notes.append(
+            "※認証単位を変更した後は、すべての電話番号を設定する場合は「お客様電話番号」で、"
+            "電話番号ごとに設定する場合はその電話番号でログインしてください。"
+        )
+    if old_unit == "line":
+        notes.append(
+            "※認証単位を変更した後のパスワードは、契約電話番号、追加番号ともに現在ご利用中のパスワードが有効となります。"
+        )
+    elif new_unit == "line":
+        notes.append("※認証単位を変更した後のパスワードは、ログイン時に利用したパスワードとなります。")
+    elif old_unit:
+        notes.append(
+            "※認証単位を変更した後も、各電話番号のパスワードは現在ご利用中のパスワードが引き継がれます。"
+        )
+    return notes
+
+
+def unit_change_problems(problems: dict[str, str], service_number: str) -> list[str]:
+    out = []
+    for number, reason in problems.items():
+        prefix = "" if number == "*" else f"{number} の"
+        text = {
+            "wrong_password": "パスワードが正しくありません。",
+            "password_required": "パスワードを入力してください。",
+            "locked": "パスワードは無効になっています。" + phone_instructions(service_number),
+            "expired": "仮パスワードの有効期限が切れています。" + phone_instructions(service_number),
+            "same_unit": "現在と同じ認証単位です。",
+            "not_allowed": "このログインでは認証単位を変更できません。お客様電話番号でログインしてください。",
+        }.get(reason, "認証単位を変更できませんでした。")
+        out.append(prefix + text)
+    return out
