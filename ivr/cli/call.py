@@ -9,13 +9,16 @@ pause key of a phone), then waits for the IVR to hang up.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
 import sys
+import time
 from typing import Any
 
 from ivr.lab import Lab
 from ivr.settings import Settings
-from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, SippError, Step, Wait, run_call
+from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, SippError, Step, Wait, run_call, run_calls
 from ivr.sipp.model import DTMF_KEYS
 
 
@@ -48,6 +51,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--source-ip", default="127.0.0.1", help="address to call from (127.0.0.2: untrusted)"
     )
+    parser.add_argument("--count", type=int, default=1, help="place this many calls (load test)")
+    parser.add_argument("--rate", type=float, default=5.0, help="new calls per second (with --count)")
+    parser.add_argument("--concurrency", type=int, default=10, help="calls at once at most (with --count)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=_call)
 
@@ -81,6 +87,8 @@ def _call(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"ivr call: {exc}", file=sys.stderr)
         return 2
+    if args.count > 1:
+        return _load(caller, args, settings)
     lab = Lab(settings)
     mark = lab.log_offset()
     try:
@@ -118,3 +126,33 @@ def _call(args: argparse.Namespace, settings: Settings) -> int:
         if result.error:
             print(f"error: {result.error}")
     return 0 if result.answered and result.error is None and not result.expectations_failed else 1
+
+
+def _load(caller: Caller, args: argparse.Namespace, settings: Settings) -> int:
+    """The same caller ``--count`` times at ``--rate``/s, at most ``--concurrency`` at once."""
+    callers = [dataclasses.replace(caller, name=f"load-{i}") for i in range(args.count)]
+    started = time.monotonic()
+    try:
+        results = run_calls(callers, args.rate, args.concurrency, settings)
+    except SippError as exc:
+        print(f"ivr call: {exc}", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - started
+    ok = [r for r in results if r.ok]
+    durations = sorted(r.duration for r in results if r.answered)
+    summary = {
+        "calls": len(results),
+        "ok": len(ok),
+        "answered": sum(r.answered for r in results),
+        "hung_up_by_remote": sum(r.hung_up_by == "remote" for r in results),
+        "errors": sorted({r.error for r in results if r.error}),
+        "seconds": round(elapsed, 2),
+        "duration_median": round(statistics.median(durations), 2) if durations else None,
+        "duration_max": round(durations[-1], 2) if durations else None,
+    }
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return 0 if len(ok) == len(results) else 1

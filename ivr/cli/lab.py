@@ -41,6 +41,14 @@ def register(subparsers: Any) -> None:
     logs.add_argument("--cdr", action="store_true", help="print the call records instead")
     logs.set_defaults(func=_logs)
 
+    render = sub.add_parser(
+        "render", help="render the Asterisk configuration for a standard (non-lab) Asterisk install"
+    )
+    render.add_argument("--out", required=True, help="directory to write the .conf files into")
+    render.add_argument("--agi-port", type=int, default=None, help="first FastAGI port (default: settings)")
+    render.add_argument("--agi-fallback-port", type=int, default=None, help="second FastAGI port")
+    render.set_defaults(func=_render)
+
     cli = sub.add_parser("cli", help='run an Asterisk CLI command, e.g. ivr lab cli "core show channels"')
     cli.add_argument("words", nargs="+", help="the command")
     cli.set_defaults(func=_cli)
@@ -156,4 +164,29 @@ def _logs(args: argparse.Namespace, settings: Settings) -> int:
 @_errors
 def _cli(args: argparse.Namespace, settings: Settings) -> int:
     print(Lab(settings).cli(" ".join(args.words)), end="")
+    return 0
+
+
+@_errors
+def _render(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ivr.lab.config import AsteriskPaths, placeholder_values, render_config
+
+    paths = AsteriskPaths(
+        etc="/etc/asterisk",
+        data="/usr/share/asterisk",
+        varlib="/var/lib/asterisk",
+        spool="/var/spool/asterisk",
+        run="/var/run/asterisk",
+        log="/var/log/asterisk",
+    )
+    ports = (args.agi_port or settings.agi.port, args.agi_fallback_port or settings.lab.agi_fallback_port)
+    written = render_config(Path(args.out), placeholder_values(settings, paths, ports))
+    for path in written:
+        print(path)
+    print(
+        f"prompts: copy <sounds>/ja/ivr/*.wav (ivr lab build prints where) to {paths.data}/sounds/ja/ivr/",
+        file=sys.stderr,
+    )
     return 0
