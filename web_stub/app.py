@@ -551,9 +551,12 @@ class WebApp:
 
     # ----------------------------------------------------------------- OTP choice at first login
     async def otp_choice_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"otp_choice"})
+        session, redirect = self.require(request, {"otp_choice", "otp_register"})
         if redirect:
             return redirect
+        assert session is not None
+        session.stage = "otp_choice"  # back from the registration form: choose again
+        session.data.pop("draft", None)
         return self.render(request, "otp_choice.html", "ワンタイムパスワード 利用選択画面", session)
 
     async def otp_choice_submit(self, request: Request) -> Response:
@@ -608,13 +611,7 @@ class WebApp:
         if address_only:
             back = "/otp/send" if session.stage == "otp_code" else "/home"
             return {"action": "/otp/address", "address_only": True, "back_url": back}
-        back = (
-            "/otp/choice"
-            if session.stage == "otp_register" and session.data.get("otp_status") == "unchosen"
-            else ""
-        )
-        if session.stage == "home":
-            back = "/home"
+        back = "/home" if session.stage == "home" else "/otp/choice"
         return {"action": "/otp/register", "address_only": False, "back_url": back}
 
     def _register_title(self, address_only: bool) -> str:

@@ -58,6 +58,7 @@ def build_message(*, sender: str, recipient: str, subject: str, body: str) -> Em
     message["Date"] = formatdate(localtime=False)
     domain = sender.rpartition("@")[2] or "localhost"
     message["Message-ID"] = make_msgid(domain=domain)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a no-reply sender
     message.set_content(body, charset="utf-8")
     return message
 

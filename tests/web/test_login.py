@@ -401,3 +401,26 @@ def test_a_user_cannot_change_another_numbers_password(
     assert page.status_code == 403
     web_client.cookies.clear()
     assert login(web_client, CONTRACT, TEMP).url.path == "/password/required"  # untouched
+
+
+def test_an_expired_password_forces_a_change(
+    web_settings: Any, web_database: WebDatabase, web_clock: FakeClock
+) -> None:
+    from ivr.settings import CredentialPolicy
+    from web_stub.app import create_app
+
+    settings = web_settings.model_copy(update={"credentials": CredentialPolicy(permanent_max_age_days=90)})
+    app = create_app(settings, clock=web_clock)
+    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as client:
+        web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
+        first_login(client, CONTRACT, TEMP, NEW)
+        client.cookies.clear()
+        web_clock.advance(days=89)
+        assert login(client, CONTRACT, NEW).url.path == "/home"
+        client.cookies.clear()
+        web_clock.advance(days=2)
+        page = login(client, CONTRACT, NEW)
+        assert page.url.path == "/password/required"
+        assert "パスワードの有効期限が切れています" in page.text and "現在のパスワード" in page.text
+        page = change_required_password(client, page, NEW, NEWER)
+        assert page.url.path == "/home"  # OTP was already declined

@@ -367,3 +367,15 @@ def test_confirmation_id_and_password_changes(
         {"confirmation_id": "newid5678", "confirmation_password": "newpw5678"},
     )
     assert page.url.path == "/otp/address"
+
+
+def test_back_from_the_registration_form_to_the_choice(
+    web_client: TestClient, web_database: WebDatabase
+) -> None:
+    page = start_with_otp(web_client, web_database)
+    assert 'href="/otp/choice"' in page.text
+    page = web_client.get("/otp/choice")
+    assert page.url.path == "/otp/choice"
+    page = post_form(web_client, page, "/otp/choice", {"choice": "not_use"})
+    page = post_form(web_client, page, "/otp/decline", {"agree": "1"})
+    assert page.url.path == "/home"
