@@ -72,6 +72,11 @@ def normalize_login_number(raw: str) -> str:
     return re.sub(r"[\s\-‐ー－]", "", text)
 
 
+def same_token(given: str, expected: str) -> bool:
+    """Constant-time comparison that also survives non-ASCII input (a 403, not a 500)."""
+    return bool(given) and secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
 def mask_email(email: str | None) -> str:
     if not email or "@" not in email:
         return ""
@@ -239,8 +244,7 @@ class WebApp:
         return {k: v for k, v in data.items() if isinstance(v, str)}
 
     def csrf_ok(self, session: WebSession | None, form: dict[str, str]) -> bool:
-        token = form.get("csrf_token", "")
-        return bool(session and token and secrets.compare_digest(token, session.csrf_token))
+        return session is not None and same_token(form.get("csrf_token", ""), session.csrf_token)
 
     def csrf_failed(self, request: Request, ctx: Context) -> Response:
         if ctx.idle_expired or ctx.session is None:
@@ -1402,7 +1406,7 @@ class WebApp:
         session = ctx.session
         if session is None:
             response: Response = Response(status_code=204)
-        elif not secrets.compare_digest(request.headers.get("x-csrf-token", ""), session.csrf_token):
+        elif not same_token(request.headers.get("x-csrf-token", ""), session.csrf_token):
             return self._api_error(403, "csrf", "X-CSRF-Token ヘッダが必要です。")
         else:
             self.store.delete(session)

@@ -424,3 +424,11 @@ def test_an_expired_password_forces_a_change(
         assert "パスワードの有効期限が切れています" in page.text and "現在のパスワード" in page.text
         page = change_required_password(client, page, NEW, NEWER)
         assert page.url.path == "/home"  # OTP was already declined
+
+
+def test_a_non_ascii_csrf_token_is_refused_not_a_crash(web_client: TestClient) -> None:
+    web_client.get("/login")
+    refused = web_client.post("/login", data={"csrf_token": "トークン", "number": CONTRACT, "password": TEMP})
+    assert refused.status_code == 403
+    logout = web_client.post("/api/logout", headers={"X-CSRF-Token": "é".encode("latin-1")})
+    assert logout.status_code == 403
