@@ -379,3 +379,19 @@ def test_back_from_the_registration_form_to_the_choice(
     page = post_form(web_client, page, "/otp/choice", {"choice": "not_use"})
     page = post_form(web_client, page, "/otp/decline", {"agree": "1"})
     assert page.url.path == "/home"
+
+
+def test_code_mail_failure_is_shown_and_resend_works(
+    web_client: TestClient, web_database: WebDatabase, smtp_server: SmtpServer
+) -> None:
+    page = start_with_otp(web_client, web_database)
+    page = open_link(web_client, register(web_client, page, smtp_server))
+    smtp_server.sink.refuse = True
+    with structlog.testing.capture_logs() as logs:
+        page = post_form(web_client, page, "/otp/send", {})
+    assert page.status_code == 502 and "メールを送信できませんでした" in page.text
+    assert any(e["event"] == "web_mail_failed" and e["kind"] == "otp_code" for e in logs)
+    assert not any(str(v).isdigit() and len(str(v)) == 6 for e in logs for v in e.values())
+    smtp_server.sink.refuse = False
+    page, code = send_code(web_client, page, smtp_server, 2)
+    assert post_form(web_client, page, "/otp/code", {"code": code}).url.path == "/home"
