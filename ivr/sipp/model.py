@@ -69,6 +69,7 @@ class Caller:
     privacy: bool = False
     answer_timeout: float = 15.0
     name: str = ""
+    auth_password: str | None = None  # answer a digest challenge as user ``caller_id`` (softphone)
 
     def __post_init__(self) -> None:
         if self.dtmf_mode not in ("rfc4733", "info"):

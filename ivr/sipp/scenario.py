@@ -105,9 +105,32 @@ class _Builder:
             "a=ptime:20",
             "a=sendrecv",
         ]
-        message = "\n".join(headers) + "\n\n" + "\n".join(sdp) + "\n"
+        body = "\n".join(sdp) + "\n"
+        message = "\n".join(headers) + "\n\n" + body
         self.parts.append(_log("EVENT invite -"))
         self.parts.append(f'<send retrans="500" start_rtd="setup">{_cdata(message)}</send>\n')
+        if caller.auth_password is not None:
+            # A registered phone: answer the digest challenge, then send the INVITE again.
+            self.parts.append('<recv response="100" optional="true"/>\n')
+            log_401 = '<action><log message="SIP 401 [clock_tick]"/></action>'
+            self.parts.append(f'<recv response="401" auth="true">{log_401}</recv>\n')
+            ack = "\n".join(
+                [
+                    f"ACK sip:{caller.dialled}@[remote_ip]:[remote_port] SIP/2.0",
+                    "[last_Via:]",
+                    self.from_header,
+                    "[last_To:]",
+                    "Call-ID: [call_id]",
+                    "CSeq: [last_cseq_number] ACK",
+                    "Max-Forwards: 70",
+                    "Content-Length: 0",
+                ]
+            )
+            self.parts.append(f"<send>{_cdata(ack)}</send>\n")
+            user = caller.caller_id or "anonymous"
+            authorization = f"[authentication username={user} password={caller.auth_password}]"
+            again = "\n".join([*headers[:-2], authorization, *headers[-2:]]) + "\n\n" + body
+            self.parts.append(f'<send retrans="500">{_cdata(again)}</send>\n')
         for code in (100, 180, 183):
             self.parts.append(
                 f'<recv response="{code}" optional="true">'

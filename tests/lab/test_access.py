@@ -134,3 +134,23 @@ def test_extra_processes_start_after_asterisk_and_stop_with_down(lab: Lab, lab_s
     assert not _port_open(port)
     assert lab.stray_processes() == []
     lab.up()
+
+
+async def test_softphone_with_its_password_calls_as_the_lab_line(lab: Lab, lab_settings: Settings) -> None:
+    password = lab_settings.lab.softphone_password.get_secret_value()
+    caller = Caller(
+        "softphone",
+        dialled=lab_settings.lab.service_number,
+        auth_password=password,
+        steps=[Wait(1.0), SendDigits("42"), ExpectHangup(10)],
+    )
+    async with StubAgiServer(port=lab_settings.agi.port, idle_ms=1500) as stub:
+        result = await arun_call(caller, lab_settings)
+    assert result.answered, result
+    assert stub.calls[0].env["agi_callerid"] == lab_settings.lab.softphone_caller_id
+    assert stub.calls[0].digits == "42"
+    wrong = Caller(
+        "softphone", dialled=lab_settings.lab.service_number, auth_password="wrong", steps=[HangUp()]
+    )
+    refused = await arun_call(wrong, lab_settings)
+    assert not refused.answered and refused.sip_codes.count(401) >= 2
