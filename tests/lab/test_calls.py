@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,30 @@ def test_down_leaves_nothing_running_and_up_again(lab: Lab, lab_settings: Settin
         sock.bind((lab_settings.lab.sip_host, lab_settings.lab.sip_port))
     lab.up()  # leave the session's lab running for whatever test comes next
     assert lab.is_running()
+
+
+async def test_absolute_timeout_ends_the_call_politely(lab_settings: Settings, tmp_path: Path) -> None:
+    """A second lab (own ports) with a 4 s call limit: a daemon that never finishes is cut off
+    with the goodbye prompt, not with silence."""
+    settings = lab_settings.model_copy(deep=True)
+    settings.lab.run_dir = tmp_path / "lab"
+    settings.lab.max_call_seconds = 4
+    settings.lab.sip_port += 20
+    settings.lab.rtp_port_start, settings.lab.rtp_port_end = 13000, 13999
+    settings.ami.port += 20
+    settings.agi.port += 20
+    settings.lab.agi_fallback_port += 20
+    short = Lab(settings)
+    short.up()
+    try:
+        mark = short.log_offset()
+        caller = _caller(settings, caller_id=CONTRACT_LINE, steps=[ExpectHangup(20)])
+        async with StubAgiServer(port=settings.agi.port, first_digit_ms=30000, idle_ms=30000) as stub:
+            result = await arun_call(caller, settings)
+        assert result.hung_up_by == "remote" and result.remote_hangup_after is not None
+        assert 4.0 <= result.remote_hangup_after < 8.0
+        assert stub.calls[0].hung_up  # the AGI session was told the call is over
+        assert short.played_prompts(mark) == ["ivr/goodbye"]
+    finally:
+        short.down()
+    assert short.stray_processes() == []
