@@ -27,6 +27,22 @@ NEW = "web24680x"
 PASSWORDS_USED.update({TEMPORARY, NEW})
 
 
+@pytest.fixture(scope="module")
+def phone_daemon(
+    lab: Any, e2e_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VoiceDaemon]:
+    """`ivr serve` on the port the lab's dialplan calls (settings: IVR_AGI__PORT), on the e2e database."""
+    from ivr.settings import load_settings
+
+    port = load_settings().agi.port
+    daemon = VoiceDaemon(
+        e2e_database, tmp_path_factory.mktemp("web-whole-path") / "daemon.log", {"IVR_AGI__PORT": str(port)}
+    )
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
 @pytest.fixture
 def web_on_e2e_database(e2e_database: str) -> Iterator[LiveServer]:
     """`ivr web`'s app on the database the voice daemon writes, with the real clock."""
@@ -59,7 +75,7 @@ def web_on_e2e_database(e2e_database: str) -> Iterator[LiveServer]:
 
 
 def test_a_password_set_by_phone_logs_in_on_the_web(
-    voice_daemon: VoiceDaemon,
+    phone_daemon: VoiceDaemon,
     web_on_e2e_database: LiveServer,
     new_browser_context: Callable[[], Any],
 ) -> None:
