@@ -395,3 +395,19 @@ def test_code_mail_failure_is_shown_and_resend_works(
     smtp_server.sink.refuse = False
     page, code = send_code(web_client, page, smtp_server, 2)
     assert post_form(web_client, page, "/otp/code", {"code": code}).url.path == "/home"
+
+
+def test_no_secret_reaches_the_log(
+    web_client: TestClient, web_database: WebDatabase, smtp_server: SmtpServer
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        page = start_with_otp(web_client, web_database)
+        link = register(web_client, page, smtp_server)
+        page = open_link(web_client, link)
+        page, code = send_code(web_client, page, smtp_server, 2)
+        post_form(web_client, page, "/otp/code", {"code": code})
+    assert any(e["event"] == "web_login_completed" for e in logs)
+    logged = repr(logs)
+    token = link.split("token=")[1]
+    for secret in (TEMP, NEW, CID, CPW, code, token, token.split(".")[-1]):
+        assert secret not in logged, secret
