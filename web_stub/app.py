@@ -634,6 +634,11 @@ class WebApp:
         assert session is not None
         if address_only and not session.data.get("confirmation_checked"):
             return self.redirect("/otp/address-check", session)
+        if not address_only and session.stage == "otp_register":
+            state = await self.refresh_otp(session)
+            if state.status == "on":  # the link was opened in another browser meanwhile
+                session.stage = "otp_code"
+                return self.redirect("/otp/send", session)
         if not address_only and session.stage == "home" and session.data.get("otp_status") == "on":
             return self.redirect("/home", session)
         draft = session.data.get("draft") or {}

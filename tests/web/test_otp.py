@@ -187,6 +187,8 @@ def test_link_works_once_and_a_forged_one_not(
         assert page.status_code == 400 and "すでに使用されています" in page.text
         page = open_link(phone_browser, link[:-3] + "xyz")
         assert page.status_code == 400
+    # The first browser, still at the registration step, moves on to sending the code.
+    assert web_client.get("/otp/register").url.path == "/otp/send"
 
 
 def test_mail_failure_is_shown_and_logged_without_the_link(
