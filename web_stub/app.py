@@ -12,6 +12,8 @@ before the steps in front of it are done. Credential work (database, argon2) run
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import secrets
 import unicodedata
@@ -24,6 +26,7 @@ from typing import Any
 import structlog
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -60,6 +63,60 @@ STAGE_API_NEXT = {
 }
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 MAX_CONFIRMATION_CHECKS = 5
+BULK_THRESHOLD = 33  # seed P12: number search and bulk settings for 33 numbers or more
+BULK_MAX_BYTES = 1024 * 1024
+
+
+def number_matches(number: str, pattern: str) -> bool:
+    """Number search (seed P12): a prefix (市外局番等), with ``*`` matching any digits."""
+    cleaned = normalize_login_number(pattern)
+    if not cleaned or not re.fullmatch(r"[0-9*]+", cleaned):
+        return False
+    regex = "".join(r"\d*" if c == "*" else c for c in cleaned)
+    return re.match(regex, number) is not None
+
+
+def parse_bulk_csv(raw: bytes, *, allowed: set[str]) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """Rows ``(line, number, new password)`` of a bulk file ("電話番号","新規パスワード", CRLF), or errors.
+
+    UTF-8 (with or without BOM) or Shift_JIS (what Excel writes on Japanese Windows)."""
+    if len(raw) > BULK_MAX_BYTES:
+        return [], ["ファイルが大きすぎます（1MBまで）。"]
+    if not raw.strip():
+        return [], ["CSVファイルを指定してください。"]
+    for encoding in ("utf-8-sig", "cp932"):
+        try:
+            text = raw.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return [], ["ファイルの文字コードを読み取れません。UTF-8またはShift_JISで保存してください。"]
+    rows: list[tuple[int, str, str]] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for line, record in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if not record or all(not cell.strip() for cell in record):
+            continue
+        if len(record) != 2:
+            errors.append(f"{line}行目: 「電話番号」,「新規パスワード」の2項目で記載してください。")
+            continue
+        number = normalize_login_number(record[0])
+        password = record[1]
+        if number not in allowed:
+            errors.append(
+                f"{line}行目: {number} は、このログインでパスワードを変更できる電話番号ではありません。"
+            )
+        elif number in seen:
+            errors.append(f"{line}行目: {number} が複数回記載されています。")
+        elif not password:
+            errors.append(f"{line}行目: {number} の新規パスワードが空欄です。")
+        else:
+            seen.add(number)
+            rows.append((line, number, password))
+    if not rows and not errors:
+        errors.append("CSVファイルに変更する電話番号がありません。")
+    return rows, errors
 
 
 def utc_now() -> datetime:
@@ -448,7 +505,11 @@ class WebApp:
             return redirect
         assert session is not None
         targets = [] if forced else await self.password_targets(session)
-        return self._password_form(request, session, forced, targets=targets)
+        search = None
+        if session.role == "admin" and len(targets) >= BULK_THRESHOLD:
+            search = request.query_params.get("q", "").strip()
+            targets = [n for n in targets if number_matches(n, search)] if search else targets
+        return self._password_form(request, session, forced, targets=targets, search=search)
 
     async def password_targets(self, session: WebSession) -> list[str]:
         """Whose password this login may change: its own; an admin any number of the contract (P12)."""
@@ -470,6 +531,7 @@ class WebApp:
         *,
         targets: list[str] | None = None,
         target: str | None = None,
+        search: str | None = None,
     ) -> Response:
         reason = session.data.get("change_reason")
         current_label = "仮パスワード" if forced and reason == "temporary" else "現在のパスワード"
@@ -484,8 +546,9 @@ class WebApp:
             reason=reason,
             current_label=current_label,
             action="/password/required" if forced else "/password",
-            targets=targets if targets and len(targets) > 1 else [],
+            targets=targets if targets and (len(targets) > 1 or search) else [],
             target=target or session.number,
+            search=search,
         )
 
     async def password_submit(self, request: Request) -> Response:
@@ -552,6 +615,90 @@ class WebApp:
         if session.stage == "home":
             session = self.complete_login(session)
         return self.redirect(STAGE_PAGES[session.stage], session)
+
+    # ----------------------------------------------------------------- 33 numbers or more (P12–P13)
+    async def bulk_allowed(self, session: WebSession) -> list[str]:
+        """The numbers of an admin login with at least BULK_THRESHOLD of them; else []."""
+        targets = await self.password_targets(session)
+        return targets if session.role == "admin" and len(targets) >= BULK_THRESHOLD else []
+
+    def _bulk_page(
+        self, request: Request, session: WebSession, errors: list[str] | None = None, status: int = 200
+    ) -> Response:
+        return self.render(
+            request, "password_bulk.html", "パスワード一括変更", session, status_code=status, errors=errors
+        )
+
+    async def bulk_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        if not await self.bulk_allowed(session):
+            return self.redirect("/password", session)
+        return self._bulk_page(request, session)
+
+    async def bulk_download(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        numbers = await self.bulk_allowed(session)
+        if not numbers:
+            return self.redirect("/password", session)
+        marks = await run_in_threadpool(self.backend.password_marks, numbers=numbers, now=self.clock())
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+        for number in numbers:
+            writer.writerow([number, "*" if marks.get(number) else ""])
+        log.info("web_bulk_download", number=session.number, rows=len(numbers))
+        return Response(
+            out.getvalue().encode("utf-8"),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="passwords.csv"'},
+        )
+
+    async def bulk_submit(self, request: Request) -> Response:
+        ctx = self.load(request)
+        async with request.form(max_files=1, max_fields=10, max_part_size=BULK_MAX_BYTES) as data:
+            token = data.get("csrf_token")
+            upload = data.get("csv")
+            raw = await upload.read(BULK_MAX_BYTES + 1) if isinstance(upload, UploadFile) else b""
+        if not self.csrf_ok(ctx.session, {"csrf_token": token if isinstance(token, str) else ""}):
+            return self.csrf_failed(request, ctx)
+        session = ctx.session
+        assert session is not None
+        if session.stage != "home":
+            return self.redirect(STAGE_PAGES.get(session.stage, "/login"), session)
+        numbers = await self.bulk_allowed(session)
+        if not numbers:
+            return self.redirect("/password", session)
+        rows, errors = parse_bulk_csv(raw, allowed=set(numbers))
+        if errors:
+            return self._bulk_page(request, session, errors, 400)
+        problems = await run_in_threadpool(
+            self.backend.bulk_change_passwords, rows=[(n, p) for _, n, p in rows], now=self.clock()
+        )
+        if problems:
+            log.info(
+                "web_bulk_password_refused", number=session.number, rows=len(rows), refused=len(problems)
+            )
+            messages = []
+            for index, reasons in sorted(problems.items()):
+                line, number, password = rows[index]
+                for text in msg.password_messages(reasons, password):
+                    messages.append(f"{line}行目（{number}）: {text}")
+            messages.append("エラーがあったため、いずれの電話番号のパスワードも変更していません。")
+            return self._bulk_page(request, session, messages, 400)
+        log.info("web_bulk_password_changed", number=session.number, rows=len(rows))
+        return self.message_page(
+            request,
+            "パスワード一括変更完了",
+            [f"{len(rows)}件の電話番号のパスワードを変更しました。"],
+            session,
+            link_url="/home",
+            link_text="サービス選択へ",
+        )
 
     # ----------------------------------------------------------------- OTP choice at first login
     async def otp_choice_page(self, request: Request) -> Response:
@@ -1428,6 +1575,9 @@ class WebApp:
             Route("/logout", self.logout, methods=["POST"]),
             Route("/password/required", self.password_page, methods=["GET"]),
             Route("/password/required", self.password_submit, methods=["POST"]),
+            Route("/password/bulk", self.bulk_page, methods=["GET"]),
+            Route("/password/bulk", self.bulk_submit, methods=["POST"]),
+            Route("/password/bulk/download", self.bulk_download, methods=["GET"]),
             Route("/password", self.password_page, methods=["GET"]),
             Route("/password", self.password_submit, methods=["POST"]),
             Route("/otp/choice", self.otp_choice_page, methods=["GET"]),

@@ -140,6 +140,16 @@ class CredentialBackend(Protocol):
         ``wrong_password``, ``locked``, ``expired``; empty when changed and committed."""
         ...
 
+    def password_marks(self, *, numbers: list[str], now: datetime) -> dict[str, bool]:
+        """For the bulk download: True where the number's password is temporary or unset (``*``)."""
+        ...
+
+    def bulk_change_passwords(self, *, rows: list[tuple[str, str]], now: datetime) -> dict[int, list[str]]:
+        """Set each (number, new password) in one transaction; all or nothing.
+
+        Returns reason codes by row index (empty: all changed and committed)."""
+        ...
+
     def confirmation_id_violations(self, value: str) -> list[str]: ...
 
     def confirmation_password_violations(self, value: str) -> list[str]: ...

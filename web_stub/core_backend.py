@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import auth, otp
 from core.db import make_engine, make_session_factory
-from core.enums import AuthUnit
+from core.enums import AuthUnit, CredentialState
 from core.models import PhoneNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
 from core.policy import PolicyLike
@@ -141,6 +141,34 @@ class CoreBackend:
             except auth.UnitChangeError as exc:
                 return dict(exc.problems)  # the transaction commits: the tries were counted
         return {}
+
+    def password_marks(self, *, numbers: list[str], now: datetime) -> dict[str, bool]:
+        with self._tx() as session:
+            return {
+                n: auth.credential_state_for(session, n, now=now, policy=self._policy)
+                is not CredentialState.PERMANENT
+                for n in numbers
+            }
+
+    def bulk_change_passwords(self, *, rows: list[tuple[str, str]], now: datetime) -> dict[int, list[str]]:
+        problems: dict[int, list[str]] = {}
+        with self._sessions() as session:
+            session.begin()
+            for index, (number, password) in enumerate(rows):
+                try:
+                    with session.begin_nested():
+                        auth.change_password(
+                            session, number=number, new_password=password, now=now, policy=self._policy
+                        )
+                except auth.PasswordRuleError as exc:
+                    problems[index] = list(exc.reasons)
+                except auth.UnknownIdentity:
+                    problems[index] = ["not_in_scope"]
+            if problems:
+                session.rollback()
+            else:
+                session.commit()
+        return problems
 
     def confirmation_id_violations(self, value: str) -> list[str]:
         return confirmation_id_violations(value)
