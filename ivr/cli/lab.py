@@ -27,9 +27,11 @@ def register(subparsers: Any) -> None:
     up.add_argument("--agi-port", type=int, default=None, help="first FastAGI port (default: settings)")
     up.add_argument("--agi-fallback-port", type=int, default=None, help="second FastAGI port")
     up.add_argument("--restart", action="store_true", help="stop a running lab first")
+    up.add_argument("--force", action="store_true", help="even while a test session holds the lab")
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="stop everything the lab started")
+    down.add_argument("--force", action="store_true", help="even while a test session holds the lab")
     down.set_defaults(func=_down)
 
     status = sub.add_parser("status", help="what is running")
@@ -70,6 +72,15 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _refuse_if_reserved(lab: Lab, force: bool) -> None:
+    holder = lab.reserved_by()
+    if holder is not None and not force:
+        raise LabError(
+            f"a test session (pid {holder}) is using this lab; stopping it would break its calls "
+            "(--force to stop it anyway)"
+        )
+
+
 @_errors
 def _build(args: argparse.Namespace, settings: Settings) -> int:
     lab = Lab(settings)
@@ -92,6 +103,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     lab = Lab(settings)
     started = time.monotonic()
     if args.restart and lab.is_running():
+        _refuse_if_reserved(lab, args.force)
         lab.down()
     build = lab.build(progress=_say)
     ports = (
@@ -113,7 +125,9 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
 @_errors
 def _down(args: argparse.Namespace, settings: Settings) -> int:
-    stopped = Lab(settings).down()
+    lab = Lab(settings)
+    _refuse_if_reserved(lab, args.force)
+    stopped = lab.down()
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 

@@ -11,6 +11,7 @@ from the host. Every process the lab starts is recorded with its pid and start t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,52 @@ class Lab:
     @property
     def state_path(self) -> Path:
         return self.run_dir / "state.json"
+
+    # --- reservation by a test session
+
+    @property
+    def test_lock_path(self) -> Path:
+        return self.cache_dir / f"test-session-sip-{self.settings.lab.sip_port}.lock"
+
+    @contextlib.contextmanager
+    def reserved_for_tests(self, *, wait: float = 1800.0) -> Iterator[None]:
+        """Hold the lab's ports for one test session; a second session waits for the first."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.test_lock_path, "a+") as lock:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LabError(
+                            f"the lab is held by another test session ({self.test_lock_path})"
+                        ) from None
+                    time.sleep(1)
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(os.getpid()))
+            lock.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def reserved_by(self) -> int | None:
+        """Pid of the test session holding the lab, if one does."""
+        try:
+            lock = open(self.test_lock_path)  # noqa: SIM115
+        except OSError:
+            return None
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = lock.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        return None
 
     # --- build
 

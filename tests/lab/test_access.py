@@ -154,3 +154,14 @@ async def test_softphone_with_its_password_calls_as_the_lab_line(lab: Lab, lab_s
     )
     refused = await arun_call(wrong, lab_settings)
     assert not refused.answered and refused.sip_codes.count(401) >= 2
+
+
+def test_cli_down_refuses_while_a_test_session_holds_the_lab(
+    lab: Lab, lab_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ivr.cli.main import main
+
+    assert lab.reserved_by() is not None  # this session's `lab` fixture holds it
+    assert main(["lab", "down"]) == 1
+    assert "test session" in capsys.readouterr().err
+    assert lab.is_running()
