@@ -76,7 +76,9 @@ def number_matches(number: str, pattern: str) -> bool:
     return re.match(regex, number) is not None
 
 
-def parse_bulk_csv(raw: bytes, *, allowed: set[str]) -> tuple[list[tuple[int, str, str]], list[str]]:
+def parse_bulk_csv(
+    raw: bytes, *, allowed: set[str], column: str = "新規パスワード"
+) -> tuple[list[tuple[int, str, str]], list[str]]:
     """Rows ``(line, number, new password)`` of a bulk file ("電話番号","新規パスワード", CRLF), or errors.
 
     UTF-8 (with or without BOM) or Shift_JIS (what Excel writes on Japanese Windows)."""
@@ -99,18 +101,16 @@ def parse_bulk_csv(raw: bytes, *, allowed: set[str]) -> tuple[list[tuple[int, st
         if not record or all(not cell.strip() for cell in record):
             continue
         if len(record) != 2:
-            errors.append(f"{line}行目: 「電話番号」,「新規パスワード」の2項目で記載してください。")
+            errors.append(f"{line}行目: 「電話番号」,「{column}」の2項目で記載してください。")
             continue
         number = normalize_login_number(record[0])
         password = record[1]
         if number not in allowed:
-            errors.append(
-                f"{line}行目: {number} は、このログインでパスワードを変更できる電話番号ではありません。"
-            )
+            errors.append(f"{line}行目: {number} は、この手続きの対象の電話番号ではありません。")
         elif number in seen:
             errors.append(f"{line}行目: {number} が複数回記載されています。")
         elif not password:
-            errors.append(f"{line}行目: {number} の新規パスワードが空欄です。")
+            errors.append(f"{line}行目: {number} の{column}が空欄です。")
         else:
             seen.add(number)
             rows.append((line, number, password))
@@ -646,6 +646,10 @@ class WebApp:
         numbers = await self.bulk_allowed(session)
         if not numbers:
             return self.redirect("/password", session)
+        return await self.marks_csv(session, numbers, "passwords.csv")
+
+    async def marks_csv(self, session: WebSession, numbers: list[str], filename: str) -> Response:
+        """The bulk download: one row per number, ``*`` when its password is temporary or unset."""
         marks = await run_in_threadpool(self.backend.password_marks, numbers=numbers, now=self.clock())
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
@@ -655,7 +659,7 @@ class WebApp:
         return Response(
             out.getvalue().encode("utf-8"),
             media_type="text/csv; charset=utf-8",
-            headers={"content-disposition": 'attachment; filename="passwords.csv"'},
+            headers={"content-disposition": f'attachment; filename="{filename}"'},
         )
 
     async def bulk_submit(self, request: Request) -> Response:
@@ -1417,6 +1421,25 @@ class WebApp:
         )
         return self._unit_form(request, session, new_unit, numbers)
 
+    async def unit_download(self, request: Request) -> Response:
+        new_unit = request.path_params["unit"]
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None and session.number and session.contract_id is not None
+        if new_unit not in UNIT_LABELS or new_unit == session.unit or not self._unit_change_allowed(session):
+            return self.redirect("/settings/unit", session)
+        numbers = await run_in_threadpool(
+            self.backend.unit_change_numbers,
+            contract_id=session.contract_id,
+            new_unit=new_unit,
+            login_number=session.number,
+            now=self.clock(),
+        )
+        if len(numbers) < BULK_THRESHOLD:
+            return self.redirect(f"/settings/unit/{new_unit}", session)
+        return await self.marks_csv(session, numbers, "unit-change.csv")
+
     async def unit_change_submit(self, request: Request) -> Response:
         new_unit = request.path_params["unit"]
         session, form, redirect = await self.require_post(request, {"home"})
@@ -1434,6 +1457,15 @@ class WebApp:
             now=now,
         )
         passwords = {n: form.get(f"password_{n}", "") for n in numbers}
+        upload = (await request.form()).get("csv")  # the bulk file (33 numbers or more, seed P15-P17)
+        if isinstance(upload, UploadFile) and len(numbers) >= BULK_THRESHOLD:
+            rows, errors = parse_bulk_csv(
+                await upload.read(BULK_MAX_BYTES + 1), allowed=set(numbers), column="現在のパスワード"
+            )
+            if errors:
+                return self._unit_form(request, session, new_unit, numbers, errors, 400)
+            passwords = {number: password for _, number, password in rows}
+            passwords.update({n: "" for n in numbers if n not in passwords})
         missing = [n for n, p in passwords.items() if not p]
         if missing:
             return self._unit_form(
@@ -1607,6 +1639,7 @@ class WebApp:
             Route("/settings/otp/confirmation-password", self.confirmation_page, methods=["GET"]),
             Route("/settings/otp/confirmation-password", self.confirmation_submit, methods=["POST"]),
             Route("/settings/unit", self.unit_page, methods=["GET"]),
+            Route("/settings/unit/{unit}/download", self.unit_download, methods=["GET"]),
             Route("/settings/unit/{unit}", self.unit_change_page, methods=["GET"]),
             Route("/settings/unit/{unit}", self.unit_change_submit, methods=["POST"]),
             Route("/api/login", self.api_login, methods=["POST"]),

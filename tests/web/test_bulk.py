@@ -86,7 +86,7 @@ def test_bulk_change_is_all_or_nothing_with_errors_by_line(
         web_client, ['"0355501001","def13579"', '"0355501002","13572468"', '"0300001111","ghi13579"']
     )
     assert page.status_code == 400
-    assert "3行目: 0300001111 は、このログインでパスワードを変更できる電話番号ではありません" in page.text
+    assert "3行目: 0300001111 は、この手続きの対象の電話番号ではありません" in page.text
     page = upload(web_client, ['"0355501001","def13579"', '"0355501002","13572468"'])
     assert page.status_code == 400 and "2行目（0355501002）: 数字のみ" in page.text
     assert "いずれの電話番号のパスワードも変更していません" in page.text
@@ -106,3 +106,35 @@ def test_bulk_upload_needs_the_csrf_token(web_client: TestClient, web_database: 
         data={"csrf_token": "x"},
     )
     assert response.status_code == 403
+
+
+def test_unit_change_of_a_large_contract_by_csv(
+    web_app: object, web_client: TestClient, web_database: WebDatabase
+) -> None:
+    """Number unit -> line unit for 40 numbers: every number's current password, by file (P15)."""
+    numbers = [f"03555010{n:02d}" for n in range(40)]
+    for number in numbers[:35]:
+        web_database.set_temporary_password(number, TEMP, unit="number")
+    first_login(web_client, ADMIN, TEMP, NEW)  # the contract number now has a real password
+    page = web_client.get("/settings/unit/line")
+    assert 'id="unit-bulk-form"' in page.text
+    download = web_client.get("/settings/unit/line/download")
+    rows = list(csv.reader(io.StringIO(download.content.decode("utf-8"))))
+    assert [r[0] for r in rows] == numbers[:35]  # the numbers with a usable password
+    assert rows[0] == [ADMIN, ""] and rows[1] == ["0355501001", "*"]
+    lines = [f"{ADMIN},{NEW}"] + [f"{n},{TEMP}" for n in numbers[1:34]]  # one missing
+    page = web_client.get("/settings/unit/line")
+    response = web_client.post(
+        "/settings/unit/line",
+        data={"csrf_token": csrf_of(page)},
+        files={"csv": ("unit.csv", ("\r\n".join(lines) + "\r\n").encode(), "text/csv")},
+    )
+    assert response.status_code == 400 and "0355501034 のパスワードを入力してください" in response.text
+    lines.append(f"0355501034,{TEMP}")
+    response = web_client.post(
+        "/settings/unit/line",
+        data={"csrf_token": csrf_of(response)},
+        files={"csv": ("unit.csv", ("\r\n".join(lines) + "\r\n").encode(), "text/csv")},
+    )
+    assert response.status_code == 200 and "「回線単位」に変更しました" in response.text
+    assert login(web_client, ADMIN, NEW).url.path == "/home"
