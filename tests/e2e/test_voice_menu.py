@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 PASSWORD = "40719352"
 OTHER = "86150274"
-PASSWORDS_USED.update({PASSWORD, OTHER, "11223344", "1234567", "123456789"})
+SEVEN = "5190372"
+NINE = "519037246"
+PASSWORDS_USED.update({PASSWORD, OTHER, "11223344", SEVEN, NINE})
 
 
 @dataclass
@@ -74,7 +76,9 @@ def place(voice_daemon: VoiceDaemon, lab: Any, e2e_sessions: sessionmaker[Sessio
         played = lab.played_prompts(asterisk_offset)
         if not expect_daemon_call:
             return Heard(result, "", [], played, None)
-        assert len(calls) == 1, f"expected one call in the daemon log, got {list(calls)}"
+        assert len(calls) == 1, f"expected one call in the daemon log, got {list(calls)}: " + (
+            voice_daemon.log_tail()
+        )
         call_id, events = next(iter(calls.items()))
         with e2e_sessions() as session:
             record = session.scalars(select(CallRecord).where(CallRecord.call_id == call_id)).one_or_none()
@@ -103,9 +107,11 @@ def completion(number: str) -> list[str]:
     return ["set-for-number-prefix", *[f"digit-{d}" for d in number], "completed-suffix"]
 
 
-def menu_caller(caller_id: str | None, *keys: str, hang_up: bool = False, **kwargs: Any) -> Caller:
+def menu_caller(
+    caller_id: str | None, *keys: str, hang_up: bool = False, first_wait: float = 1.0, **kwargs: Any
+) -> Caller:
     """Wait a second after answer, then each entry with a second's pause (barge-in on prompts)."""
-    steps: list[Any] = [Wait(1.0)]
+    steps: list[Any] = [Wait(first_wait)]
     for entry in keys:
         steps += [SendDigits(entry), Wait(1.0)]
     steps.append(HangUp() if hang_up else ExpectHangup(within=60))
@@ -206,9 +212,9 @@ def test_password_of_7_then_9_digits_then_a_good_one(place: Any, e2e_sessions: s
             Wait(1.0),
             SendDigits("1"),
             Wait(1.0),
-            SendDigits("1234567"),
+            SendDigits(SEVEN),
             Wait(4.5),  # the inter-digit timeout (3 s) ends the entry: 7 digits
-            SendDigits("123456789"),  # 9 digits: wrong at once
+            SendDigits(NINE),  # 9 digits: wrong at once
             Wait(1.5),
             SendDigits(PASSWORD + "#"),
             Wait(1.0),
@@ -263,7 +269,8 @@ def test_three_wrong_entries_at_the_unit_step(place: Any, e2e_sessions: sessionm
 
 
 def test_no_input_at_all_until_the_end(place: Any, e2e_sessions: sessionmaker[Session]) -> None:
-    heard = place(Caller("0300001111", steps=[ExpectHangup(within=120)]))
+    # (SIPp's recv timeout tops out near 65 s: wait first, then expect the hangup)
+    heard = place(Caller("0300001111", steps=[Wait(30.0), ExpectHangup(within=60)]))
     assert heard.result.hung_up_by == "remote"
     units = [e["result"] for e in heard.events if e.get("event") == "step"]
     assert units == ["no_input", "no_input", "no_input"]
@@ -433,7 +440,8 @@ def test_classic_agi_process_per_call(
     voice_daemon.stop()
     bridge = _ProcessPerCallBridge(voice_daemon.port, voice_daemon.env, str(voice_daemon.log_path))
     try:
-        heard = place(menu_caller("0422005678", "1", PASSWORD + "#", PASSWORD + "#"))
+        # a process per call starts Python first: the caller waits for the first prompt
+        heard = place(menu_caller("0422005678", "1", PASSWORD + "#", PASSWORD + "#", first_wait=5.0))
     finally:
         bridge.close()
         voice_daemon.start()

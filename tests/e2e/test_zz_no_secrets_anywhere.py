@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.fixtures.voice import PASSWORDS_USED, VoiceDaemon
+from tests.fixtures.voice import PASSWORDS_USED
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -26,10 +26,10 @@ def _asterisk_logs(lab: Any) -> list[Path]:
 
 
 def test_no_password_in_any_log_or_record(
-    voice_daemon: VoiceDaemon, lab: Any, e2e_sessions: sessionmaker[Session]
+    e2e_log_path: Path, lab: Any, e2e_sessions: sessionmaker[Session]
 ) -> None:
     assert len(PASSWORDS_USED) >= 5
-    sources: dict[str, str] = {"daemon log": voice_daemon.log_path.read_text(errors="replace")}
+    sources: dict[str, str] = {"daemon log": e2e_log_path.read_text(errors="replace")}
     assert "call_finished" in sources["daemon log"]  # the calls did happen
     for path in _asterisk_logs(lab):
         sources[f"asterisk {path.name}"] = path.read_bytes().decode("utf-8", errors="replace")
