@@ -76,26 +76,28 @@ def number_matches(number: str, pattern: str) -> bool:
     return re.match(regex, number) is not None
 
 
+def decode_csv(raw: bytes) -> tuple[str, list[str]]:
+    """A bulk file's text: UTF-8 (with or without BOM) or Shift_JIS (Excel on Japanese Windows)."""
+    if len(raw) > BULK_MAX_BYTES:
+        return "", ["ファイルが大きすぎます（1MBまで）。"]
+    if not raw.strip():
+        return "", ["CSVファイルを指定してください。"]
+    for encoding in ("utf-8-sig", "cp932"):
+        try:
+            return raw.decode(encoding), []
+        except UnicodeDecodeError:
+            continue
+    return "", ["ファイルの文字コードを読み取れません。UTF-8またはShift_JISで保存してください。"]
+
+
 def parse_bulk_csv(
     raw: bytes, *, allowed: set[str], column: str = "新規パスワード"
 ) -> tuple[list[tuple[int, str, str]], list[str]]:
     """Rows ``(line, number, new password)`` of a bulk file ("電話番号","新規パスワード", CRLF), or errors.
 
     UTF-8 (with or without BOM) or Shift_JIS (what Excel writes on Japanese Windows)."""
-    if len(raw) > BULK_MAX_BYTES:
-        return [], ["ファイルが大きすぎます（1MBまで）。"]
-    if not raw.strip():
-        return [], ["CSVファイルを指定してください。"]
-    for encoding in ("utf-8-sig", "cp932"):
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        return [], ["ファイルの文字コードを読み取れません。UTF-8またはShift_JISで保存してください。"]
+    text, errors = decode_csv(raw)
     rows: list[tuple[int, str, str]] = []
-    errors: list[str] = []
     seen: set[str] = set()
     for line, record in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         if not record or all(not cell.strip() for cell in record):
@@ -704,6 +706,166 @@ class WebApp:
             link_text="サービス選択へ",
         )
 
+    # ----------------------------------------------------------------- bulk one-time password settings (P27)
+    def _otp_bulk_page(
+        self, request: Request, session: WebSession, errors: list[str] | None = None, status: int = 200
+    ) -> Response:
+        return self.render(
+            request,
+            "otp_bulk.html",
+            "ワンタイムパスワード各種一括設定",
+            session,
+            status_code=status,
+            errors=errors,
+        )
+
+    async def otp_bulk_page(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        if not await self.bulk_allowed(session):
+            return self.redirect("/settings/otp", session)
+        return self._otp_bulk_page(request, session)
+
+    async def otp_bulk_download(self, request: Request) -> Response:
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return redirect
+        assert session is not None
+        numbers = await self.bulk_allowed(session)
+        if not numbers:
+            return self.redirect("/settings/otp", session)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+        for number in numbers:
+            state = await run_in_threadpool(self.backend.otp_state, number=number)
+            use = {"on": "1", "pending": "1", "off": "0"}.get(state.status, "")
+            writer.writerow([number, use, state.email or "", "", ""])
+        log.info("web_otp_bulk_download", number=session.number, rows=len(numbers))
+        return Response(
+            out.getvalue().encode("utf-8"),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="one-time-password.csv"'},
+        )
+
+    def parse_otp_bulk(
+        self, raw: bytes, allowed: set[str]
+    ) -> tuple[list[tuple[int, str, bool, str, str, str]], list[str]]:
+        text, errors = decode_csv(raw)
+        rows: list[tuple[int, str, bool, str, str, str]] = []
+        seen: set[str] = set()
+        for line, record in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+            if not record or all(not cell.strip() for cell in record):
+                continue
+            cells = [c.strip() for c in record] + [""] * (5 - len(record))
+            if len(record) > 5:
+                errors.append(f"{line}行目: 項目は5つまでです。")
+                continue
+            number, use, mail, cid, cpw = cells[:5]
+            number = normalize_login_number(number)
+            problems: list[str] = []
+            if number not in allowed:
+                problems.append(f"{number} は、この手続きの対象の電話番号ではありません。")
+            elif number in seen:
+                problems.append(f"{number} が複数回記載されています。")
+            if use not in ("0", "1"):
+                problems.append(
+                    "ワンタイムパスワード利用設定は「0:利用なし、1:利用あり」のいずれかを設定してください。"
+                )
+            elif use == "1":
+                if not _EMAIL.fullmatch(mail) or len(mail) > 254:
+                    problems.append(msg.EMAIL_INVALID)
+                problems += msg.confirmation_id_messages(self.backend.confirmation_id_violations(cid))
+                problems += msg.confirmation_password_messages(
+                    self.backend.confirmation_password_violations(cpw)
+                )
+            if problems:
+                errors += [f"{line}行目: {p}" for p in problems]
+                continue
+            seen.add(number)
+            rows.append((line, number, use == "1", mail, cid, cpw))
+        if not rows and not errors:
+            errors.append("CSVファイルに設定する電話番号がありません。")
+        return rows, errors
+
+    async def otp_bulk_submit(self, request: Request) -> Response:
+        ctx = self.load(request)
+        async with request.form(max_files=1, max_fields=10, max_part_size=BULK_MAX_BYTES) as data:
+            token = data.get("csrf_token")
+            upload = data.get("csv")
+            raw = await upload.read(BULK_MAX_BYTES + 1) if isinstance(upload, UploadFile) else b""
+        if not self.csrf_ok(ctx.session, {"csrf_token": token if isinstance(token, str) else ""}):
+            return self.csrf_failed(request, ctx)
+        session = ctx.session
+        assert session is not None
+        if session.stage != "home":
+            return self.redirect(STAGE_PAGES.get(session.stage, "/login"), session)
+        numbers = await self.bulk_allowed(session)
+        if not numbers:
+            return self.redirect("/settings/otp", session)
+        rows, errors = self.parse_otp_bulk(raw, set(numbers))
+        if errors:
+            return self._otp_bulk_page(request, session, errors, 400)
+        problems, tokens = await run_in_threadpool(
+            self.backend.bulk_otp_settings, rows=[r[1:] for r in rows], now=self.clock()
+        )
+        if problems:
+            labels = {
+                "mail_address": "メールアドレス",
+                "confirmation_id": "確認用ID",
+                "confirmation_password": "確認用パスワード",
+                "number": "電話番号",
+            }
+            messages = [
+                f"{rows[i][0]}行目（{rows[i][1]}）: "
+                + "、".join(labels.get(f, f) for f in sorted(problems[i]))
+                + "を確認してください。"
+                for i in sorted(problems)
+            ]
+            messages.append("エラーがあったため、いずれの電話番号も設定していません。")
+            return self._otp_bulk_page(request, session, messages, 400)
+        hours = max(1, self.policy.registration_link_validity_seconds // 3600)
+        failed: list[str] = []
+        for index, link_token in tokens.items():
+            line, number, _use, mail, _cid, _cpw = rows[index]
+            try:
+                await self.mailer.send(
+                    registration_mail(
+                        sender=self.settings.smtp.sender,
+                        recipient=mail,
+                        number=number,
+                        link=f"{self.web.base_url.rstrip('/')}/otp/verify?token={link_token}",
+                        valid_hours=hours,
+                    )
+                )
+            except MailSendError as exc:
+                log.error("web_mail_failed", kind="registration_bulk", number=number, reason_code=exc.reason)
+                failed.append(f"{line}行目（{number}）: {msg.MAIL_FAILED}")
+        log.info(
+            "web_otp_bulk_settings",
+            number=session.number,
+            rows=len(rows),
+            mails=len(tokens),
+            failed=len(failed),
+        )
+        paragraphs = [f"{len(rows)}件の電話番号のワンタイムパスワード利用設定を受け付けました。"]
+        if tokens:
+            paragraphs.append(
+                f"「利用あり」の{len(tokens)}件には、登録したメールアドレス宛に本登録のご案内メールを送信しました。"
+                f"メールに記載されているURL（有効期限{hours}時間）から本登録の手続きをしてください。"
+            )
+        return self.message_page(
+            request,
+            "ワンタイムパスワード各種一括設定",
+            paragraphs,
+            session,
+            status_code=502 if failed else 200,
+            errors=failed,
+            link_url="/home",
+            link_text="サービス選択へ",
+        )
+
     # ----------------------------------------------------------------- OTP choice at first login
     async def otp_choice_page(self, request: Request) -> Response:
         session, redirect = self.require(request, {"otp_choice", "otp_register"})
@@ -1237,6 +1399,7 @@ class WebApp:
             "ワンタイムパスワード 利用選択変更",
             session,
             enabled=state.status == "on",
+            bulk=bool(await self.bulk_allowed(session)),
         )
 
     async def settings_otp_submit(self, request: Request) -> Response:
@@ -1631,6 +1794,9 @@ class WebApp:
             Route("/otp/address-check", self.otp_address_check_page, methods=["GET"]),
             Route("/otp/address-check", self.otp_address_check_submit, methods=["POST"]),
             Route("/home", self.home, methods=["GET"]),
+            Route("/settings/otp/bulk", self.otp_bulk_page, methods=["GET"]),
+            Route("/settings/otp/bulk", self.otp_bulk_submit, methods=["POST"]),
+            Route("/settings/otp/bulk/download", self.otp_bulk_download, methods=["GET"]),
             Route("/settings/otp", self.settings_otp_page, methods=["GET"]),
             Route("/settings/otp", self.settings_otp_submit, methods=["POST"]),
             Route("/settings/otp/address", self.settings_address, methods=["GET"]),

@@ -150,6 +150,14 @@ class CredentialBackend(Protocol):
         Returns reason codes by row index (empty: all changed and committed)."""
         ...
 
+    def bulk_otp_settings(
+        self, *, rows: list[tuple[str, bool, str, str, str]], now: datetime
+    ) -> tuple[dict[int, dict[str, list[str]]], dict[int, str]]:
+        """(number, use, mail, confirmation ID, confirmation password) rows in one transaction, all or
+        nothing: "not used" for ``use`` False, else a provisional registration. Returns (problems by
+        row index and field, link tokens by row index)."""
+        ...
+
     def confirmation_id_violations(self, value: str) -> list[str]: ...
 
     def confirmation_password_violations(self, value: str) -> list[str]: ...

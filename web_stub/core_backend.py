@@ -170,6 +170,38 @@ class CoreBackend:
                 session.commit()
         return problems
 
+    def bulk_otp_settings(
+        self, *, rows: list[tuple[str, bool, str, str, str]], now: datetime
+    ) -> tuple[dict[int, dict[str, list[str]]], dict[int, str]]:
+        problems: dict[int, dict[str, list[str]]] = {}
+        tokens: dict[int, str] = {}
+        with self._sessions() as session:
+            session.begin()
+            for index, (number, use, mail, confirmation_id, confirmation_password) in enumerate(rows):
+                try:
+                    with session.begin_nested():
+                        if not use:
+                            otp.decline_otp(session, number=number, now=now)
+                            continue
+                        tokens[index] = otp.start_registration(
+                            session,
+                            number=number,
+                            mail_address=mail,
+                            confirmation_id=confirmation_id,
+                            confirmation_password=confirmation_password,
+                            now=now,
+                            policy=self._policy,
+                        )
+                except otp.OtpInputError as exc:
+                    problems[index] = exc.problems
+                except otp.UnknownNumber:
+                    problems[index] = {"number": ["unknown"]}
+            if problems:
+                session.rollback()
+                return problems, {}
+            session.commit()
+        return {}, tokens
+
     def confirmation_id_violations(self, value: str) -> list[str]:
         return confirmation_id_violations(value)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import re
+from typing import Any
 
 from starlette.testclient import TestClient
 
-from tests.fixtures.web import WebDatabase
+from tests.fixtures.web import MailSink, SmtpServer, WebDatabase
 from tests.web.helpers import csrf_of, first_login, login
 
 ADMIN = "0355501000"  # sample contract, admin/user unit, 40 numbers
@@ -20,7 +21,7 @@ def options(page_text: str) -> list[str]:
     return re.findall(r'<option value="(\d+)"', page_text)
 
 
-def upload(client: TestClient, rows: list[str], encoding: str = "utf-8") -> object:
+def upload(client: TestClient, rows: list[str], encoding: str = "utf-8") -> Any:
     page = client.get("/password/bulk")
     body = "\r\n".join(rows).encode(encoding) + b"\r\n"
     return client.post(
@@ -79,7 +80,7 @@ def test_bulk_download_marks_temporary_and_unset_passwords(
 
 
 def test_bulk_change_is_all_or_nothing_with_errors_by_line(
-    web_app: object, web_client: TestClient, web_database: WebDatabase
+    web_app: Any, web_client: TestClient, web_database: WebDatabase
 ) -> None:
     admin_home(web_client, web_database)
     page = upload(
@@ -90,11 +91,11 @@ def test_bulk_change_is_all_or_nothing_with_errors_by_line(
     page = upload(web_client, ['"0355501001","def13579"', '"0355501002","13572468"'])
     assert page.status_code == 400 and "2行目（0355501002）: 数字のみ" in page.text
     assert "いずれの電話番号のパスワードも変更していません" in page.text
-    with TestClient(web_app, base_url="http://127.0.0.1", follow_redirects=True) as user:  # type: ignore[arg-type]
+    with TestClient(web_app, base_url="http://127.0.0.1", follow_redirects=True) as user:
         assert login(user, "0355501001", "def13579").status_code == 401  # row 1 was not applied either
     page = upload(web_client, ["0355501001,def13579", "0355501002,ghj24680", ""], encoding="cp932")
     assert page.status_code == 200 and "2件の電話番号のパスワードを変更しました" in page.text
-    with TestClient(web_app, base_url="http://127.0.0.1", follow_redirects=True) as user:  # type: ignore[arg-type]
+    with TestClient(web_app, base_url="http://127.0.0.1", follow_redirects=True) as user:
         assert login(user, "0355501002", "ghj24680").url.path == "/otp/choice"
 
 
@@ -109,7 +110,7 @@ def test_bulk_upload_needs_the_csrf_token(web_client: TestClient, web_database: 
 
 
 def test_unit_change_of_a_large_contract_by_csv(
-    web_app: object, web_client: TestClient, web_database: WebDatabase
+    web_app: Any, web_client: TestClient, web_database: WebDatabase
 ) -> None:
     """Number unit -> line unit for 40 numbers: every number's current password, by file (P15)."""
     numbers = [f"03555010{n:02d}" for n in range(40)]
@@ -138,3 +139,56 @@ def test_unit_change_of_a_large_contract_by_csv(
     )
     assert response.status_code == 200 and "「回線単位」に変更しました" in response.text
     assert login(web_client, ADMIN, NEW).url.path == "/home"
+
+
+def post_otp_csv(client: TestClient, rows: list[str]) -> Any:
+    page = client.get("/settings/otp/bulk")
+    return client.post(
+        "/settings/otp/bulk",
+        data={"csrf_token": csrf_of(page)},
+        files={"csv": ("otp.csv", ("\r\n".join(rows) + "\r\n").encode(), "text/csv")},
+    )
+
+
+def test_bulk_one_time_password_settings(
+    web_app: Any, web_client: TestClient, web_database: WebDatabase, smtp_server: SmtpServer
+) -> None:
+    admin_home(web_client, web_database)
+    assert 'id="otp-bulk-link"' in web_client.get("/settings/otp").text
+    bad = post_otp_csv(
+        web_client,
+        [
+            "0355501001,1,one@example.jp,abcd1234,pass1word",
+            "0355501002,2,,,",
+            "0355501003,1,three@,12345678,password",
+        ],
+    )
+    assert bad.status_code == 400
+    text = bad.text
+    assert "2行目: ワンタイムパスワード利用設定は「0:利用なし、1:利用あり」" in text
+    assert "3行目: メールアドレスの形式" in text and "3行目: 数字のみの確認用ID" in text
+    assert "3行目: 確認用パスワードには英字と数字の両方" in text
+    assert smtp_server.sink.messages == []  # nothing sent, nothing stored
+    ok = post_otp_csv(
+        web_client,
+        [
+            "0355501001,1,one@example.jp,abcd1234,pass1word",
+            "0355501002,0,,,",
+            "0355501003,1,three@example.jp,efgh5678,word2pass",
+        ],
+    )
+    assert ok.status_code == 200 and "3件の電話番号" in ok.text
+    first, second = smtp_server.sink.wait_for(1), smtp_server.sink.wait_for(2)
+    assert {first["To"], second["To"]} == {"one@example.jp", "three@example.jp"}
+    download = web_client.get("/settings/otp/bulk/download")
+    rows = {r[0]: r for r in csv.reader(io.StringIO(download.content.decode("utf-8")))}
+    assert rows["0355501001"][1] == "1" and rows["0355501002"][1] == "0" and rows["0355501039"][1] == ""
+    # The additional number's own user completes the registration from the mail.
+    mail = next(m for m in smtp_server.sink.messages if m["To"] == "one@example.jp")
+    found = re.search(r"http\S+(/otp/verify\?token=\S+)", MailSink.body(mail))
+    assert found
+    with TestClient(web_app, base_url="http://127.0.0.1", follow_redirects=True) as browser:
+        page = browser.get(found.group(1))
+        token = page.text.split('name="token" value="')[1].split('"')[0]
+        page = browser.post("/otp/verify", data={"csrf_token": csrf_of(page), "token": token})
+        assert "本登録が完了しました" in page.text
