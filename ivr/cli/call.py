@@ -38,7 +38,11 @@ def register(subparsers: Any) -> None:
         "--first-wait", type=float, default=2.0, help="seconds after answer before the first keys"
     )
     parser.add_argument(
-        "--between", type=float, default=4.0, help="seconds of waiting before each later group"
+        "--between",
+        type=float,
+        default=None,
+        help="seconds of waiting before each later group (default: the menu's inter-digit timeout + 1.5 s, "
+        "so an entry without # is over before the next one starts)",
     )
     parser.add_argument("--gap", type=float, default=0.3, help="silence between two keys (seconds)")
     parser.add_argument(
@@ -75,7 +79,10 @@ def build_steps(dtmf: str, *, first_wait: float, between: float, gap: float) -> 
 
 def _call(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        steps = build_steps(args.dtmf, first_wait=args.first_wait, between=args.between, gap=args.gap)
+        between = (
+            args.between if args.between is not None else settings.menu.inter_digit_timeout_seconds + 1.5
+        )
+        steps = build_steps(args.dtmf, first_wait=args.first_wait, between=between, gap=args.gap)
         steps.append(HangUp() if args.hang_up else ExpectHangup(args.hangup_within))
         caller = Caller(
             caller_id=None if args.withheld else args.caller_id,
