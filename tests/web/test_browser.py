@@ -346,3 +346,43 @@ def test_login_page_renders_in_japanese(page: Any, live_web: LiveServer) -> None
     ).stdout
     assert fonts.strip(), "no Japanese font installed: apt-get install fonts-noto-cjk"
     screenshot(page, "login")
+
+
+def test_admin_of_a_large_contract_searches_and_uploads_a_bulk_file(
+    page: Any, live_web: LiveServer, web_database: WebDatabase, tmp_path: Any
+) -> None:
+    admin = "0355501000"  # sample contract: admin/user unit, 40 numbers
+    web_database.set_temporary_password(admin, TEMP, unit="admin_user")
+    log_in(page, live_web.base_url, admin, TEMP)
+    change_password(page, TEMP, NEW)
+    decline_otp(page)
+    assert len(listed_numbers(page)) == 40
+    page.click("text=パスワード変更")
+    page.wait_for_load_state()
+    page.fill("#q", "03555010*7")
+    page.click("#search-submit")
+    page.wait_for_load_state()
+    assert page.locator("#target option").all_inner_texts() == [
+        "0355501007",
+        "0355501017",
+        "0355501027",
+        "0355501037",
+    ]
+    screenshot(page, "password-search")
+    page.click("#bulk-link")
+    page.wait_for_load_state()
+    screenshot(page, "password-bulk")
+    csv_file = tmp_path / "passwords.csv"
+    csv_file.write_bytes(b'"0355501007","def13579"\r\n"0355501017","xyz1111a"\r\n')
+    page.set_input_files("#csv", str(csv_file))
+    page.click("#bulk-submit")
+    page.wait_for_load_state()
+    assert "2行目（0355501017）" in errors(page) and "0000、aaaa" in errors(page)
+    csv_file.write_bytes(b'"0355501007","def13579"\r\n"0355501017","xyz2468a"\r\n')
+    page.set_input_files("#csv", str(csv_file))
+    page.click("#bulk-submit")
+    page.wait_for_load_state()
+    assert "2件の電話番号のパスワードを変更しました" in page.content()
+    log_out(page)
+    log_in(page, live_web.base_url, "0355501017", "xyz2468a")
+    assert path(page) == "/otp/choice"
