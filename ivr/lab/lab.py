@@ -402,15 +402,12 @@ class Lab:
                 if name == "asterisk":
                     self._rx("core stop now", timeout=5)
                     self._wait_gone(pid, start_time, min(timeout, 5.0))
-                if _alive(pid, start_time):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGTERM)
-                    self._wait_gone(pid, start_time, timeout)
-                if _alive(pid, start_time):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                    self._wait_gone(pid, start_time, timeout)
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    if _alive(pid, start_time):
+                        self._signal(pid, sig)
+                        self._wait_gone(pid, start_time, timeout)
                 stopped.append(f"{name} ({pid})")
+                self._signal_group_leftovers(pid)
             child = self._children.pop(pid, None)
             if child is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -420,6 +417,7 @@ class Lab:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             stopped.append(f"stray asterisk ({pid})")
+            self._wait_gone(pid, None, timeout)
         still = [e for e in self._recorded() if _alive(e["pid"], e.get("start_time"))] + [
             p for p in self.stray_processes()
         ]
@@ -429,6 +427,22 @@ class Lab:
         state["processes"] = []
         self._write_state(state)
         return stopped
+
+    @staticmethod
+    def _signal(pid: int, sig: signal.Signals) -> None:
+        """Signal the process, and its process group when it leads one (we start each process in
+        its own session, so its children go with it)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+
+    @staticmethod
+    def _signal_group_leftovers(pgid: int) -> None:
+        """Children left in a stopped process's group (e.g. workers of an extra process)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
 
     @staticmethod
     def _wait_gone(pid: int, start_time: int | None, timeout: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,15 +113,19 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_extra_processes_start_after_asterisk_and_stop_with_down(lab: Lab, lab_settings: Settings) -> None:
+def test_extra_processes_start_after_asterisk_and_stop_with_down(
+    lab: Lab, lab_settings: Settings, tmp_path: Path
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    extra = ProcessSpec(
-        name="http-probe",
-        argv=[sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        ready=lambda: _port_open(port),
+    child_pid_file = tmp_path / "child.pid"
+    # a process with a child of its own: down stops both
+    script = (
+        f"sleep 300 & echo $! > {child_pid_file}; "
+        f"exec {sys.executable} -m http.server {port} --bind 127.0.0.1"
     )
+    extra = ProcessSpec(name="http-probe", argv=["sh", "-c", script], ready=lambda: _port_open(port))
     lab.down()
     lab.up(extra=[extra])
     try:
@@ -132,6 +137,8 @@ def test_extra_processes_start_after_asterisk_and_stop_with_down(lab: Lab, lab_s
         stopped = lab.down()
     assert any(s.startswith("http-probe") for s in stopped) and any(s.startswith("asterisk") for s in stopped)
     assert not _port_open(port)
+    child = int(child_pid_file.read_text())
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
     assert lab.stray_processes() == []
     lab.up()
 
