@@ -21,6 +21,9 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
     build = sub.add_parser("build", help="build (or reuse) the root filesystem and the prompts")
+    build.add_argument(
+        "--prune", action="store_true", help="then remove cached trees and prompt sets no longer used"
+    )
     build.set_defaults(func=_build)
 
     up = sub.add_parser("up", help="start Asterisk with our configuration and wait until it is ready")
@@ -95,6 +98,9 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
     )
     kind = "cold" if rootfs.built else "warm"
     print(f"lab build: {kind}, {result.seconds:.2f} s")
+    if args.prune:
+        for path in lab.prune():
+            print(f"removed {path}")
     return 0
 
 

@@ -95,6 +95,16 @@ def _alive(pid: int, start_time: int | None) -> bool:
     return current is not None and (start_time is None or current == start_time)
 
 
+def _process_roots() -> set[Path]:
+    """Root directories of running processes (a chrooted Asterisk's is its root filesystem)."""
+    roots: set[Path] = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                roots.add(Path(os.readlink(proc / "root")))
+    return roots
+
+
 def _port_free(host: str, port: int, kind: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -220,6 +230,28 @@ class Lab:
         rootfs = ensure_rootfs(self.cache_dir, recipe=self.recipe, mirror=self.settings.lab.mirror)
         prompts = build_prompts(rootfs.path, self.recipe.key, self.cache_dir, load_catalog())
         return LabBuild(rootfs, prompts)
+
+    def prune(self) -> list[Path]:
+        """Remove cached root filesystems and prompt sets other than the current ones, except a
+        root filesystem some process still runs in. Returns what was removed."""
+        keep_prompts = {p.name for p in self.cache_dir.glob("prompts-*") if p.is_dir()}
+        if is_complete(self.root):
+            keep_prompts = {
+                build_prompts(self.root, self.recipe.key, self.cache_dir, load_catalog()).sounds_dir.name
+            }
+        in_use = _process_roots()
+        removed: list[Path] = []
+        for path in sorted(self.cache_dir.iterdir()):
+            if not path.is_dir() or path == self.root:
+                continue
+            if path.name.startswith("rootfs-") and path.resolve() not in in_use:
+                shutil.rmtree(path)
+                path.with_name(path.name + ".build.log").unlink(missing_ok=True)
+                removed.append(path)
+            elif path.name.startswith("prompts-") and path.name not in keep_prompts:
+                shutil.rmtree(path)
+                removed.append(path)
+        return removed
 
     # --- state
 

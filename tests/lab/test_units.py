@@ -186,3 +186,19 @@ def test_parse_events_reads_the_call_back() -> None:
         fallback_duration=0,
     )
     assert not rejected.answered and rejected.error == "call rejected (404)"
+
+
+def test_prune_removes_other_trees_but_not_the_current_one(tmp_path: Path) -> None:
+    from ivr.lab import Lab
+
+    settings = Settings()
+    settings.lab.cache_dir = tmp_path
+    lab = Lab(settings)
+    (tmp_path / "rootfs-0000000000000000").mkdir()
+    (tmp_path / "rootfs-0000000000000000.build.log").write_text("old")
+    lab.root.mkdir()  # the current recipe's tree (incomplete here: kept anyway)
+    (tmp_path / "prompts-old").mkdir()
+    removed = {p.name for p in lab.prune()}
+    assert removed == {"rootfs-0000000000000000"}  # prompts kept: without a tree, no way to tell
+    assert lab.root.is_dir() and (tmp_path / "prompts-old").is_dir()
+    assert not (tmp_path / "rootfs-0000000000000000.build.log").exists()
