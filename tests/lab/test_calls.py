@@ -49,10 +49,20 @@ async def test_caller_id_and_digits_reach_fastagi(lab: Lab, lab_settings: Settin
     assert call.digits == PASSWORD_LIKE
     assert call.env["agi_callerid"] == CONTRACT_LINE
     assert call.env["agi_dnid"] == lab_settings.lab.service_number
+    assert call.env["agi_extension"] == lab_settings.lab.service_number
     assert call.env["agi_network_script"] == "temp-password"
     assert call.variables["IVR_CALLER_ID_STATUS"] == "presented"
-    # Asterisk's log never records the keys pressed.
+    # Asterisk's log never records the keys pressed; the call record has the call, not the keys.
     assert "11223344" not in lab.messages(mark)
+    uniqueid = call.env["agi_uniqueid"]
+    record = ""
+    for _ in range(50):
+        record = next((line for line in lab.cdr_path.read_text().splitlines() if uniqueid in line), "")
+        if record:
+            break
+        await asyncio.sleep(0.1)
+    assert f'"{lab_settings.lab.service_number}"' in record and f'"{CONTRACT_LINE}"' in record
+    assert "11223344" not in record
 
 
 async def test_untrusted_source_caller_id_is_not_carried(lab: Lab, lab_settings: Settings) -> None:
