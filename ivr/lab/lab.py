@@ -95,6 +95,21 @@ def _alive(pid: int, start_time: int | None) -> bool:
     return current is not None and (start_time is None or current == start_time)
 
 
+def _processes_with_arg(marker: bytes) -> list[int]:
+    """Pids of live Asterisk processes whose command line contains ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline and b"asterisk" in cmdline and _proc_start_time(int(proc.name)) is not None:
+            found.append(int(proc.name))
+    return found
+
+
 def _process_roots() -> set[Path]:
     """Root directories of running processes (a chrooted Asterisk's is its root filesystem)."""
     roots: set[Path] = set()
@@ -251,6 +266,15 @@ class Lab:
             elif path.name.startswith("prompts-") and path.name not in keep_prompts:
                 shutil.rmtree(path)
                 removed.append(path)
+        # Instances of labs whose run directory is gone (e.g. a test's temporary lab).
+        for instance in sorted((self.root / "srv" / "ivr-lab").glob("*")):
+            marker = instance / "run_dir"
+            if instance == self.instance_dir or not marker.is_file():
+                continue
+            running = _processes_with_arg(f"/srv/ivr-lab/{instance.name}/etc/asterisk.conf".encode())
+            if not Path(marker.read_text().strip()).exists() and not running:
+                shutil.rmtree(instance)
+                removed.append(instance)
         return removed
 
     # --- state
@@ -328,6 +352,7 @@ class Lab:
         for chroot_dir in (paths.etc, paths.data, paths.varlib, paths.spool, paths.run, paths.log):
             self.host_path(chroot_dir).mkdir(parents=True, exist_ok=True)
         (self.host_path(paths.log) / "cdr-csv").mkdir(exist_ok=True)
+        (self.instance_dir / "run_dir").write_text(str(self.run_dir))  # for prune
         etc = self.host_path(paths.etc)
         for old in etc.glob("*.conf"):
             old.unlink()
@@ -486,18 +511,7 @@ class Lab:
 
     def stray_processes(self) -> list[int]:
         """Pids of processes running this instance's Asterisk configuration."""
-        marker = self.paths.asterisk_conf.encode()
-        found = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker in cmdline and b"asterisk" in cmdline and _proc_start_time(int(proc.name)) is not None:
-                found.append(int(proc.name))
-        return found
+        return _processes_with_arg(self.paths.asterisk_conf.encode())
 
     # --- inspection
 

@@ -9,6 +9,7 @@ means an apology and a hangup, the second daemon address is used when the first 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 from pathlib import Path
 
@@ -186,3 +187,4 @@ async def test_absolute_timeout_ends_the_call_politely(lab_settings: Settings, t
     finally:
         short.down()
     assert short.stray_processes() == []
+    shutil.rmtree(short.instance_dir)  # its configuration, prompts and logs inside the shared tree
