@@ -25,6 +25,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-sample", action="store_true", help="do not load the sample contracts")
     parser.add_argument("--no-web", action="store_true", help="do not start the web login")
     parser.add_argument(
+        "--no-mail-sink",
+        action="store_true",
+        help="do not start the local SMTP sink (use the SMTP server the settings name)",
+    )
+    parser.add_argument(
         "--exit-after",
         type=float,
         default=None,
@@ -60,6 +65,30 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
     subprocess.run(_ivr("lab", "up"), check=True, env=env)
     children: list[subprocess.Popen[bytes]] = []
     try:
+        maildir = settings.data_dir / "maildir"
+        if not args.no_mail_sink and not _wait_port(settings.smtp.host, settings.smtp.port, 0.1):
+            # One-time passwords and registration links land here as files (a Maildir), so the web
+            # login works end to end on one machine without a real mail server.
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "aiosmtpd",
+                        "-n",
+                        "-u",
+                        "-l",
+                        f"{settings.smtp.host}:{settings.smtp.port}",
+                        "-c",
+                        "aiosmtpd.handlers.Mailbox",
+                        str(maildir),
+                    ],
+                    env=env,
+                )
+            )
+            if not _wait_port(settings.smtp.host, settings.smtp.port, 10):
+                print("ivr run: the local SMTP sink did not start listening", file=sys.stderr)
+                return 1
         children.append(subprocess.Popen(_ivr("serve"), env=env))
         if not _wait_port(settings.agi.host, settings.agi.port, 20):
             print("ivr run: the FastAGI daemon did not start listening", file=sys.stderr)
@@ -78,8 +107,8 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
                     f"(SIP {settings.lab.sip_host}:{settings.lab.sip_port})",
                     f"  FastAGI daemon  {settings.agi.host}:{settings.agi.port}",
                     f"  web login       {settings.web.base_url}/login" if not args.no_web else "",
-                    "  try:            .venv/bin/ivr call --from 0300001111 "
-                    '--dtmf "1,12345678,12345678"',
+                    f"  mail (OTP)      {maildir}/new" if not args.no_mail_sink else "",
+                    '  try:            .venv/bin/ivr call --from 0300001111 --dtmf "1,12345678,12345678"',
                     "Following the call log (Ctrl-C stops everything):",
                     "",
                 ]
