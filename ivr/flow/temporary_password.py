@@ -141,6 +141,12 @@ class TemporaryPasswordCall:
             except CallerHungUp:
                 report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.CALLER_HUNG_UP
                 self.log.info("caller_hung_up", step=report.last_step.value)
+            except asyncio.CancelledError:  # the daemon is shutting down past its grace period
+                report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.SYSTEM_ERROR
+                self.log.warning("call_cut_by_shutdown", step=report.last_step.value)
+                report.ended_at = self.clock()
+                await asyncio.shield(self._record_finish())
+                raise
             except Exception as exc:  # the caller must hear an apology, never dead air
                 report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.SYSTEM_ERROR
                 self.log.error(
@@ -254,6 +260,7 @@ class TemporaryPasswordCall:
         self.report.last_step = step
         current: Sequence[str] = prompts
         for attempt in range(1, self.menu.max_wrong_entries + 1):
+            asked_at = time.monotonic()
             result = await self.channel.collect_digits(
                 current,
                 max_digits=max_digits,
@@ -263,15 +270,21 @@ class TemporaryPasswordCall:
             )
             self.report.prompts.extend(current)
             value = await accept(result) if isinstance(result, Digits) else None
-            self._log_entry(step, attempt, result, accepted=value is not None)
+            self._log_entry(step, attempt, result, accepted=value is not None, started=asked_at)
             if value is not None:
                 return value
             self.report.wrong_entries += 1
             current = ["wrong-entry", *prompts]
         raise _TooManyWrong(step)
 
-    def _log_entry(self, step: Step, attempt: int, result: CollectResult, *, accepted: bool) -> None:
-        fields: dict[str, Any] = {"step": step.value, "attempt": attempt}
+    def _log_entry(
+        self, step: Step, attempt: int, result: CollectResult, *, accepted: bool, started: float
+    ) -> None:
+        fields: dict[str, Any] = {
+            "step": step.value,
+            "attempt": attempt,
+            "duration_ms": round((time.monotonic() - started) * 1000),
+        }
         if isinstance(result, NoInput):
             fields["result"] = "no_input"
         else:

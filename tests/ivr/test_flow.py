@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -565,3 +566,30 @@ async def test_call_log_has_steps_and_never_a_password(
     assert finished["target_number"] == "0300001111"
     assert isinstance(finished["duration_ms"], int)
     assert finished["call_id"] == channel.call_id
+
+
+class StuckChannel(FakeChannel):
+    async def collect_digits(self, prompts: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(3600)
+
+
+async def test_shutdown_cutting_a_call_still_finishes_its_record(
+    call_store: SqlCallStore, menu_settings: MenuSettings, voice_sessions: sessionmaker[Session]
+) -> None:
+    channel = StuckChannel([], call_id="cut.1")
+    task = asyncio.create_task(temporary_password_call(channel, store=call_store, menu=menu_settings))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    record = record_of(voice_sessions, "cut.1")
+    assert (record.outcome, record.last_step) == ("system_error", "unit")
+
+
+async def test_each_step_line_carries_its_duration(
+    call_store: SqlCallStore, menu_settings: MenuSettings
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        await call(call_store, menu_settings, ["1", PASSWORD, PASSWORD])
+    steps = [e for e in logs if e["event"] == "step"]
+    assert len(steps) == 3 and all(isinstance(e["duration_ms"], int) and e["duration_ms"] >= 0 for e in steps)
