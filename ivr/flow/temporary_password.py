@@ -112,6 +112,7 @@ class TemporaryPasswordCall:
         self.menu = menu
         self.clock = clock
         self.log = structlog.get_logger("ivr.call")
+        self._decided: Outcome | None = None  # set just before the closing prompt plays
         caller = channel.caller
         self.report = CallReport(
             call_id=channel.call_id,
@@ -139,7 +140,10 @@ class TemporaryPasswordCall:
                 report.outcome = await self._menu()
                 await self._finish_on_line(report.outcome)
             except CallerHungUp:
-                report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.CALLER_HUNG_UP
+                # hanging up while hearing how the call ends does not change how it ended
+                report.outcome = self._decided or (
+                    Outcome.COMPLETED if report.password_stored else Outcome.CALLER_HUNG_UP
+                )
                 self.log.info("caller_hung_up", step=report.last_step.value)
             except asyncio.CancelledError:  # the daemon is shutting down past its grace period
                 report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.SYSTEM_ERROR
@@ -175,10 +179,12 @@ class TemporaryPasswordCall:
         report.last_step = Step.IDENTIFY
         if channel.caller.kind is not CallerIdKind.NUMBER or channel.caller.number is None:
             self.log.info("caller_not_identified", caller_kind=channel.caller.kind.value)
+            self._decided = Outcome.CALLER_ID_WITHHELD
             await self._play(["caller-id-withheld"], interruptible=False)
             return Outcome.CALLER_ID_WITHHELD
         line = await self._lookup(channel.caller.number)
         if line is None:
+            self._decided = Outcome.CALLER_NOT_ELIGIBLE
             await self._play(["caller-not-eligible"], interruptible=False)
             return Outcome.CALLER_NOT_ELIGIBLE
         self.log.info(
@@ -225,6 +231,7 @@ class TemporaryPasswordCall:
             )
         except _TooManyWrong as too_many:
             self.log.info("too_many_wrong", step=too_many.step.value)
+            self._decided = _TOO_MANY[too_many.step]
             await self._play(["too-many-wrong"], interruptible=False)
             return _TOO_MANY[too_many.step]
 

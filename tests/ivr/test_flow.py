@@ -593,3 +593,24 @@ async def test_each_step_line_carries_its_duration(
         await call(call_store, menu_settings, ["1", PASSWORD, PASSWORD])
     steps = [e for e in logs if e["event"] == "step"]
     assert len(steps) == 3 and all(isinstance(e["duration_ms"], int) and e["duration_ms"] >= 0 for e in steps)
+
+
+@pytest.mark.parametrize(
+    ("script", "caller", "prompt", "outcome"),
+    [
+        (["4", "4", "4"], "0300001111", "too-many-wrong", "too_many_wrong_unit"),
+        ([], "anonymous", "caller-id-withheld", "caller_id_withheld"),
+        ([], "0399999999", "caller-not-eligible", "caller_not_eligible"),
+    ],
+)
+async def test_hanging_up_during_the_closing_prompt_keeps_the_outcome(
+    call_store: SqlCallStore,
+    menu_settings: MenuSettings,
+    voice_sessions: sessionmaker[Session],
+    script: list[ScriptItem],
+    caller: str,
+    prompt: str,
+    outcome: str,
+) -> None:
+    channel, _report = await call(call_store, menu_settings, script, caller=caller, hang_up_at_prompt=prompt)
+    assert record_of(voice_sessions, channel.call_id).outcome == outcome
