@@ -43,6 +43,7 @@ class AgiSettings(BaseModel):
     header_timeout_seconds: float = 5.0
     header_max_bytes: int = 8192
     command_timeout_seconds: float = 60.0
+    max_pending_connections: int = 100  # connections still sending their AGI environment
 
 
 class MenuSettings(BaseModel):

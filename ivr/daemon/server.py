@@ -32,6 +32,7 @@ class FastAgiServer:
         self.menu = menu
         self.store = store
         self.active_calls = 0
+        self.pending_connections = 0
         self.total_connections = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -83,6 +84,10 @@ class FastAgiServer:
                 self._tasks.discard(task)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object) -> None:
+        if self.pending_connections >= self.agi.max_pending_connections:
+            self.log.warning("agi_connection_rejected", peer=str(peer), reason="too_many_pending")
+            return
+        self.pending_connections += 1
         try:
             env = await asyncio.wait_for(
                 read_environment(reader, max_bytes=self.agi.header_max_bytes),
@@ -94,6 +99,8 @@ class FastAgiServer:
         except (AgiProtocolError, ConnectionError) as exc:
             self.log.warning("agi_connection_rejected", peer=str(peer), reason=type(exc).__name__)
             return
+        finally:
+            self.pending_connections -= 1
         if env.network_script.strip("/") != ROUTE:
             self.log.warning("agi_unknown_route", peer=str(peer), route=env.network_script[:64])
             return

@@ -306,3 +306,28 @@ async def test_call_id_is_bound_to_every_line_of_the_call(
     call_lines = [e for e in logs if e.get("event") in {"call_started", "step", "prompt", "call_finished"}]
     assert call_lines and all(e.get("call_id") == "1700000000.11" for e in call_lines)
     assert PASSWORD not in repr(logs)
+
+
+async def test_connections_stuck_before_their_environment_are_capped(
+    call_store: SqlCallStore, menu_settings: MenuSettings, voice_sessions: sessionmaker[Session]
+) -> None:
+    agi = AgiSettings(host="127.0.0.1", port=0, header_timeout_seconds=3, max_pending_connections=3)
+    srv = FastAgiServer(agi, menu_settings, call_store)
+    await srv.start()
+    try:
+        stuck = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(3)]
+        for _reader, writer in stuck:
+            writer.write(b"agi_network: yes\n")
+            await writer.drain()
+        await asyncio.sleep(0.2)
+        assert srv.pending_connections == 3
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        assert await asyncio.wait_for(reader.read(), timeout=2) == b""  # refused at once
+        writer.close()
+        for _reader, stuck_writer in stuck:
+            stuck_writer.close()
+        await asyncio.sleep(0.2)
+        assert srv.pending_connections == 0
+        await _good_call_succeeds(srv.port, "1700000000.12", voice_sessions)
+    finally:
+        await srv.stop(grace_seconds=0.5)
