@@ -9,6 +9,7 @@ running when the caller went away.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -135,3 +136,53 @@ class Channel(Protocol):
     async def set_variable(self, name: str, value: str) -> None: ...
 
     async def hang_up(self) -> None: ...
+
+
+class KeyReadingChannel(ABC):
+    """Digit collection shared by the real adapters, over two primitives they implement.
+
+    `play` keeps a key that interrupted a prompt in `_pending_key` (barge-in: it is the first key of
+    the next entry); `_wait_for_key` waits up to `seconds` for one key. Collection then follows the
+    same rules on every transport: first-digit timeout, inter-digit timeout, terminator, maximum.
+    """
+
+    _pending_key: str | None = None
+
+    @abstractmethod
+    async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None: ...
+
+    @abstractmethod
+    async def _wait_for_key(self, seconds: float) -> str | None: ...
+
+    async def collect_digits(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_digits: int,
+        terminator: str | None = "#",
+        first_digit_timeout: float,
+        inter_digit_timeout: float,
+    ) -> CollectResult:
+        if max_digits < 1:
+            raise ValueError("max_digits must be at least 1")
+        key, self._pending_key = self._pending_key, None
+        if key is None:
+            await self.play(prompts, interruptible=True)
+            key, self._pending_key = self._pending_key, None
+        if key is None:
+            key = await self._wait_for_key(first_digit_timeout)
+        if key is None:
+            return NoInput()
+        entered = ""
+        while True:
+            if terminator is not None and key == terminator:
+                return Digits(entered, terminated=True)
+            entered += key
+            if len(entered) >= max_digits:
+                return Digits(entered)
+            key = await self._wait_for_key(inter_digit_timeout)
+            if key is None:
+                return Digits(entered, timed_out=True)
+
+    async def say_digits(self, number: str, *, interruptible: bool = False) -> str | None:
+        return await self.play(digit_prompts(number), interruptible=interruptible)

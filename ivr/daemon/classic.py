@@ -25,10 +25,7 @@ from ivr.channel import (
     CallerHungUp,
     CallerId,
     ChannelError,
-    CollectResult,
-    Digits,
-    NoInput,
-    digit_prompts,
+    KeyReadingChannel,
     parse_caller_id,
 )
 from ivr.daemon.fastagi import ALL_KEYS, PROMPT_DIRECTORY
@@ -38,7 +35,7 @@ _UNIQUEID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 _SERVICE_NUMBER = re.compile(r"\+?[0-9]{1,20}")
 
 
-class ClassicAgiChannel:
+class ClassicAgiChannel(KeyReadingChannel):
     """The `Channel` of a process-per-call AGI script (pyst2 over stdin/stdout)."""
 
     def __init__(self, agi: Any) -> None:
@@ -120,37 +117,6 @@ class ClassicAgiChannel:
             raise CallerHungUp() from exc
         return str(key) if key else None
 
-    async def collect_digits(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_digits: int,
-        terminator: str | None = "#",
-        first_digit_timeout: float,
-        inter_digit_timeout: float,
-    ) -> CollectResult:
-        key = self._pending_key
-        self._pending_key = None
-        if key is None:
-            await self.play(prompts, interruptible=True)
-            key, self._pending_key = self._pending_key, None
-        if key is None:
-            key = await self._wait_for_key(first_digit_timeout)
-        if key is None:
-            return NoInput()
-        entered = ""
-        while True:
-            if terminator is not None and key == terminator:
-                return Digits(entered, terminated=True)
-            entered += key
-            if len(entered) >= max_digits:
-                return Digits(entered)
-            key = await self._wait_for_key(inter_digit_timeout)
-            if key is None:
-                return Digits(entered, timed_out=True)
-
-    async def say_digits(self, number: str, *, interruptible: bool = False) -> str | None:
-        return await self.play(digit_prompts(number), interruptible=interruptible)
 
     async def set_variable(self, name: str, value: str) -> None:
         await self._run(self.agi.set_variable, name, value)

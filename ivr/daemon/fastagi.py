@@ -32,10 +32,7 @@ from ivr.channel import (
     CallerHungUp,
     CallerId,
     ChannelError,
-    CollectResult,
-    Digits,
-    NoInput,
-    digit_prompts,
+    KeyReadingChannel,
     parse_caller_id,
 )
 
@@ -117,7 +114,7 @@ async def read_environment(reader: asyncio.StreamReader, *, max_bytes: int) -> A
             return env
 
 
-class FastAgiChannel:
+class FastAgiChannel(KeyReadingChannel):
     """The `Channel` of one FastAGI call."""
 
     def __init__(self, env: AgiEnvironment, connection: AgiConnection) -> None:
@@ -176,40 +173,6 @@ class FastAgiChannel:
         )
         return key_from_result(reply)
 
-    async def collect_digits(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_digits: int,
-        terminator: str | None = "#",
-        first_digit_timeout: float,
-        inter_digit_timeout: float,
-    ) -> CollectResult:
-        if max_digits < 1:
-            raise ValueError("max_digits must be at least 1")
-        key = self._pending_key
-        self._pending_key = None
-        if key is None:
-            await self.play(prompts, interruptible=True)
-            key = self._pending_key
-            self._pending_key = None
-        if key is None:
-            key = await self._wait_for_key(first_digit_timeout)
-        if key is None:
-            return NoInput()
-        entered = ""
-        while True:
-            if terminator is not None and key == terminator:
-                return Digits(entered, terminated=True)
-            entered += key
-            if len(entered) >= max_digits:
-                return Digits(entered)
-            key = await self._wait_for_key(inter_digit_timeout)
-            if key is None:
-                return Digits(entered, timed_out=True)
-
-    async def say_digits(self, number: str, *, interruptible: bool = False) -> str | None:
-        return await self.play(digit_prompts(number), interruptible=interruptible)
 
     async def set_variable(self, name: str, value: str) -> None:
         await self.connection.command("SET", "VARIABLE", name, value)
