@@ -51,3 +51,5 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=stream or sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # Schema migrations are reported by `ivr db upgrade` itself; alembic's step-by-step lines are noise.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))

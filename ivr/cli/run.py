@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ivr.settings import Settings
@@ -43,17 +44,37 @@ def _ivr(*args: str) -> list[str]:
     return [sys.executable, "-m", "ivr.cli.main", *args]
 
 
-def _wait_port(host: str, port: int, timeout: float) -> bool:
-    import socket
+def _is_listening(port: int) -> bool:
+    """Whether a TCP socket listens on ``port``, read from the kernel's table.
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    Connecting to find out would show up in the daemon's log as a rejected AGI connection.
+    """
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
+            with open(table) as rows:
+                next(rows, None)
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
         except OSError:
-            time.sleep(0.2)
+            continue
     return False
+
+
+def _wait_listening(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _is_listening(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start one process of the stack with its output in its own log file."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run_stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,14 +84,16 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
     if not args.no_sample:
         subprocess.run(_ivr("contracts", "import", "--sample"), check=True, env=env)
     subprocess.run(_ivr("lab", "up"), check=True, env=env)
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     children: list[subprocess.Popen[bytes]] = []
     try:
         maildir = settings.data_dir / "maildir"
-        if not args.no_mail_sink and not _wait_port(settings.smtp.host, settings.smtp.port, 0.1):
+        if not args.no_mail_sink and not _is_listening(settings.smtp.port):
             # One-time passwords and registration links land here as files (a Maildir), so the web
             # login works end to end on one machine without a real mail server.
             children.append(
-                subprocess.Popen(
+                _start(
                     [
                         sys.executable,
                         "-m",
@@ -83,20 +106,24 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
                         "aiosmtpd.handlers.Mailbox",
                         str(maildir),
                     ],
-                    env=env,
+                    env,
+                    logs / "mail.log",
                 )
             )
-            if not _wait_port(settings.smtp.host, settings.smtp.port, 10):
+            if not _wait_listening(settings.smtp.port, 10):
                 print("ivr run: the local SMTP sink did not start listening", file=sys.stderr)
                 return 1
-        children.append(subprocess.Popen(_ivr("serve"), env=env))
-        if not _wait_port(settings.agi.host, settings.agi.port, 20):
-            print("ivr run: the FastAGI daemon did not start listening", file=sys.stderr)
+        children.append(_start(_ivr("serve"), env, logs / "daemon.jsonl"))
+        if not _wait_listening(settings.agi.port, 20):
+            print(
+                f"ivr run: the FastAGI daemon did not start listening; see {logs}/daemon.jsonl",
+                file=sys.stderr,
+            )
             return 1
         if not args.no_web:
-            children.append(subprocess.Popen(_ivr("web"), env=env))
-            if not _wait_port(settings.web.host, settings.web.port, 20):
-                print("ivr run: the web login did not start listening", file=sys.stderr)
+            children.append(_start(_ivr("web"), env, logs / "web.log"))
+            if not _wait_listening(settings.web.port, 20):
+                print(f"ivr run: the web login did not start listening; see {logs}/web.log", file=sys.stderr)
                 return 1
         print(
             "\n".join(
@@ -109,6 +136,7 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
                     f"  web login       {settings.web.base_url}/login" if not args.no_web else "",
                     f"  mail (OTP)      {maildir}/new" if not args.no_mail_sink else "",
                     '  try:            .venv/bin/ivr call --from 0300001111 --dtmf "1,12345678,12345678"',
+                    f"  logs            {logs}/daemon.jsonl (the call log as JSON lines), web.log, mail.log",
                     "Following the call log (Ctrl-C stops everything):",
                     "",
                 ]
