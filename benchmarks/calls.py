@@ -553,9 +553,15 @@ def run(args: argparse.Namespace, scratch: Path, deadline: float) -> int:
                 with contextlib.suppress(OSError):
                     shutil.copy(lab.cdr_path, keep / "Master.csv")
         finally:
-            daemon.stop()
-            lab.down()
-            shutil.rmtree(lab.instance_dir, ignore_errors=True)  # this run's configuration and logs
+            # a second Ctrl-C or SIGTERM must not cut the cleanup short
+            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                daemon.stop()
+            finally:
+                lab.down()
+                shutil.rmtree(lab.instance_dir, ignore_errors=True)  # this run's configuration and logs
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
     report(
         args,
         planned,
