@@ -44,6 +44,10 @@ class AgiSettings(BaseModel):
     header_max_bytes: int = 8192
     command_timeout_seconds: float = 60.0
     max_pending_connections: int = 100  # connections still sending their AGI environment
+    # Password hashes computed at once, in their own threads: each argon2id hash takes 19 MiB, and a
+    # burst of confirmations must neither grow the daemon's memory without bound nor hold up the
+    # database calls of other callers in the shared thread pool.
+    hash_workers: int = 2
 
 
 class MenuSettings(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
@@ -36,6 +37,9 @@ class FastAgiServer:
         self.total_connections = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._hash_pool = ThreadPoolExecutor(
+            max_workers=max(1, agi.hash_workers), thread_name_prefix="ivr-hash"
+        )
         self.log = structlog.get_logger("ivr.daemon")
 
     @property
@@ -64,6 +68,7 @@ class FastAgiServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=2)
+        self._hash_pool.shutdown(wait=False, cancel_futures=True)
         self.log.info("fastagi_stopped")
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -112,6 +117,8 @@ class FastAgiServer:
                 return
             self.active_calls += 1
             try:
-                await temporary_password_call(channel, store=self.store, menu=self.menu)
+                await temporary_password_call(
+                    channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool
+                )
             finally:
                 self.active_calls -= 1

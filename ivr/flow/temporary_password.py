@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -106,11 +107,13 @@ class TemporaryPasswordCall:
         store: CallStore,
         menu: MenuSettings,
         clock: Callable[[], datetime] = _utcnow,
+        hash_executor: Executor | None = None,
     ) -> None:
         self.channel = channel
         self.store = store
         self.menu = menu
         self.clock = clock
+        self.hash_executor = hash_executor  # None: the event loop's default thread pool
         self.log = structlog.get_logger("ivr.call")
         self._decided: Outcome | None = None  # set just before the closing prompt plays
         caller = channel.caller
@@ -237,7 +240,9 @@ class TemporaryPasswordCall:
 
         # 6. Store durably, and only then say it is done.
         report.last_step = Step.SAVE
-        password_hash = await asyncio.to_thread(self.store.hash_password, password)
+        password_hash = await asyncio.get_running_loop().run_in_executor(
+            self.hash_executor, self.store.hash_password, password
+        )
         await asyncio.to_thread(
             self.store.save_temporary_password,
             line=line,
@@ -395,9 +400,12 @@ async def temporary_password_call(
     store: CallStore,
     menu: MenuSettings,
     clock: Callable[[], datetime] = _utcnow,
+    hash_executor: Executor | None = None,
 ) -> CallReport:
     """The temporary-password line, start to end, on one channel."""
-    return await TemporaryPasswordCall(channel, store=store, menu=menu, clock=clock).run()
+    return await TemporaryPasswordCall(
+        channel, store=store, menu=menu, clock=clock, hash_executor=hash_executor
+    ).run()
 
 
 async def busy_call(channel: Channel, *, store: CallStore, clock: Callable[[], datetime] = _utcnow) -> None:

@@ -1,0 +1,45 @@
+"""Password hashing runs in the daemon's own small pool, not in the loop's shared one."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.secrets import SecretHasher
+from ivr.daemon.fake import FakeChannel
+from ivr.flow.store import SqlCallStore
+from ivr.flow.temporary_password import Outcome, temporary_password_call
+from ivr.settings import AgiSettings, MenuSettings
+from tests.ivr.test_flow import PASSWORD, assert_password_stored
+
+
+class _RecordingStore(SqlCallStore):
+    def __init__(self, inner: SqlCallStore) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.hash_threads: list[str] = []
+
+    def hash_password(self, plain: str) -> str:
+        self.hash_threads.append(threading.current_thread().name)
+        return super().hash_password(plain)
+
+
+async def test_the_password_is_hashed_in_the_given_pool(
+    call_store: SqlCallStore,
+    menu_settings: MenuSettings,
+    voice_sessions: sessionmaker[Session],
+    test_hasher: SecretHasher,
+) -> None:
+    store = _RecordingStore(call_store)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivr-hash") as pool:
+        report = await temporary_password_call(
+            FakeChannel(["1", PASSWORD, PASSWORD]), store=store, menu=menu_settings, hash_executor=pool
+        )
+    assert report.outcome is Outcome.COMPLETED
+    assert len(store.hash_threads) == 1 and store.hash_threads[0].startswith("ivr-hash")
+    assert_password_stored(voice_sessions, test_hasher, "0300001111")
+
+
+def test_the_daemon_bounds_concurrent_hashes_by_default() -> None:
+    assert AgiSettings().hash_workers == 2
