@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 
@@ -178,4 +179,7 @@ class FastAgiChannel(KeyReadingChannel):
         await self.connection.command("SET", "VARIABLE", name, value)
 
     async def hang_up(self) -> None:
-        await self.connection.command("HANGUP")
+        """Hang up with cause 16, normal clearing, so CDRs and AMI show a normal end (AGI's own
+        HANGUP leaves the cause at 0, "Unknown")."""
+        with contextlib.suppress(CallerHungUp):
+            await self.connection.command("EXEC", "Hangup", "16")

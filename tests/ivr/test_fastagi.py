@@ -76,9 +76,9 @@ class FakeAsterisk:
             return [f"200 result={ord(key) if key else 0}"]
         if verb == "CHANNEL STATUS":
             return ["200 result=6"]
-        if verb == "HANGUP":
+        if command.upper() == "EXEC HANGUP 16":
             self.dead = True
-            return ["200 result=1", "HANGUP"]
+            return ["200 result=-1", "HANGUP"]
         return ["200 result=1"] if verb.startswith("SET") else ["200 result=0"]
 
     async def call(self, port: int, env: bytes | None = None) -> None:
@@ -155,7 +155,7 @@ async def test_a_whole_call_with_barge_in(
         *[f"digit-{d}" for d in "0300001111"],
         "completed-suffix",
     ]
-    assert asterisk.commands[-2:] == ["SET VARIABLE IVR_RESULT completed", "HANGUP"]
+    assert asterisk.commands[-2:] == ["SET VARIABLE IVR_RESULT completed", "EXEC Hangup 16"]
     assert 'STREAM FILE ivr/completed-suffix ""' in asterisk.commands
     rec = await wait_for_record(voice_sessions, "1700000000.7")
     assert rec.outcome == "completed"
@@ -176,7 +176,7 @@ async def test_hangup_notice_mid_entry_ends_the_call_with_nothing_written(
 
     asterisk = FakeAsterisk(keys=["1", *PASSWORD, PAUSE], hang_up_on=fifth_wait)
     await asterisk.call(server.port)
-    assert "HANGUP" not in asterisk.commands
+    assert "EXEC Hangup 16" not in asterisk.commands
     rec = await wait_for_record(voice_sessions, "1700000000.7")
     assert (rec.outcome, rec.last_step) == ("caller_hung_up", "password")
     assert credentials(voice_sessions) == []
@@ -214,7 +214,7 @@ async def test_caller_id_that_is_not_a_number(
     asterisk = FakeAsterisk(keys=["1"])
     await asterisk.call(server.port, environment(callerid=callerid))
     assert asterisk.prompts == ["caller-id-withheld"]
-    assert asterisk.commands[-2:] == ["SET VARIABLE IVR_RESULT caller_id_withheld", "HANGUP"]
+    assert asterisk.commands[-2:] == ["SET VARIABLE IVR_RESULT caller_id_withheld", "EXEC Hangup 16"]
 
 
 async def test_unknown_route_is_refused(server: FastAgiServer) -> None:
@@ -290,7 +290,7 @@ async def test_beyond_the_concurrency_cap_callers_hear_busy(
         second = FakeAsterisk(keys=[])
         await second.call(srv.port, environment(uniqueid="busy.2"))
         assert second.prompts == ["busy"]
-        assert second.commands[-2:] == ["SET VARIABLE IVR_RESULT busy", "HANGUP"]
+        assert second.commands[-2:] == ["SET VARIABLE IVR_RESULT busy", "EXEC Hangup 16"]
         assert (await wait_for_record(voice_sessions, "busy.2")).outcome == "busy"
         holder.released.set()
         holding.cancel()
