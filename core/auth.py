@@ -459,14 +459,13 @@ def change_password(
     if credential is None:
         credential = Credential(phone_number_id=identity.phone.id, generation=0)
         session.add(credential)
-    credential.kind = CredentialKind.PERMANENT
-    credential.secret_hash = hasher.hash(new_password)
-    credential.set_at = now
-    credential.expires_at = permanent_expiry(now, policy)
-    credential.failures = 0
-    credential.invalidated_at = None
-    credential.generation = (credential.generation or 0) + 1
-    credential.set_channel = str(channel)
+    credential.replace_secret(
+        kind=CredentialKind.PERMANENT,
+        secret_hash=hasher.hash(new_password),
+        set_at=now,
+        expires_at=permanent_expiry(now, policy),
+        channel=channel,
+    )
     record_event(
         session,
         event=AuditEventType.PASSWORD_CHANGED,
@@ -513,14 +512,13 @@ def _copy_credential(source: Credential, target_phone_id: int, session: Session,
     if target is None:
         target = Credential(phone_number_id=target_phone_id, generation=0)
         session.add(target)
-    target.kind = source.kind
-    target.secret_hash = source.secret_hash
-    target.set_at = source.set_at
-    target.expires_at = source.expires_at
-    target.failures = 0
-    target.invalidated_at = None
-    target.generation = (target.generation or 0) + 1
-    target.set_channel = "web"
+    target.replace_secret(
+        kind=source.kind,
+        secret_hash=source.secret_hash,
+        set_at=source.set_at,
+        expires_at=source.expires_at,
+        channel="web",
+    )
 
 
 def change_unit(

@@ -172,6 +172,25 @@ class Credential(Base):
 
     phone_number: Mapped[PhoneNumber] = relationship(back_populates="credential")
 
+    def replace_secret(
+        self,
+        *,
+        kind: CredentialKind,
+        secret_hash: str,
+        set_at: datetime,
+        expires_at: datetime | None,
+        channel: str,
+    ) -> None:
+        """Store a new secret: a fresh failure count, valid again, and the next generation."""
+        self.kind = kind
+        self.secret_hash = secret_hash
+        self.set_at = set_at
+        self.expires_at = expires_at
+        self.failures = 0
+        self.invalidated_at = None
+        self.generation = (self.generation or 0) + 1
+        self.set_channel = str(channel)
+
     def __repr__(self) -> str:
         return (
             f"Credential(id={self.id}, phone_number_id={self.phone_number_id}, kind={self.kind}, "

@@ -152,14 +152,13 @@ def set_temporary_password(
     if credential is None:
         credential = Credential(phone_number_id=row.id, generation=0, failures=0)
         session.add(credential)
-    credential.kind = CredentialKind.TEMPORARY
-    credential.secret_hash = password_hash
-    credential.set_at = now
-    credential.expires_at = temporary_expiry(now, policy)
-    credential.failures = 0
-    credential.invalidated_at = None
-    credential.generation = (credential.generation or 0) + 1
-    credential.set_channel = channel
+    credential.replace_secret(
+        kind=CredentialKind.TEMPORARY,
+        secret_hash=password_hash,
+        set_at=now,
+        expires_at=temporary_expiry(now, policy),
+        channel=channel,
+    )
     credential.last_success_at = None
 
     previous_unit = contract.auth_unit
