@@ -323,12 +323,17 @@ class WebApp:
     def require(self, request: Request, stages: set[str]) -> tuple[WebSession | None, Response | None]:
         """The session if it is at one of ``stages``; else the answer (login or its stage's page)."""
         ctx = self.load(request)
+        refusal = self._stage_refusal(request, ctx, stages)
+        return (None, refusal) if refusal else (ctx.session, None)
+
+    def _stage_refusal(self, request: Request, ctx: Context, stages: set[str]) -> Response | None:
+        """Where a request goes instead when its session is not logged in at one of ``stages``."""
         session = ctx.session
         if session is None or not session.authenticated:
-            return None, self.to_login(request, ctx)
+            return self.to_login(request, ctx)
         if session.stage not in stages:
-            return None, self.redirect(STAGE_PAGES[session.stage], session)
-        return session, None
+            return self.redirect(STAGE_PAGES[session.stage], session)
+        return None
 
     async def require_post(
         self, request: Request, stages: set[str]
@@ -337,13 +342,8 @@ class WebApp:
         form = await self.form(request)
         if not self.csrf_ok(ctx.session, form):
             return None, form, self.csrf_failed(request, ctx)
-        session = ctx.session
-        assert session is not None
-        if not session.authenticated:
-            return None, form, self.to_login(request, ctx)
-        if session.stage not in stages:
-            return None, form, self.redirect(STAGE_PAGES[session.stage], session)
-        return session, form, None
+        refusal = self._stage_refusal(request, ctx, stages)
+        return (None, form, refusal) if refusal else (ctx.session, form, None)
 
     def stage_after_password(self, otp: OtpState) -> str:
         return {"unchosen": "otp_choice", "pending": "otp_register", "on": "otp_code", "off": "home"}[
@@ -624,6 +624,19 @@ class WebApp:
         targets = await self.password_targets(session)
         return targets if session.role == "admin" and len(targets) >= BULK_THRESHOLD else []
 
+    async def require_bulk(
+        self, request: Request, fallback: str
+    ) -> tuple[WebSession | None, list[str], Response | None]:
+        """A session at home whose login has the bulk pages, with its numbers; else where to go."""
+        session, redirect = self.require(request, {"home"})
+        if redirect:
+            return None, [], redirect
+        assert session is not None
+        numbers = await self.bulk_allowed(session)
+        if not numbers:
+            return None, [], self.redirect(fallback, session)
+        return session, numbers, None
+
     def _bulk_page(
         self, request: Request, session: WebSession, errors: list[str] | None = None, status: int = 200
     ) -> Response:
@@ -632,22 +645,17 @@ class WebApp:
         )
 
     async def bulk_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"home"})
+        session, _numbers, redirect = await self.require_bulk(request, "/password")
         if redirect:
             return redirect
         assert session is not None
-        if not await self.bulk_allowed(session):
-            return self.redirect("/password", session)
         return self._bulk_page(request, session)
 
     async def bulk_download(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"home"})
+        session, numbers, redirect = await self.require_bulk(request, "/password")
         if redirect:
             return redirect
         assert session is not None
-        numbers = await self.bulk_allowed(session)
-        if not numbers:
-            return self.redirect("/password", session)
         return await self.marks_csv(session, numbers, "passwords.csv")
 
     async def marks_csv(self, session: WebSession, numbers: list[str], filename: str) -> Response:
@@ -720,22 +728,17 @@ class WebApp:
         )
 
     async def otp_bulk_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"home"})
+        session, _numbers, redirect = await self.require_bulk(request, "/settings/otp")
         if redirect:
             return redirect
         assert session is not None
-        if not await self.bulk_allowed(session):
-            return self.redirect("/settings/otp", session)
         return self._otp_bulk_page(request, session)
 
     async def otp_bulk_download(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"home"})
+        session, numbers, redirect = await self.require_bulk(request, "/settings/otp")
         if redirect:
             return redirect
         assert session is not None
-        numbers = await self.bulk_allowed(session)
-        if not numbers:
-            return self.redirect("/settings/otp", session)
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
         for number in numbers:
