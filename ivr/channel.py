@@ -85,6 +85,8 @@ def parse_caller_id(raw: str | None) -> CallerId:
     return CallerId.absent()
 
 
+_UNIQUEID = re.compile(r"[0-9A-Za-z._-]{1,64}")
+_SERVICE_NUMBER = re.compile(r"\+?[0-9]{1,20}")
 PROMPT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 DIGIT_KEYS = frozenset("0123456789*#")
 
@@ -147,6 +149,37 @@ class KeyReadingChannel(ABC):
     """
 
     _pending_key: str | None = None
+    _call_id: str
+    _caller: CallerId
+    _service_number: str | None
+
+    def _identify(
+        self,
+        *,
+        uniqueid: str | None,
+        callerid: str | None,
+        dnid: str | None,
+        extension: str | None,
+        fallback_call_id: str,
+    ) -> None:
+        """Take the call's identity from AGI environment values, which are untrusted input: a
+        malformed unique id is replaced, a malformed caller ID or dialled number is dropped."""
+        self._call_id = uniqueid if uniqueid and _UNIQUEID.fullmatch(uniqueid) else fallback_call_id
+        self._caller = parse_caller_id(callerid)
+        service = dnid if dnid and dnid != "unknown" else extension
+        self._service_number = service if service and _SERVICE_NUMBER.fullmatch(service) else None
+
+    @property
+    def call_id(self) -> str:
+        return self._call_id
+
+    @property
+    def caller(self) -> CallerId:
+        return self._caller
+
+    @property
+    def service_number(self) -> str | None:
+        return self._service_number
 
     @abstractmethod
     async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None: ...

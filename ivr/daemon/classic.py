@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
@@ -24,16 +23,12 @@ from asterisk.agi import AGI, AGIAppError, AGIError, AGIHangup, AGIUnknownError
 from ivr.channel import (
     PROMPT_ID,
     CallerHungUp,
-    CallerId,
     ChannelError,
     KeyReadingChannel,
-    parse_caller_id,
 )
 from ivr.daemon.fastagi import ALL_KEYS, PROMPT_DIRECTORY
 
 T = TypeVar("T")
-_UNIQUEID = re.compile(r"[0-9A-Za-z._-]{1,64}")
-_SERVICE_NUMBER = re.compile(r"\+?[0-9]{1,20}")
 
 
 class ClassicAgiChannel(KeyReadingChannel):
@@ -42,13 +37,13 @@ class ClassicAgiChannel(KeyReadingChannel):
     def __init__(self, agi: Any) -> None:
         self.agi = agi
         env: dict[str, str] = dict(agi.env)
-        uniqueid = env.get("agi_uniqueid", "")
-        self._call_id = uniqueid if _UNIQUEID.fullmatch(uniqueid) else f"invalid-{os.getpid()}"
-        self._caller = parse_caller_id(env.get("agi_callerid"))
-        service = env.get("agi_dnid")
-        if not service or service == "unknown":
-            service = env.get("agi_extension")
-        self._service_number = service if service and _SERVICE_NUMBER.fullmatch(service) else None
+        self._identify(
+            uniqueid=env.get("agi_uniqueid"),
+            callerid=env.get("agi_callerid"),
+            dnid=env.get("agi_dnid"),
+            extension=env.get("agi_extension"),
+            fallback_call_id=f"invalid-{os.getpid()}",
+        )
         self._pending_key: str | None = None
         self.log = structlog.get_logger("ivr.call")
 
@@ -57,18 +52,6 @@ class ClassicAgiChannel(KeyReadingChannel):
         devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
         agi = AGI(stdin=stdin or sys.stdin, stdout=stdout or sys.stdout, stderr=devnull)
         return cls(agi)
-
-    @property
-    def call_id(self) -> str:
-        return self._call_id
-
-    @property
-    def caller(self) -> CallerId:
-        return self._caller
-
-    @property
-    def service_number(self) -> str | None:
-        return self._service_number
 
     async def _run(self, call: Callable[..., T], *args: Any) -> T:
         try:
@@ -117,7 +100,6 @@ class ClassicAgiChannel(KeyReadingChannel):
         except AGIAppError as exc:
             raise CallerHungUp() from exc
         return str(key) if key else None
-
 
     async def set_variable(self, name: str, value: str) -> None:
         await self._run(self.agi.set_variable, name, value)

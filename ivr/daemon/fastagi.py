@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Sequence
 
 import structlog
@@ -31,16 +30,12 @@ from ivr.agi.protocol import (
 from ivr.channel import (
     PROMPT_ID,
     CallerHungUp,
-    CallerId,
     ChannelError,
     KeyReadingChannel,
-    parse_caller_id,
 )
 
 ALL_KEYS = "0123456789*#"
 PROMPT_DIRECTORY = "ivr"
-_UNIQUEID = re.compile(r"[0-9A-Za-z._-]{1,64}")
-_SERVICE_NUMBER = re.compile(r"\+?[0-9]{1,20}")
 
 
 class AgiConnection:
@@ -121,25 +116,15 @@ class FastAgiChannel(KeyReadingChannel):
     def __init__(self, env: AgiEnvironment, connection: AgiConnection) -> None:
         self.env = env
         self.connection = connection
-        uniqueid = env.uniqueid or ""
-        self._call_id = uniqueid if _UNIQUEID.fullmatch(uniqueid) else f"invalid-{id(self):x}"
-        self._caller = parse_caller_id(env.callerid)
-        service = env.dnid if env.dnid and env.dnid != "unknown" else env.extension
-        self._service_number = service if service and _SERVICE_NUMBER.fullmatch(service) else None
+        self._identify(
+            uniqueid=env.uniqueid,
+            callerid=env.callerid,
+            dnid=env.dnid,
+            extension=env.extension,
+            fallback_call_id=f"invalid-{id(self):x}",
+        )
         self._pending_key: str | None = None
         self.log = structlog.get_logger("ivr.call")
-
-    @property
-    def call_id(self) -> str:
-        return self._call_id
-
-    @property
-    def caller(self) -> CallerId:
-        return self._caller
-
-    @property
-    def service_number(self) -> str | None:
-        return self._service_number
 
     async def answer(self) -> None:
         reply = await self.connection.command("ANSWER")
@@ -173,7 +158,6 @@ class FastAgiChannel(KeyReadingChannel):
             "WAIT", "FOR", "DIGIT", str(milliseconds), time_limit=seconds + self.connection.command_timeout
         )
         return key_from_result(reply)
-
 
     async def set_variable(self, name: str, value: str) -> None:
         await self.connection.command("SET", "VARIABLE", name, value)
