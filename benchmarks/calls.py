@@ -52,6 +52,7 @@ from core.db import make_engine, make_session_factory, upgrade_database
 from core.models import CallRecord, Credential, PhoneNumber
 from core.secrets import verify_secret
 from ivr.lab import Lab
+from ivr.processes import stop_processes
 from ivr.settings import Settings, load_settings
 from ivr.sipp import Caller, CallResult, ExpectHangup, SendDigits, SippError, Step, Target, Wait, arun_call
 
@@ -340,13 +341,7 @@ class Daemon:
     def stop(self) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_processes([self.process], timeout=20)
         return self.process.returncode
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ivr.processes import stop_processes
 from ivr.settings import Settings
 
 
@@ -157,13 +157,5 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in reversed(children):
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_processes(children[::-1], timeout=10)
         subprocess.run(_ivr("lab", "down"), env=env, check=False)
