@@ -97,7 +97,7 @@ class SmtpSettings(BaseModel):
 class LabSettings(BaseModel):
     """The local Asterisk lab (root filesystem, ports)."""
 
-    cache_dir: Path = Path(os.environ.get("IVR_LAB_CACHE", "/var/cache/ivr-lab"))
+    cache_dir: Path = Path("/var/cache/ivr-lab")  # IVR_LAB__CACHE_DIR
     run_dir: Path = PROJECT_ROOT / ".lab"
     mirror: str | None = None  # Debian mirror; None: read from the host's apt sources
     sip_host: str = "127.0.0.1"
