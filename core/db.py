@@ -1,23 +1,58 @@
 """Engines, sessions and migrations.
 
-SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy timeout, and every
-transaction opened with ``BEGIN IMMEDIATE``: a transaction that reads and then writes (the login
-counters) must hold the write lock from its start, or concurrent writers would fail with
-``database is locked`` instead of waiting. PostgreSQL (several daemons sharing one store) uses
-psycopg 3; its row locks serialise the conditional counter updates.
+Two kinds of session, one factory each:
+
+- :func:`make_session_factory` (writes). On SQLite every transaction opens with ``BEGIN IMMEDIATE``:
+  a transaction that reads and then writes (the login counters) must hold the write lock from its
+  start, or a concurrent writer's commit would make its first write fail with ``database is
+  locked`` (SQLite cannot upgrade a stale read snapshot) instead of waiting. That reason still
+  holds, so every write session still takes the lock at its start. Use these only for short units
+  of work that write; never hash a password inside one (``core.secrets`` can refuse it, see
+  :func:`core.secrets.set_hash_guard`).
+- :func:`make_read_session_factory` (reads). Plain ``BEGIN`` (DEFERRED): in WAL mode readers never
+  wait for the writer and never block it. The session refuses to flush anything, and on SQLite the
+  connection runs the transaction with ``PRAGMA query_only=ON`` (on PostgreSQL ``SET TRANSACTION
+  READ ONLY``), so a write through it fails loudly instead of silently taking the lock.
+
+Writers in one process are serialised by an in-process lock (one per database file), taken just
+before ``BEGIN IMMEDIATE`` and released at commit or rollback. Without it, threads that find the
+file locked sit in SQLite's busy handler, which sleeps 1, 2, 5, 10 … 100 ms between retries and so
+wakes up long after the lock was freed (74 % of the daemon's database samples were that sleep); with
+it, a waiting thread is woken the moment the previous writer commits, in arrival order. Writers in
+*other* processes (the web login, ``ivr contracts import``) still meet at SQLite's lock and its busy
+handler, which is why nothing may hold the lock for long: no password hash inside a write
+transaction anywhere.
+
+The wait for the write lock (in-process lock plus ``BEGIN IMMEDIATE``) is measured per engine:
+:func:`write_lock_wait_stats` (count, total, max), so a test or a benchmark can say how long a
+path waited.
+
+PostgreSQL (several daemons sharing one store) uses psycopg 3 and its own pool: no in-process lock,
+its row locks serialise the conditional counter updates; read sessions are ``READ ONLY``
+transactions.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from core import secrets as _secrets
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+#: execution option that marks a connection of a read session
+READ_ONLY_OPTION = "ivr_read_only"
 
 
 def normalize_database_url(url: str) -> str:
@@ -39,17 +74,93 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+# ---------------------------------------------------------------------------------- lock waits
+
+
+@dataclass(frozen=True)
+class LockWaitSnapshot:
+    count: int
+    total_seconds: float
+    max_seconds: float
+
+
+class WriteLockStats:
+    """How long write transactions of one engine waited for the write lock (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.total_seconds = 0.0
+        self.max_seconds = 0.0
+
+    def record(self, seconds: float) -> None:
+        with self._lock:
+            self.count += 1
+            self.total_seconds += seconds
+            if seconds > self.max_seconds:
+                self.max_seconds = seconds
+
+    def snapshot(self) -> LockWaitSnapshot:
+        with self._lock:
+            return LockWaitSnapshot(self.count, self.total_seconds, self.max_seconds)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.count = 0
+            self.total_seconds = 0.0
+            self.max_seconds = 0.0
+
+    def __repr__(self) -> str:
+        s = self.snapshot()
+        return f"WriteLockStats(count={s.count}, total={s.total_seconds:.4f}s, max={s.max_seconds:.4f}s)"
+
+
+_stats: WeakKeyDictionary[Engine, WriteLockStats] = WeakKeyDictionary()
+_stats_guard = threading.Lock()
+
+
+def write_lock_wait_stats(engine: Engine) -> WriteLockStats:
+    """The engine's write-lock wait statistics (created empty on first use)."""
+    with _stats_guard:
+        stats = _stats.get(engine)
+        if stats is None:
+            stats = _stats[engine] = WriteLockStats()
+        return stats
+
+
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
+
+
+def _writer_lock_for(path: Path | None) -> threading.Lock:
+    """One lock per database file in this process (every engine on the file shares it)."""
+    key = str(path.resolve()) if path is not None else f"memory:{id(object())}"
+    with _file_locks_guard:
+        lock = _file_locks.get(key)
+        if lock is None:
+            lock = _file_locks[key] = threading.Lock()
+        return lock
+
+
+# ------------------------------------------------------------------------------------- engines
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_database_url(url)
     if not is_sqlite(url):
         kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, **kwargs)
+        engine = create_engine(url, **kwargs)
+        _instrument_postgres(engine)
+        return engine
 
     connect_args = kwargs.pop("connect_args", {})
     connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
     connect_args.setdefault("check_same_thread", False)
     engine = create_engine(url, connect_args=connect_args, **kwargs)
-    file_backed = sqlite_path(url) is not None
+    path = sqlite_path(url)
+    file_backed = path is not None
+    writer_lock = _writer_lock_for(path)
+    stats = write_lock_wait_stats(engine)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -67,13 +178,129 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        info = connection.info
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            if not info.get("ivr_query_only"):
+                connection.exec_driver_sql("PRAGMA query_only=ON")
+                info["ivr_query_only"] = True
+            connection.exec_driver_sql("BEGIN")
+            return
+        if info.get("ivr_query_only"):
+            connection.exec_driver_sql("PRAGMA query_only=OFF")
+            info["ivr_query_only"] = False
+        started = time.perf_counter()
+        if not writer_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise OperationalError("BEGIN IMMEDIATE", {}, Exception("in-process write lock timed out"))
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            writer_lock.release()
+            raise
+        stats.record(time.perf_counter() - started)
+        info["ivr_holds_writer_lock"] = True
+        _secrets.note_write_transaction(True)
+
+    def _release(proxied: Any) -> None:
+        try:
+            info = proxied.info
+        except (AttributeError, NotImplementedError):  # the dialect's first-connect probe
+            return
+        if info.pop("ivr_holds_writer_lock", False):
+            writer_lock.release()
+            _secrets.note_write_transaction(False)
+
+    # Release after the COMMIT / ROLLBACK itself (the engine's "commit" event fires before it, when
+    # SQLite still holds its lock). The pool's reset-on-return rolls back through the same method.
+    dialect: Any = engine.dialect
+    do_commit, do_rollback = dialect.do_commit, dialect.do_rollback
+
+    def _do_commit(proxied: Any) -> None:
+        try:
+            do_commit(proxied)
+        finally:
+            _release(proxied)
+
+    def _do_rollback(proxied: Any) -> None:
+        try:
+            do_rollback(proxied)
+        finally:
+            _release(proxied)
+
+    dialect.do_commit = _do_commit
+    dialect.do_rollback = _do_rollback
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        # a connection returned or invalidated without a commit/rollback: never leak the lock
+        if record.info.pop("ivr_holds_writer_lock", False):
+            writer_lock.release()
+            _secrets.note_write_transaction(False)
 
     return engine
 
 
+def _instrument_postgres(engine: Engine) -> None:
+    stats = write_lock_wait_stats(engine)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            return
+        stats.record(0.0)  # PostgreSQL takes row locks, not a database lock, at BEGIN
+        connection.info["ivr_in_write_transaction"] = True
+        _secrets.note_write_transaction(True)
+
+    def _on_end(connection: Any) -> None:
+        if connection.info.pop("ivr_in_write_transaction", False):
+            _secrets.note_write_transaction(False)
+
+    event.listen(engine, "commit", _on_end)
+    event.listen(engine, "rollback", _on_end)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record.info.pop("ivr_in_write_transaction", False):
+            _secrets.note_write_transaction(False)
+
+
+# ------------------------------------------------------------------------------------ sessions
+
+
+class ReadOnlySessionError(RuntimeError):
+    """Something tried to write through a read-only session."""
+
+
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlySessionError("a read-only session may not write (use a write session)")
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Write sessions (``BEGIN IMMEDIATE`` on SQLite). Keep their transactions short."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Read-only sessions: a DEFERRED (SQLite) / READ ONLY (PostgreSQL) transaction that never
+    waits for the write lock; flushing a change raises :class:`ReadOnlySessionError`, and a write
+    statement fails in the database (``query_only``)."""
+    factory = sessionmaker(
+        engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False, autoflush=False
+    )
+    event.listen(factory, "before_flush", _refuse_flush)
+    return factory
+
+
+def read_session_factory_for(write_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The read-only counterpart of a write session factory (same engine)."""
+    bind = write_factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the session factory is not bound to an engine")
+    return make_read_session_factory(bind)
+
+
+# ---------------------------------------------------------------------------------- migrations
 
 
 def _alembic_config(url: str) -> Any:

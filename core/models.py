@@ -332,6 +332,8 @@ class CallRecord(Base):
     target_number: Mapped[str | None] = mapped_column(String(11), index=True)
     last_step: Mapped[str | None] = mapped_column(String(40))
     wrong_entries: Mapped[int] = mapped_column(Integer, default=0)
+    # the daemon that took the call (agi.node_id): a daemon that starts closes its own open records
+    node: Mapped[str | None] = mapped_column(String(64), index=True)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -352,6 +354,7 @@ class CallRecord(Base):
             "target_number": self.target_number,
             "last_step": self.last_step,
             "wrong_entries": self.wrong_entries,
+            "node": self.node,
         }
 
     def __repr__(self) -> str:

@@ -2,7 +2,9 @@
 
 Synchronous; the caller owns the session and the transaction. Nothing here hashes: the voice
 flow hashes the confirmed digits off the event loop (``core.secrets.hash_secret`` in a thread) and
-passes the hash to :func:`set_temporary_password`.
+passes the hash to :func:`set_temporary_password`. :func:`lookup_caller_line` and
+:func:`number_on_contract` only read (one query each): give them a read-only session
+(``core.db.make_read_session_factory``) so the answer path never waits for the write lock.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from core.audit import record_event
@@ -20,9 +22,9 @@ from core.call_records import (  # the voice menu's call records, re-exported
     list_call_records,
     start_call_record,
 )
-from core.directory import find_number, number_row_on_contract
+from core.directory import number_row_on_contract
 from core.enums import AuditEventType, AuthUnit, CredentialKind
-from core.models import Contract, Credential
+from core.models import Contract, Credential, PhoneNumber, ServiceSubscription
 from core.phone import InvalidPhoneNumber, normalize_number
 from core.policy import DEFAULT_POLICY, PolicyLike
 from core.rules import temporary_expiry
@@ -58,16 +60,27 @@ class NotOnContract(ValueError):
 
 
 def lookup_caller_line(session: Session, caller_number: str) -> CallerLine | None:
-    """The contract line a caller ID belongs to; None when withheld, invalid or on no contract."""
-    row = find_number(session, caller_number)
+    """The contract line a caller ID belongs to; None when withheld, invalid or on no contract.
+
+    One SELECT (number joined to its contract); reads only.
+    """
+    try:
+        number = normalize_number(caller_number)
+    except InvalidPhoneNumber:
+        return None
+    row = session.execute(
+        select(PhoneNumber.contract_id, PhoneNumber.number, Contract.contract_number)
+        .join(Contract, Contract.id == PhoneNumber.contract_id)
+        .where(PhoneNumber.number == number)
+    ).one_or_none()
     if row is None:
         return None
-    contract_number = row.contract.contract_number
+    contract_id, found, contract_number = row
     return CallerLine(
-        contract_id=row.contract_id,
-        caller_number=row.number,
+        contract_id=contract_id,
+        caller_number=found,
         contract_number=contract_number,
-        is_contract_number=row.number == contract_number,
+        is_contract_number=found == contract_number,
     )
 
 
@@ -75,14 +88,21 @@ def number_on_contract(session: Session, contract_id: int, number: str) -> bool:
     """Is ``number`` (digits as entered) a number of this contract that subscribes to a service?
 
     "本サービスを契約している電話番号以外" is a wrong entry, so a number without any service
-    does not count.
+    does not count. One SELECT; reads only.
     """
     try:
         normalised = normalize_number(number)
     except InvalidPhoneNumber:
         return False
-    row = number_row_on_contract(session, contract_id, normalised)
-    return row is not None and len(row.services) > 0
+    query = select(
+        exists()
+        .where(
+            PhoneNumber.contract_id == contract_id,
+            PhoneNumber.number == normalised,
+            ServiceSubscription.phone_number_id == PhoneNumber.id,
+        )
+    )
+    return bool(session.scalar(query))
 
 
 def temporary_password_problem(digits: str) -> str | None:

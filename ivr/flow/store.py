@@ -3,18 +3,26 @@
 Each method opens its own session and transaction (the caller owns them, per core's rules), and
 flows run every one of them in a thread (`asyncio.to_thread`) so the event loop never blocks on the
 database or on password hashing.
+
+The lookups (caller line, number on contract) use read-only sessions: one SELECT each, no write
+lock. With a :class:`ivr.flow.records.CallRecordWriter` attached (``ivr serve``), ``start_call``
+and ``finish_call`` only queue the record (no database round trip; safe to call on the event loop
+or in a thread); without one (``ivr agi``, tests) they write and commit at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.enums import AuthUnit
 from core.phone_line import CallerLine
+
+if TYPE_CHECKING:
+    from ivr.flow.records import CallRecordWriter
 
 
 class CallStore(Protocol):
@@ -51,21 +59,41 @@ class SqlCallStore:
     """`CallStore` over core's functions and a session factory."""
 
     def __init__(
-        self, session_factory: sessionmaker[Session], *, hasher: Callable[[str], str] | None = None
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        hasher: Callable[[str], str] | None = None,
+        read_session_factory: sessionmaker[Session] | None = None,
+        node: str | None = None,
     ) -> None:
+        from core.db import read_session_factory_for
+
         self._sessions = session_factory
+        self._read_sessions = read_session_factory or read_session_factory_for(session_factory)
         self._hasher = hasher
+        self.node = node
+        self.records: CallRecordWriter | None = None
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """The write session factory."""
+        return self._sessions
+
+    def attach_records(self, writer: CallRecordWriter) -> None:
+        """From now on ``start_call`` / ``finish_call`` queue into ``writer`` (the caller starts and
+        closes it)."""
+        self.records = writer
 
     def lookup_caller(self, caller_number: str) -> CallerLine | None:
         from core.phone_line import lookup_caller_line
 
-        with self._sessions() as session:
+        with self._read_sessions() as session, session.begin():
             return lookup_caller_line(session, caller_number)
 
     def number_on_contract(self, contract_id: int, number: str) -> bool:
         from core.phone_line import number_on_contract
 
-        with self._sessions() as session:
+        with self._read_sessions() as session, session.begin():
             return number_on_contract(session, contract_id, number)
 
     def hash_password(self, plain: str) -> str:
@@ -94,11 +122,21 @@ class SqlCallStore:
     def start_call(
         self, *, call_id: str, caller: str | None, service_number: str | None, started_at: datetime
     ) -> None:
+        if self.records is not None:
+            self.records.start_call(
+                call_id=call_id, caller=caller, service_number=service_number, started_at=started_at
+            )
+            return
         from core.call_records import start_call_record
 
         with self._sessions() as session, session.begin():
             start_call_record(
-                session, call_id=call_id, caller=caller, service_number=service_number, started_at=started_at
+                session,
+                call_id=call_id,
+                caller=caller,
+                service_number=service_number,
+                started_at=started_at,
+                node=self.node,
             )
 
     def finish_call(
@@ -112,6 +150,17 @@ class SqlCallStore:
         last_step: str | None,
         wrong_entries: int,
     ) -> None:
+        if self.records is not None:
+            self.records.finish_call(
+                call_id=call_id,
+                ended_at=ended_at,
+                outcome=outcome,
+                unit=unit,
+                target_number=target_number,
+                last_step=last_step,
+                wrong_entries=wrong_entries,
+            )
+            return
         from core.call_records import finish_call_record
 
         with self._sessions() as session, session.begin():

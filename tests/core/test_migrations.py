@@ -24,5 +24,17 @@ def test_downgrade_and_upgrade_again(db_url: str, db_engine: Engine) -> None:
     upgrade_database(db_url)
     db_engine.dispose()
     assert schema_is_current(db_engine)
-    assert head_revision() == "0001"
+    assert head_revision() is not None
     assert "credentials" in inspect(db_engine).get_table_names()
+
+
+def test_0002_adds_the_call_record_node(db_url: str, db_engine: Engine) -> None:
+    columns = {c["name"] for c in inspect(db_engine).get_columns("call_records")}
+    indexes = {i["name"] for i in inspect(db_engine).get_indexes("call_records")}
+    assert "node" in columns and "ix_call_records_node" in indexes
+    downgrade_database(db_url, "0001")
+    db_engine.dispose()
+    assert "node" not in {c["name"] for c in inspect(db_engine).get_columns("call_records")}
+    upgrade_database(db_url)
+    db_engine.dispose()
+    assert schema_is_current(db_engine)
