@@ -8,6 +8,7 @@ running when the caller went away.
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -89,6 +90,8 @@ _UNIQUEID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 _SERVICE_NUMBER = re.compile(r"\+?[0-9]{1,20}")
 PROMPT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 DIGIT_KEYS = frozenset("0123456789*#")
+ALL_KEYS = "0123456789*#"  # escape digits of an interruptible prompt
+PROMPT_DIRECTORY = "ivr"  # the prompts' folder under Asterisk's sounds/<language>/
 
 
 def digit_prompts(number: str) -> list[str]:
@@ -140,12 +143,63 @@ class Channel(Protocol):
     async def hang_up(self) -> None: ...
 
 
-class KeyReadingChannel(ABC):
-    """Digit collection shared by the real adapters, over two primitives they implement.
+@dataclass(frozen=True)
+class Gathered:
+    """What one collection inside Asterisk (AGI ``GET DATA``) returned: the keys (``#`` ends it and
+    is not included) and whether it ended because the caller stopped typing."""
 
-    `play` keeps a key that interrupted a prompt in `_pending_key` (barge-in: it is the first key of
-    the next entry); `_wait_for_key` waits up to `seconds` for one key. Collection then follows the
-    same rules on every transport: first-digit timeout, inter-digit timeout, terminator, maximum.
+    keys: str
+    timed_out: bool
+
+    def __repr__(self) -> str:  # never show what was typed
+        return f"Gathered(<{len(self.keys)} keys>, timed_out={self.timed_out})"
+
+    __str__ = __repr__
+
+
+GATHER_TERMINATOR = "#"  # GET DATA's only end key (main/app.c ast_app_getdata_full)
+
+
+def gather_rounds(first_digit_timeout: float, inter_digit_timeout: float) -> int:
+    """How many ``GET DATA`` waits make up the first-digit timeout.
+
+    GET DATA takes one timeout for the first key and for the keys after it (``fto = to = timeout``
+    in ``ast_app_getdata_full``). The entry uses the inter-digit timeout, so keys after the first
+    are timed exactly; a caller who has not started is given more rounds of it until the
+    first-digit timeout is covered (rounded up to a whole number of rounds).
+    """
+    if inter_digit_timeout <= 0:
+        raise ValueError("inter_digit_timeout must be positive")
+    return max(1, math.ceil(first_digit_timeout / inter_digit_timeout - 1e-9))
+
+
+def entry_from(keys: str, *, timed_out: bool, max_digits: int) -> CollectResult:
+    """The typed result of one entry from the keys gathered (GET DATA semantics)."""
+    if not keys:
+        return NoInput() if timed_out else Digits("", terminated=True)
+    if timed_out:
+        return Digits(keys, timed_out=True)
+    if len(keys) >= max_digits:
+        return Digits(keys)
+    return Digits(keys, terminated=True)  # GET DATA ends early only on the terminator
+
+
+class KeyReadingChannel(ABC):
+    """Digit collection shared by every adapter, over two primitives they implement.
+
+    Asterisk's AGI loop reads and discards every key that arrives while no AGI command runs
+    (``res/res_agi.c`` ``run_agi``), so an entry is collected inside Asterisk, by as few commands
+    as the protocol allows:
+
+    - ``_stream(prompt, escape)``: ``STREAM FILE`` with every key as an escape digit, for each
+      prompt but the last (a key stops it: barge-in; the key is the entry's first).
+    - ``_gather(prompt, wait, max_digits)``: ``GET DATA`` with the last prompt (or none after a
+      barge-in), which plays it interruptibly and collects up to ``max_digits`` keys, ending at once
+      at the last one or on ``#``, or after ``wait`` without a key.
+
+    An entry with a one-file prompt is one command; with a longer prompt, one per file before the
+    last. The only places a key can be lost are the gaps between commands: after a barge-in on an
+    earlier prompt file (one round trip), and between an entry's end and the next command.
     """
 
     _pending_key: str | None = None
@@ -182,40 +236,61 @@ class KeyReadingChannel(ABC):
         return self._service_number
 
     @abstractmethod
-    async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None: ...
+    async def _stream(self, prompt: str, escape: str) -> str | None:
+        """Play one prompt; returns the key that stopped it (one of `escape`), or None."""
 
     @abstractmethod
-    async def _wait_for_key(self, seconds: float) -> str | None: ...
+    async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:
+        """Play `prompt` (if any) interruptibly and collect keys inside Asterisk (GET DATA)."""
+
+    async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None:
+        escape = ALL_KEYS if interruptible else ""
+        for prompt in prompts:
+            if not PROMPT_ID.fullmatch(prompt):
+                raise ValueError(f"not a prompt id: {prompt!r}")
+            key = await self._stream(prompt, escape)
+            if key is not None:
+                self._pending_key = key
+                return key
+        return None
 
     async def collect_digits(
         self,
         prompts: Sequence[str],
         *,
         max_digits: int,
-        terminator: str | None = "#",
+        terminator: str | None = GATHER_TERMINATOR,
         first_digit_timeout: float,
         inter_digit_timeout: float,
     ) -> CollectResult:
         if max_digits < 1:
             raise ValueError("max_digits must be at least 1")
+        if terminator not in (None, GATHER_TERMINATOR):
+            raise ValueError("the only terminator Asterisk's GET DATA knows is #")
+        for prompt in prompts:
+            if not PROMPT_ID.fullmatch(prompt):
+                raise ValueError(f"not a prompt id: {prompt!r}")
         key, self._pending_key = self._pending_key, None
         if key is None:
-            await self.play(prompts, interruptible=True)
-            key, self._pending_key = self._pending_key, None
-        if key is None:
-            key = await self._wait_for_key(first_digit_timeout)
-        if key is None:
-            return NoInput()
-        entered = ""
-        while True:
-            if terminator is not None and key == terminator:
-                return Digits(entered, terminated=True)
-            entered += key
-            if len(entered) >= max_digits:
-                return Digits(entered)
-            key = await self._wait_for_key(inter_digit_timeout)
-            if key is None:
-                return Digits(entered, timed_out=True)
+            for prompt in prompts[:-1]:
+                key = await self._stream(prompt, ALL_KEYS)
+                if key is not None:
+                    break
+        if key is not None:  # barge-in before the last prompt: the entry has begun
+            if key == GATHER_TERMINATOR:
+                return Digits("", terminated=True)
+            if max_digits == 1:
+                return Digits(key)
+            rest = await self._gather(None, inter_digit_timeout, max_digits - 1)
+            keys = key + rest.keys
+            return entry_from(keys, timed_out=rest.timed_out, max_digits=max_digits)
+        last = prompts[-1] if prompts else None
+        gathered = await self._gather(last, inter_digit_timeout, max_digits)
+        for _round in range(1, gather_rounds(first_digit_timeout, inter_digit_timeout)):
+            if gathered.keys or not gathered.timed_out:
+                break
+            gathered = await self._gather(None, inter_digit_timeout, max_digits)
+        return entry_from(gathered.keys, timed_out=gathered.timed_out, max_digits=max_digits)
 
     async def say_digits(self, number: str, *, interruptible: bool = False) -> str | None:
         return await self.play(digit_prompts(number), interruptible=interruptible)

@@ -5,7 +5,7 @@ starts one process per call. pyst2's calls block, so each runs in a worker threa
 stays the same `async def`.
 
 pyst2 echoes every command and reply to stderr, which Asterisk copies into its log: reply lines of
-WAIT FOR DIGIT carry the keys pressed (a password), so pyst2's stderr goes to /dev/null here.
+GET DATA carry the keys pressed (a password), so pyst2's stderr goes to /dev/null here.
 """
 
 from __future__ import annotations
@@ -14,19 +14,20 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import IO, Any, TypeVar
 
 import structlog
 from asterisk.agi import AGI, AGIAppError, AGIError, AGIHangup, AGIUnknownError
 
+from ivr.agi.protocol import ReplyParser, Response, build_command, get_data_result, raise_for_reply
 from ivr.channel import (
-    PROMPT_ID,
+    PROMPT_DIRECTORY,
     CallerHungUp,
     ChannelError,
+    Gathered,
     KeyReadingChannel,
 )
-from ivr.daemon.fastagi import ALL_KEYS, PROMPT_DIRECTORY
 
 T = TypeVar("T")
 
@@ -75,31 +76,51 @@ class ClassicAgiChannel(KeyReadingChannel):
         except AGIAppError as exc:
             raise CallerHungUp() from exc
 
-    async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None:
-        escape = ALL_KEYS if interruptible else ""
-        for prompt in prompts:
-            if not PROMPT_ID.fullmatch(prompt):
-                raise ValueError(f"not a prompt id: {prompt!r}")
-            try:
-                key = await self._run(self.agi.stream_file, f"{PROMPT_DIRECTORY}/{prompt}", escape)
-            except AGIAppError:  # -1: a hangup, or a file Asterisk cannot open
-                await self._run(self.agi.execute, "CHANNEL STATUS")
-                self.log.error("prompt_missing", prompt=prompt)
-                continue
-            except AGIError as exc:
-                raise ChannelError("STREAM FILE failed") from exc
-            self.log.info("prompt", prompt=prompt, interrupted=bool(key))
-            if key:
-                self._pending_key = str(key)
-                return str(key)
-        return None
-
-    async def _wait_for_key(self, seconds: float) -> str | None:
+    async def _stream(self, prompt: str, escape: str) -> str | None:
         try:
-            key = await self._run(self.agi.wait_for_digit, max(1, round(seconds * 1000)))
-        except AGIAppError as exc:
-            raise CallerHungUp() from exc
+            key = await self._run(self.agi.stream_file, f"{PROMPT_DIRECTORY}/{prompt}", escape)
+        except AGIAppError:  # -1: a hangup, or a file Asterisk cannot open
+            await self._after_failed_playback(prompt)
+            return None
+        except AGIError as exc:
+            raise ChannelError("STREAM FILE failed") from exc
+        self.log.debug("prompt", prompt=prompt, interrupted=bool(key))
         return str(key) if key else None
+
+    async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:
+        file = f"{PROMPT_DIRECTORY}/{prompt}" if prompt else ""
+        command = build_command("GET", "DATA", file, str(max(1, round(wait * 1000))), str(max_digits))
+        reply = await self._run(self._raw_command, command)
+        if reply.result == "-1" and prompt:
+            await self._after_failed_playback(prompt)
+            return await self._gather(None, wait, max_digits)
+        result = get_data_result(reply)
+        return Gathered(result.digits, result.timed_out)
+
+    def _raw_command(self, command: bytes) -> Response:
+        """One command and its reply through our own parser: pyst2's reply pattern cannot tell
+        ``result= (timeout)`` (no key) from ``result=`` (``#`` first)."""
+        self.agi.test_hangup()
+        stdout, stdin = self.agi.stdout, self.agi.stdin
+        stdout.write(command.decode("utf-8"))
+        stdout.flush()
+        parser = ReplyParser()
+        while True:
+            line = stdin.readline()
+            if isinstance(line, bytes):
+                line = line.decode("utf-8", errors="replace")
+            if not line:
+                raise CallerHungUp()
+            event = parser.feed_line(line)
+            if event is None:
+                continue
+            if isinstance(event, Response) and event.code == 100:
+                continue
+            return raise_for_reply(event)
+
+    async def _after_failed_playback(self, prompt: str) -> None:
+        await self._run(self.agi.execute, "CHANNEL STATUS")
+        self.log.error("prompt_missing", prompt=prompt)
 
     async def set_variable(self, name: str, value: str) -> None:
         await self._run(self.agi.set_variable, name, value)

@@ -1,15 +1,19 @@
 """A scripted `Channel` for unit tests (the way httpx swaps a transport).
 
-The script is what the caller does, in order. Each `collect_digits` consumes keys from it:
+The fake implements only the primitives the real adapters implement (`_stream`: STREAM FILE,
+`_gather`: GET DATA) and emulates them as Asterisk behaves, so unit tests run the real collection
+rules of `ivr.channel.KeyReadingChannel`. The script is what the caller does, in order:
 
 - ``"1"``, ``"0300001111#"``, ``"12345678"``: keys typed. Keys beyond what one entry takes stay
-  typed-ahead for the next entry (as on a real line); the terminator ends an entry.
-- `NO_INPUT`: the caller stays silent until the first-digit timeout.
+  typed ahead for the next entry (as on a real line, where they would stop the next prompt); ``#``
+  ends an entry. Keys typed ahead stop an interruptible prompt at once; a prompt that cannot be
+  interrupted swallows them (Asterisk reads and drops them).
+- `NO_INPUT`: the caller stays silent for the whole entry (every round of the first-digit wait).
 - `HangUpAfter("12345")`: types those keys, then hangs up in the middle of the entry.
 - `HANG_UP`: hangs up at the next thing the flow does.
 
 `hang_up_at_prompt` hangs up when a given prompt id starts playing. Everything the flow did is
-recorded in `events` (prompts played, keys collected as counts only, variables, hangup).
+recorded (prompts played, GET DATA rounds as counts only, variables, hangup).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ivr.channel import CallerHungUp, CallerId, CollectResult, Digits, NoInput, parse_caller_id
+from ivr.channel import CallerHungUp, Gathered, KeyReadingChannel, parse_caller_id
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,10 @@ NO_INPUT: Final = _NoInput()
 HANG_UP: Final = _HangUp()
 
 ScriptItem = str | _NoInput | _HangUp | HangUpAfter
+PROMPT_SECONDS = 2.0
 
 
-class FakeChannel:
+class FakeChannel(KeyReadingChannel):
     def __init__(
         self,
         script: Sequence[ScriptItem] = (),
@@ -54,7 +59,16 @@ class FakeChannel:
         fail_at_prompt: str | None = None,
     ) -> None:
         self._script: list[ScriptItem] = list(script)
-        self._typed_ahead = ""
+        self._typed = ""  # keys the caller has typed that Asterisk has not consumed yet
+        self._hang_up_when_typed = False
+        self._silent = False  # NO_INPUT: silent until the entry's last round of waiting
+        self._identify(
+            uniqueid=call_id,
+            callerid=caller,
+            dnid=service_number,
+            extension=service_number,
+            fallback_call_id="invalid-fake",
+        )
         self._call_id = call_id
         self._caller = parse_caller_id(caller)
         self._service_number = service_number
@@ -67,102 +81,93 @@ class FakeChannel:
         self.hung_up_by_flow = False
         self.caller_gone = False
         self.collects: list[dict[str, object]] = []
+        self.commands = 0  # AGI commands the flow would have sent
+        self.now = 0.0  # the call's own time: a prompt heard to the end takes PROMPT_SECONDS
 
-    # -- Channel properties
-    @property
-    def call_id(self) -> str:
-        return self._call_id
-
-    @property
-    def caller(self) -> CallerId:
-        return self._caller
-
-    @property
-    def service_number(self) -> str | None:
-        return self._service_number
+    def clock(self) -> float:
+        """A monotonic clock of this call, for the flow's `monotonic` (typed-ahead keys take no time)."""
+        return self.now
 
     # -- helpers
     def _check_alive(self) -> None:
+        self.commands += 1
         if self.caller_gone:
             raise CallerHungUp()
-        if not self._typed_ahead and self._script and isinstance(self._script[0], _HangUp):
+        if not self._typed and self._script and isinstance(self._script[0], _HangUp):
             self._script.pop(0)
             self.caller_gone = True
             raise CallerHungUp()
 
-    def _play_one(self, prompt: str) -> None:
-        self._check_alive()
+    def _start_prompt(self, prompt: str) -> None:
         if prompt == self.hang_up_at_prompt:
             self.caller_gone = True
             raise CallerHungUp()
         if prompt == self.fail_at_prompt:
             raise ConnectionResetError("scripted channel failure")
-        self.prompts.append(prompt)
 
-    def _next_keys(self) -> str | _NoInput | HangUpAfter:
-        if self._typed_ahead:
-            keys, self._typed_ahead = self._typed_ahead, ""
-            return keys
+    def _caller_types(self) -> None:
+        """Nothing typed ahead: the caller does the next thing of the script."""
+        if self._typed or self._silent:
+            return
         if not self._script:
-            return NO_INPUT  # a caller who stopped doing anything
+            self._silent = True  # a caller who stopped doing anything
+            return
         item = self._script.pop(0)
         if isinstance(item, _HangUp):
             self.caller_gone = True
             raise CallerHungUp()
-        return item
+        if isinstance(item, _NoInput):
+            self._silent = True
+        elif isinstance(item, HangUpAfter):
+            self._typed, self._hang_up_when_typed = item.keys, True
+        else:
+            self._typed = item
 
-    # -- verbs
+    # -- the primitives (STREAM FILE, GET DATA)
+    async def _stream(self, prompt: str, escape: str) -> str | None:
+        self._check_alive()
+        self._silent = False
+        self._start_prompt(prompt)
+        if self._typed and escape and self._typed[0] in escape:
+            key, self._typed = self._typed[0], self._typed[1:]
+            return key  # stopped at once: not heard
+        self.prompts.append(prompt)
+        self.now += PROMPT_SECONDS
+        if not escape:
+            self._typed = ""  # keys during a prompt that cannot be interrupted are dropped
+        return None
+
+    async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:
+        self._check_alive()
+        if prompt is not None:
+            self._silent = False
+            self._start_prompt(prompt)
+            if not self._typed:
+                self.prompts.append(prompt)
+                self.now += PROMPT_SECONDS
+        self._caller_types()
+        keys = ""
+        while self._typed:
+            key, self._typed = self._typed[0], self._typed[1:]
+            if key == "#":
+                return self._gathered(keys, False, max_digits)
+            keys += key
+            if len(keys) >= max_digits:
+                return self._gathered(keys, False, max_digits)
+        if self._hang_up_when_typed:
+            self.caller_gone = True
+            raise CallerHungUp()
+        self.now += wait
+        return self._gathered(keys, True, max_digits)
+
+    def _gathered(self, keys: str, timed_out: bool, max_digits: int) -> Gathered:
+        self.collects.append({"max": max_digits, "count": len(keys), "timed_out": timed_out})
+        return Gathered(keys, timed_out)
+
+    # -- Channel properties and other verbs
     async def answer(self) -> None:
         self._check_alive()
         self.answered = True
-
-    async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None:
-        for prompt in prompts:
-            self._play_one(prompt)
-        return None
-
-    async def collect_digits(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_digits: int,
-        terminator: str | None = "#",
-        first_digit_timeout: float,
-        inter_digit_timeout: float,
-    ) -> CollectResult:
-        for prompt in prompts:
-            if self._typed_ahead:
-                break  # keys typed ahead cut the prompts short (barge-in)
-            self._play_one(prompt)
-        item = self._next_keys()
-        if isinstance(item, _NoInput):
-            self.collects.append({"max": max_digits, "result": "no_input"})
-            return NoInput()
-        hang_up_after = isinstance(item, HangUpAfter)
-        keys = item.keys if isinstance(item, HangUpAfter) else item
-        value = ""
-        for index, key in enumerate(keys):
-            if terminator is not None and key == terminator:
-                self._typed_ahead = keys[index + 1 :]
-                self.collects.append({"max": max_digits, "result": "digits", "count": len(value)})
-                return Digits(value, terminated=True)
-            value += key
-            if len(value) >= max_digits:
-                self._typed_ahead = keys[index + 1 :]
-                self.collects.append({"max": max_digits, "result": "digits", "count": len(value)})
-                return Digits(value)
-        if hang_up_after:
-            self.caller_gone = True
-            raise CallerHungUp()
-        if not value:
-            return NoInput()
-        self.collects.append({"max": max_digits, "result": "digits", "count": len(value)})
-        return Digits(value, timed_out=True)
-
-    async def say_digits(self, number: str, *, interruptible: bool = False) -> str | None:
-        for ch in number:
-            self._play_one(f"digit-{ch}")
-        return None
 
     async def set_variable(self, name: str, value: str) -> None:
         self._check_alive()

@@ -3,16 +3,14 @@
 - Every command has a timeout; a dead or silent Asterisk ends the call as a `ChannelError`.
 - ``HANGUP`` notices, ``511`` replies, ``result=-1`` from a key-waiting command and EOF raise
   `CallerHungUp`.
-- Barge-in: prompts play with STREAM FILE and every key as an escape digit; the key that stops a
-  prompt is the first key of the entry, the rest are read with WAIT FOR DIGIT (first-digit and
-  inter-digit timeouts kept apart, which GET DATA cannot do).
+- Keys are collected inside Asterisk with GET DATA (see `ivr.channel.KeyReadingChannel`): the AGI
+  loop discards keys that arrive while no command runs, so one command per entry where it can.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 
 import structlog
 
@@ -24,18 +22,17 @@ from ivr.agi.protocol import (
     ReplyParser,
     Response,
     build_command,
+    get_data_result,
     key_from_result,
     raise_for_reply,
 )
 from ivr.channel import (
-    PROMPT_ID,
+    PROMPT_DIRECTORY,
     CallerHungUp,
     ChannelError,
+    Gathered,
     KeyReadingChannel,
 )
-
-ALL_KEYS = "0123456789*#"
-PROMPT_DIRECTORY = "ivr"
 
 
 class AgiConnection:
@@ -131,33 +128,40 @@ class FastAgiChannel(KeyReadingChannel):
         if reply.result == "-1":
             raise CallerHungUp()
 
-    async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None:
-        escape = ALL_KEYS if interruptible else ""
-        for prompt in prompts:
-            if not PROMPT_ID.fullmatch(prompt):
-                raise ValueError(f"not a prompt id: {prompt!r}")
-            reply = await self.connection.command("STREAM", "FILE", f"{PROMPT_DIRECTORY}/{prompt}", escape)
-            if reply.result == "-1":
-                await self._after_failed_playback(prompt)
-                continue
-            key = key_from_result(reply)
-            self.log.info("prompt", prompt=prompt, interrupted=key is not None)
-            if key is not None:
-                self._pending_key = key
-                return key
-        return None
+    async def _stream(self, prompt: str, escape: str) -> str | None:
+        reply = await self.connection.command("STREAM", "FILE", f"{PROMPT_DIRECTORY}/{prompt}", escape)
+        if reply.result == "-1":
+            await self._after_failed_playback(prompt)
+            return None
+        key = key_from_result(reply)
+        self.log.debug("prompt", prompt=prompt, interrupted=key is not None)
+        return key
+
+    async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:
+        milliseconds = max(1, round(wait * 1000))
+        # GET DATA restarts its timer at every key; the prompt's own length comes on top.
+        limit = self.connection.command_timeout + wait * (max_digits + 1)
+        file = f"{PROMPT_DIRECTORY}/{prompt}" if prompt else ""
+        reply = await self.connection.command(
+            "GET", "DATA", file, str(milliseconds), str(max_digits), time_limit=limit
+        )
+        if reply.result == "-1" and prompt:
+            # -1 is a hangup, or a prompt file Asterisk cannot open: collect without it.
+            await self._after_failed_playback(prompt)
+            return await self._gather(None, wait, max_digits)
+        result = get_data_result(reply)
+        if prompt:
+            self.log.debug("prompt", prompt=prompt, interrupted=bool(result.digits) or not result.timed_out)
+        return Gathered(result.digits, result.timed_out)
 
     async def _after_failed_playback(self, prompt: str) -> None:
-        """STREAM FILE says -1 both for a hangup and for a prompt file it cannot open."""
+        """STREAM FILE and GET DATA say -1 both for a hangup and for a prompt file they cannot open."""
         await self.connection.command("CHANNEL", "STATUS")  # 511 / HANGUP raise CallerHungUp
         self.log.error("prompt_missing", prompt=prompt)
 
-    async def _wait_for_key(self, seconds: float) -> str | None:
-        milliseconds = max(1, round(seconds * 1000))
-        reply = await self.connection.command(
-            "WAIT", "FOR", "DIGIT", str(milliseconds), time_limit=seconds + self.connection.command_timeout
-        )
-        return key_from_result(reply)
+    async def get_variable(self, name: str) -> str | None:
+        reply = await self.connection.command("GET", "VARIABLE", name)
+        return reply.data if reply.result == "1" else None
 
     async def set_variable(self, name: str, value: str) -> None:
         await self.connection.command("SET", "VARIABLE", name, value)

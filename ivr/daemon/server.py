@@ -1,21 +1,34 @@
 """The FastAGI server: one task per connection, each isolated from the others.
 
-A connection first has to send a complete, well-formed AGI environment within
-`AgiSettings.header_timeout_seconds` and `header_max_bytes` (lines are capped too), or it is closed
-without affecting any call. Beyond `max_concurrent_calls` active calls a caller hears `busy`.
+Before anything of a call runs, a connection must
+
+1. come from an allowed peer (`AgiSettings.allowed_peers`, default loopback): others are closed
+   at once;
+2. send a complete, well-formed AGI environment for our route, and
+3. prove it is our Asterisk: the daemon asks ``GET VARIABLE AST_CONFIG(ivr-agi.conf,fastagi,secret)``
+   (a file only Asterisk can read) and compares the answer with its own secret in constant time.
+
+Steps 2 and 3 together must finish within `header_timeout_seconds`. While they run the connection is
+*pending*; when `max_pending_connections` are pending, the oldest is dropped to make room, so
+connections that never finish their environment cannot keep real calls out. A failed connection
+is closed with nothing run, logged (without the secret) and counted in `rejected`. Beyond
+`max_concurrent_calls` active calls a caller hears `busy`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import hmac
+import ipaddress
+import socket
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
 from ivr.agi.protocol import AgiProtocolError
-from ivr.channel import Channel
+from ivr.channel import CallerHungUp, ChannelError
 from ivr.daemon.fastagi import AgiConnection, FastAgiChannel, read_environment
 from ivr.flow.store import CallStore
 from ivr.flow.temporary_password import busy_call, temporary_password_call
@@ -23,24 +36,63 @@ from ivr.settings import AgiSettings, MenuSettings
 
 ROUTE = "temp-password"
 MAX_LINE_BYTES = 4096
+# Asterisk reads the secret from its own configuration (asterisk.conf.d/ivr-agi.conf) without logging
+# it; a dialplan global would be printed at verbose 2 and published as an AMI VarSet event.
+SECRET_VARIABLE = "AST_CONFIG(ivr-agi.conf,fastagi,secret)"
 
-FlowFactory = Callable[[Channel], Awaitable[object]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: list[str]) -> list[Network]:
+    return [ipaddress.ip_network(entry.strip(), strict=False) for entry in entries]
+
+
+def peer_allowed(peer: object, networks: list[Network]) -> bool:
+    """`peer` is a socket's peername: (host, port[, flow, scope]) for TCP."""
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 class FastAgiServer:
-    def __init__(self, agi: AgiSettings, menu: MenuSettings, store: CallStore) -> None:
+    def __init__(
+        self,
+        agi: AgiSettings,
+        menu: MenuSettings,
+        store: CallStore,
+        *,
+        secret: str,
+        sockets: list[socket.socket] | None = None,
+    ) -> None:
+        if not secret:
+            raise ValueError("the FastAGI server needs the shared secret")
         self.agi = agi
         self.menu = menu
         self.store = store
+        self._secret = secret.encode()
+        self._sockets = sockets or []
+        self._networks = parse_networks(agi.allowed_peers)
         self.active_calls = 0
-        self.pending_connections = 0
         self.total_connections = 0
+        self.rejected: Counter[str] = Counter()
+        self._pending: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._server: asyncio.Server | None = None
+        self._extra_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._hash_pool = ThreadPoolExecutor(
             max_workers=max(1, agi.hash_workers), thread_name_prefix="ivr-hash"
         )
         self.log = structlog.get_logger("ivr.daemon")
+
+    @property
+    def pending_connections(self) -> int:
+        return len(self._pending)
 
     @property
     def port(self) -> int:
@@ -49,15 +101,31 @@ class FastAgiServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connection, self.agi.host, self.agi.port, limit=MAX_LINE_BYTES, reuse_address=True
-        )
+        if self._sockets:  # handed over already bound (systemd socket activation)
+            servers = [
+                await asyncio.start_server(self._on_connection, sock=sock, limit=MAX_LINE_BYTES)
+                for sock in self._sockets
+            ]
+            self._server = servers[0]
+            self._extra_servers = servers[1:]
+        else:
+            self._server = await asyncio.start_server(
+                self._on_connection, self.agi.host, self.agi.port, limit=MAX_LINE_BYTES, reuse_address=True
+            )
+            self._extra_servers = []
         self.log.info("fastagi_listening", host=self.agi.host, port=self.port)
+        if self.port >= 1024:
+            self.log.warning(
+                "fastagi_port_unprivileged",
+                port=self.port,
+                hint="any local user can listen on this port while the daemon is down and take calls",
+            )
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting; let calls in progress finish for a while, then cut them."""
-        if self._server is not None:
-            self._server.close()
+        for server in [self._server, *self._extra_servers]:
+            if server is not None:
+                server.close()
         if self._tasks:
             self.log.info("waiting_for_calls", active=len(self._tasks))
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
@@ -76,40 +144,62 @@ class FastAgiServer:
         if task is not None:
             self._tasks.add(task)
         self.total_connections += 1
-        peer = writer.get_extra_info("peername")
         try:
-            await self._serve(reader, writer, peer)
+            await self._serve(reader, writer, task)
         except Exception as exc:  # one connection never takes the server down
-            self.log.error("agi_connection_error", peer=str(peer), error_type=type(exc).__name__)
+            self.log.error("agi_connection_error", error_type=type(exc).__name__)
         finally:
+            if task is not None:
+                self._pending.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), timeout=2)
             if task is not None:
                 self._tasks.discard(task)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object) -> None:
-        if self.pending_connections >= self.agi.max_pending_connections:
-            self.log.warning("agi_connection_rejected", peer=str(peer), reason="too_many_pending")
+    def _reject(self, reason: str, peer: object, **fields: object) -> None:
+        self.rejected[reason] += 1
+        self.log.warning("agi_connection_rejected", reason=reason, peer=str(peer)[:80], **fields)
+
+    def _admit_pending(self, task: asyncio.Task[None] | None, writer: asyncio.StreamWriter) -> None:
+        if task is None:
             return
-        self.pending_connections += 1
+        while len(self._pending) >= self.agi.max_pending_connections:
+            oldest, oldest_writer = next(iter(self._pending.items()))
+            del self._pending[oldest]
+            self._reject("pending_full_oldest_dropped", oldest_writer.get_extra_info("peername"))
+            oldest_writer.transport.abort()
+        self._pending[task] = writer
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None] | None
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        if not peer_allowed(peer, self._networks):
+            self._reject("peer_not_allowed", peer)
+            return
+        self._admit_pending(task, writer)
+        connection = AgiConnection(reader, writer, command_timeout=self.agi.command_timeout_seconds)
         try:
-            env = await asyncio.wait_for(
-                read_environment(reader, max_bytes=self.agi.header_max_bytes),
-                timeout=self.agi.header_timeout_seconds,
-            )
+            async with asyncio.timeout(self.agi.header_timeout_seconds):
+                env = await read_environment(reader, max_bytes=self.agi.header_max_bytes)
+                if env.network_script.strip("/") != ROUTE:
+                    self._reject("unknown_route", peer, route=env.network_script[:64])
+                    return
+                answer = await connection.command("GET", "VARIABLE", SECRET_VARIABLE)
         except TimeoutError:
-            self.log.warning("agi_connection_rejected", peer=str(peer), reason="environment_timeout")
+            self._reject("environment_timeout", peer)
             return
-        except (AgiProtocolError, ConnectionError) as exc:
-            self.log.warning("agi_connection_rejected", peer=str(peer), reason=type(exc).__name__)
+        except (AgiProtocolError, ConnectionError, CallerHungUp, ChannelError) as exc:
+            self._reject(type(exc).__name__, peer)
             return
         finally:
-            self.pending_connections -= 1
-        if env.network_script.strip("/") != ROUTE:
-            self.log.warning("agi_unknown_route", peer=str(peer), route=env.network_script[:64])
+            if task is not None:
+                self._pending.pop(task, None)
+        proof = (answer.data or "").encode() if answer.result == "1" else b""
+        if not hmac.compare_digest(proof, self._secret):
+            self._reject("secret_mismatch", peer)
             return
-        connection = AgiConnection(reader, writer, command_timeout=self.agi.command_timeout_seconds)
         channel = FastAgiChannel(env, connection)
         with structlog.contextvars.bound_contextvars(call_id=channel.call_id):
             if self.active_calls >= self.agi.max_concurrent_calls:

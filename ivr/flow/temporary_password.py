@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 RESULT_VARIABLE = "IVR_RESULT"
 NUMBER_MAX_DIGITS = 15  # longer than any national number, so an overlong entry is seen as wrong
-PASSWORD_MAX_DIGITS = 9  # one more than allowed, so 9 digits are rejected instead of cut to 8
+PASSWORD_DIGITS = 8  # seed 003: the entry ends at the 8th key; keys after it belong to the next step
 
 
 class Outcome(StrEnum):
@@ -108,11 +108,14 @@ class TemporaryPasswordCall:
         menu: MenuSettings,
         clock: Callable[[], datetime] = _utcnow,
         hash_executor: Executor | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.channel = channel
         self.store = store
         self.menu = menu
         self.clock = clock
+        self.monotonic = monotonic
+        self._full_entry_at: float | None = None  # when the last fixed-length entry got its last key
         self.hash_executor = hash_executor  # None: the event loop's default thread pool
         self.log = structlog.get_logger("ivr.call")
         self._decided: Outcome | None = None  # set just before the closing prompt plays
@@ -190,17 +193,17 @@ class TemporaryPasswordCall:
             self._decided = Outcome.CALLER_NOT_ELIGIBLE
             await self._play(["caller-not-eligible"], interruptible=False)
             return Outcome.CALLER_NOT_ELIGIBLE
-        self.log.info(
+        self.log.debug(
             "caller_identified", contract_id=line.contract_id, is_contract_number=line.is_contract_number
         )
 
         # 2. The unit: 1 line, 2 number, 3 admin/user.
         try:
             unit = await self._ask(
-                Step.UNIT, ["choose-unit"], max_digits=1, terminator=None, accept=_unit_key
+                Step.UNIT, ["choose-unit"], max_digits=1, terminator=None, accept=_unit_key, fixed_length=True
             )
             report.unit = unit
-            self.log.info("unit_chosen", unit=unit.value)
+            self.log.debug("unit_chosen", unit=unit.value)
 
             # 2'. The number, ending with #, when the unit needs one.
             entered: str | None = None
@@ -214,23 +217,25 @@ class TemporaryPasswordCall:
                 )
             target = target_number_for(unit, line, entered)
             report.target_number = target
-            self.log.info("target_number", target_number=target)
+            self.log.debug("target_number", target_number=target)
 
             # 3-5. The password, then again to confirm.
             read_back = digit_prompts(target)
             password = await self._ask(
                 Step.PASSWORD,
                 ["set-for-number-prefix", *read_back, "set-for-number-suffix"],
-                max_digits=PASSWORD_MAX_DIGITS,
+                max_digits=PASSWORD_DIGITS,
                 terminator="#",
                 accept=_valid_password,
+                fixed_length=True,
             )
             await self._ask(
                 Step.CONFIRM,
                 ["confirm-password"],
-                max_digits=PASSWORD_MAX_DIGITS,
+                max_digits=PASSWORD_DIGITS,
                 terminator="#",
                 accept=lambda d: _same_password(password, d),
+                fixed_length=True,
             )
         except _TooManyWrong as too_many:
             self.log.info("too_many_wrong", step=too_many.step.value)
@@ -267,35 +272,63 @@ class TemporaryPasswordCall:
         max_digits: int,
         terminator: str | None,
         accept: Callable[[Digits], Awaitable[T | None]],
+        fixed_length: bool = False,
     ) -> T:
-        """Ask until an entry is accepted; the `max_wrong_entries`-th wrong one raises."""
+        """Ask until an entry is accepted; the `max_wrong_entries`-th wrong one raises.
+
+        A fixed-length entry (no terminator) ends at its last key. A lone ``#`` that follows such an
+        entry within `menu.trailing_terminator_seconds` is the caller's habit of ending every entry
+        with ``#``, not an entry of this step: it is dropped, once, and the prompt asked again.
+        After a wrong entry, "wrong-entry" plays to the end (keys left over from the wrong entry
+        are dropped by Asterisk, so they cannot spoil the next try), then the prompts again.
+        """
         self.report.last_step = step
-        current: Sequence[str] = prompts
-        for attempt in range(1, self.menu.max_wrong_entries + 1):
-            asked_at = time.monotonic()
+        attempt = 1
+        forgiven = False
+        while True:
+            asked_at = self.monotonic()
             result = await self.channel.collect_digits(
-                current,
+                prompts,
                 max_digits=max_digits,
                 terminator=terminator,
                 first_digit_timeout=self.menu.first_digit_timeout_seconds,
                 inter_digit_timeout=self.menu.inter_digit_timeout_seconds,
             )
-            self.report.prompts.extend(current)
+            self.report.prompts.extend(prompts)
+            ended_at = self.monotonic()
+            previous_full, self._full_entry_at = self._full_entry_at, None
+            if (
+                not forgiven
+                and isinstance(result, Digits)
+                and result.value == ""
+                and result.terminated
+                and previous_full is not None
+                and ended_at - previous_full <= self.menu.trailing_terminator_seconds
+            ):
+                forgiven = True
+                self.log.info("step_trailing_terminator_dropped", step=step.value, attempt=attempt)
+                continue
+            if fixed_length and isinstance(result, Digits) and len(result.value) == max_digits:
+                self._full_entry_at = ended_at
             value = await accept(result) if isinstance(result, Digits) else None
-            self._log_entry(step, attempt, result, accepted=value is not None, started=asked_at)
+            accepted = value is not None
+            self._log_entry(step, attempt, result, accepted=accepted, started=asked_at, ended=ended_at)
             if value is not None:
                 return value
             self.report.wrong_entries += 1
-            current = ["wrong-entry", *prompts]
-        raise _TooManyWrong(step)
+            if attempt >= self.menu.max_wrong_entries:
+                raise _TooManyWrong(step)
+            attempt += 1
+            self._full_entry_at = None
+            await self._play(["wrong-entry"], interruptible=False)
 
     def _log_entry(
-        self, step: Step, attempt: int, result: CollectResult, *, accepted: bool, started: float
+        self, step: Step, attempt: int, result: CollectResult, *, accepted: bool, started: float, ended: float
     ) -> None:
         fields: dict[str, Any] = {
             "step": step.value,
             "attempt": attempt,
-            "duration_ms": round((time.monotonic() - started) * 1000),
+            "duration_ms": round((ended - started) * 1000),
         }
         if isinstance(result, NoInput):
             fields["result"] = "no_input"
@@ -401,10 +434,11 @@ async def temporary_password_call(
     menu: MenuSettings,
     clock: Callable[[], datetime] = _utcnow,
     hash_executor: Executor | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> CallReport:
     """The temporary-password line, start to end, on one channel."""
     return await TemporaryPasswordCall(
-        channel, store=store, menu=menu, clock=clock, hash_executor=hash_executor
+        channel, store=store, menu=menu, clock=clock, hash_executor=hash_executor, monotonic=monotonic
     ).run()
 
 

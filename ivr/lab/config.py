@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ivr.settings import PROJECT_ROOT, Settings
+from ivr.settings import PROJECT_ROOT, Settings, agi_secret
 
 CONFIG_DIR = PROJECT_ROOT / "asterisk.conf.d"
 DIALPLAN_DIR = PROJECT_ROOT / "dialplan"
@@ -75,6 +75,7 @@ def placeholder_values(
         "AGI_PORT": str(agi_ports[0]),
         "AGI_FALLBACK_PORT": str(agi_ports[1]),
         "MAX_CALL_SECONDS": str(lab.max_call_seconds),
+        "AGI_SECRET": agi_secret(settings),
     }
 
 

@@ -16,12 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import CallRecord, Credential
-from ivr.daemon.server import FastAgiServer
+from ivr.agi.protocol import build_command
+from ivr.daemon.server import SECRET_VARIABLE, FastAgiServer, parse_networks, peer_allowed
 from ivr.flow.store import SqlCallStore
 from ivr.settings import AgiSettings, MenuSettings
 
 PASSWORD = "40719352"
-PAUSE = None  # the caller stops typing: WAIT FOR DIGIT times out
+PAUSE = None  # the caller stops typing: the collection in progress times out
+SECRET = "s3cret-shared-with-asterisk-only-0123456789"
+SECRET_COMMAND = build_command("GET", "VARIABLE", SECRET_VARIABLE).decode().rstrip("\n")
 
 
 def environment(
@@ -45,15 +48,38 @@ def environment(
 
 @dataclass
 class FakeAsterisk:
-    """Answers the daemon's commands like res_agi would, for one call."""
+    """Answers the daemon's commands like res_agi would, for one call.
+
+    `keys` is what the caller types, in order; `PAUSE` is the caller stopping (a GET DATA or WAIT
+    FOR DIGIT in progress times out there). GET DATA collects as ``ast_app_getdata_full`` does: keys
+    up to the maximum, ``#`` ends it (not included), a pause ends it with ``(timeout)``.
+    """
 
     keys: list[str | None]
+    secret: str | None = SECRET
     missing_prompts: set[str] = field(default_factory=set)
     hang_up_on: Callable[[str], bool] | None = None
     stall_on: Callable[[str], bool] | None = None
     commands: list[str] = field(default_factory=list)
     dead: bool = False
     released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _get_data(self, words: list[str]) -> str:
+        name = words[2].strip('"')
+        if name and name.removeprefix("ivr/") in self.missing_prompts:
+            return "200 result=-1"
+        maximum = int(words[4]) if len(words) > 4 else 1024
+        got = ""
+        while self.keys:
+            key = self.keys.pop(0)
+            if key is None:
+                return f"200 result={got} (timeout)"
+            if key == "#":
+                return f"200 result={got}"
+            got += key
+            if len(got) >= maximum:
+                return f"200 result={got}"
+        return f"200 result={got} (timeout)"
 
     def reply(self, command: str) -> list[str]:
         if self.dead:
@@ -63,6 +89,12 @@ class FakeAsterisk:
             return ["200 result=-1 endpos=0", "HANGUP"]
         words = command.split()
         verb = " ".join(words[:2]).upper()
+        if verb == "GET VARIABLE":
+            if words[2].strip('"') == SECRET_VARIABLE and self.secret is not None:
+                return [f"200 result=1 ({self.secret})"]
+            return ["200 result=0"]
+        if verb == "GET DATA":
+            return [self._get_data(words)]
         if verb == "STREAM FILE":
             name = words[2]
             if name.removeprefix("ivr/") in self.missing_prompts:
@@ -87,7 +119,10 @@ class FakeAsterisk:
         await writer.drain()
         try:
             while True:
-                line = await asyncio.wait_for(reader.readline(), timeout=10)
+                try:
+                    line = await asyncio.wait_for(reader.readline(), timeout=10)
+                except ConnectionResetError:  # closed with our environment unread
+                    return
                 if not line:
                     return
                 command = line.decode().rstrip("\n")
@@ -102,8 +137,19 @@ class FakeAsterisk:
             writer.close()
 
     @property
+    def call_commands(self) -> list[str]:
+        """The commands after the secret was proven."""
+        return [c for c in self.commands if c != SECRET_COMMAND]
+
+    @property
     def prompts(self) -> list[str]:
-        return [c.split()[2].removeprefix("ivr/") for c in self.commands if c.startswith("STREAM FILE")]
+        """Prompt files played (STREAM FILE, and GET DATA with a file)."""
+        played = []
+        for c in self.commands:
+            words = c.split()
+            if c.startswith("STREAM FILE") or (c.startswith("GET DATA") and words[2] != '""'):
+                played.append(words[2].removeprefix("ivr/"))
+        return played
 
 
 @pytest.fixture
@@ -116,10 +162,18 @@ async def server(call_store: SqlCallStore, menu_settings: MenuSettings) -> FastA
         command_timeout_seconds=1.0,
         max_concurrent_calls=5,
     )
-    srv = FastAgiServer(agi, menu_settings, call_store)
+    srv = FastAgiServer(agi, menu_settings, call_store, secret=SECRET)
     await srv.start()
     yield srv  # type: ignore[misc]
     await srv.stop(grace_seconds=1)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
 
 
 def record(sessions: sessionmaker[Session], call_id: str) -> CallRecord | None:
@@ -144,12 +198,18 @@ async def wait_for_record(sessions: sessionmaker[Session], call_id: str) -> Call
 async def test_a_whole_call_with_barge_in(
     server: FastAgiServer, voice_sessions: sessionmaker[Session]
 ) -> None:
-    asterisk = FakeAsterisk(keys=["1", *PASSWORD, PAUSE, *PASSWORD, PAUSE])
+    # a caller who knows the menu: everything typed ahead, no # anywhere
+    asterisk = FakeAsterisk(keys=["1", *PASSWORD, *PASSWORD])
     await asterisk.call(server.port)
-    assert asterisk.commands[0] == "ANSWER"
-    # "1" interrupted choose-unit; "4" interrupted the first prompt of the password step
+    assert asterisk.commands[0] == SECRET_COMMAND
+    assert asterisk.call_commands[0] == "ANSWER"
+    # "1" was collected by the GET DATA that played choose-unit; "4" interrupted the first prompt
+    # of the password step, and one GET DATA without a prompt took the other 7 keys
+    assert asterisk.call_commands[1] == "GET DATA ivr/choose-unit 300 1"
     assert asterisk.prompts[:2] == ["choose-unit", "set-for-number-prefix"]
     assert "set-for-number-suffix" not in asterisk.prompts
+    assert 'GET DATA "" 300 7' in asterisk.call_commands
+    assert not any(c.startswith("WAIT FOR DIGIT") for c in asterisk.commands)
     assert asterisk.prompts[-12:] == [
         "set-for-number-prefix",
         *[f"digit-{d}" for d in "0300001111"],
@@ -166,15 +226,10 @@ async def test_a_whole_call_with_barge_in(
 async def test_hangup_notice_mid_entry_ends_the_call_with_nothing_written(
     server: FastAgiServer, voice_sessions: sessionmaker[Session]
 ) -> None:
-    waits = {"n": 0}
+    def password_entry(command: str) -> bool:
+        return command.startswith('GET DATA "" ')  # after the first key of the password
 
-    def fifth_wait(command: str) -> bool:
-        if command.startswith("WAIT FOR DIGIT"):
-            waits["n"] += 1
-            return waits["n"] == 5
-        return False
-
-    asterisk = FakeAsterisk(keys=["1", *PASSWORD, PAUSE], hang_up_on=fifth_wait)
+    asterisk = FakeAsterisk(keys=["1", *PASSWORD, PAUSE], hang_up_on=password_entry)
     await asterisk.call(server.port)
     assert "EXEC Hangup 16" not in asterisk.commands
     rec = await wait_for_record(voice_sessions, "1700000000.7")
@@ -197,7 +252,7 @@ async def test_missing_prompt_is_skipped_and_the_call_goes_on(
 async def test_silent_asterisk_times_out_as_a_system_error(
     server: FastAgiServer, voice_sessions: sessionmaker[Session]
 ) -> None:
-    asterisk = FakeAsterisk(keys=[], stall_on=lambda c: c.startswith("STREAM FILE ivr/choose-unit"))
+    asterisk = FakeAsterisk(keys=[], stall_on=lambda c: c.startswith("GET DATA ivr/choose-unit"))
     task = asyncio.create_task(asterisk.call(server.port))
     rec = await wait_for_record(voice_sessions, "1700000000.7")
     assert (rec.outcome, rec.last_step) == ("system_error", "unit")
@@ -278,10 +333,10 @@ async def test_beyond_the_concurrency_cap_callers_hear_busy(
     call_store: SqlCallStore, menu_settings: MenuSettings, voice_sessions: sessionmaker[Session]
 ) -> None:
     agi = AgiSettings(host="127.0.0.1", port=0, max_concurrent_calls=1, command_timeout_seconds=5)
-    srv = FastAgiServer(agi, menu_settings, call_store)
+    srv = FastAgiServer(agi, menu_settings, call_store, secret=SECRET)
     await srv.start()
     try:
-        holder = FakeAsterisk(keys=[], stall_on=lambda c: c.startswith("STREAM FILE ivr/choose-unit"))
+        holder = FakeAsterisk(keys=[], stall_on=lambda c: c.startswith("GET DATA ivr/choose-unit"))
         holding = asyncio.create_task(holder.call(srv.port, environment(uniqueid="hold.1")))
         for _ in range(50):
             if srv.active_calls == 1:
@@ -308,26 +363,104 @@ async def test_call_id_is_bound_to_every_line_of_the_call(
     assert PASSWORD not in repr(logs)
 
 
-async def test_connections_stuck_before_their_environment_are_capped(
+async def test_slow_connections_never_keep_a_real_call_out(
     call_store: SqlCallStore, menu_settings: MenuSettings, voice_sessions: sessionmaker[Session]
 ) -> None:
-    agi = AgiSettings(host="127.0.0.1", port=0, header_timeout_seconds=3, max_pending_connections=3)
-    srv = FastAgiServer(agi, menu_settings, call_store)
+    # 20 connections that never finish their environment fill the 5 pending slots many times over;
+    # each new connection drops the oldest pending one, and real calls still get through.
+    agi = AgiSettings(host="127.0.0.1", port=0, header_timeout_seconds=30, max_pending_connections=5)
+    srv = FastAgiServer(agi, menu_settings, call_store, secret=SECRET)
     await srv.start()
     try:
-        stuck = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(3)]
+        stuck = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(20)]
         for _reader, writer in stuck:
             writer.write(b"agi_network: yes\n")
             await writer.drain()
-        await asyncio.sleep(0.2)
-        assert srv.pending_connections == 3
-        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-        assert await asyncio.wait_for(reader.read(), timeout=2) == b""  # refused at once
-        writer.close()
+        await eventually(lambda: srv.rejected["pending_full_oldest_dropped"] == 15)
+        assert srv.pending_connections == 5
+        # the oldest were closed by the daemon (EOF), the newest still wait
+        assert await asyncio.wait_for(stuck[0][0].read(), timeout=2) == b""
+        await asyncio.gather(
+            *(_good_call_succeeds(srv.port, f"1700000000.{20 + n}", voice_sessions) for n in range(3))
+        )
         for _reader, stuck_writer in stuck:
             stuck_writer.close()
-        await asyncio.sleep(0.2)
-        assert srv.pending_connections == 0
-        await _good_call_succeeds(srv.port, "1700000000.12", voice_sessions)
     finally:
         await srv.stop(grace_seconds=0.5)
+
+
+async def test_pending_connections_are_closed_at_the_deadline(
+    call_store: SqlCallStore, menu_settings: MenuSettings
+) -> None:
+    agi = AgiSettings(host="127.0.0.1", port=0, header_timeout_seconds=0.3)
+    srv = FastAgiServer(agi, menu_settings, call_store, secret=SECRET)
+    await srv.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"agi_network: yes\n")  # and nothing more
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), timeout=3) == b""
+        assert srv.rejected["environment_timeout"] == 1
+        writer.close()
+    finally:
+        await srv.stop(grace_seconds=0.5)
+
+
+@pytest.mark.parametrize("answer", [None, "wrong-secret-of-the-right-shape-0000000000", SECRET[:-1], ""])
+async def test_a_peer_without_the_secret_sets_nothing(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session], answer: str | None
+) -> None:
+    impostor = FakeAsterisk(keys=["1", *PASSWORD, *PASSWORD], secret=answer)
+    with structlog.testing.capture_logs() as logs:
+        await impostor.call(server.port, environment(uniqueid="impostor.1"))
+    assert impostor.commands == [SECRET_COMMAND]  # nothing else was run
+    assert record(voice_sessions, "impostor.1") is None
+    assert credentials(voice_sessions) == []
+    assert server.rejected["secret_mismatch"] == 1
+    assert any(e.get("reason") == "secret_mismatch" for e in logs)
+    assert SECRET not in repr(logs)
+
+
+async def test_a_peer_that_never_answers_the_secret_question_is_dropped(
+    server: FastAgiServer, voice_sessions: sessionmaker[Session]
+) -> None:
+    silent = FakeAsterisk(keys=[], stall_on=lambda c: c.startswith("GET VARIABLE"))
+    task = asyncio.create_task(silent.call(server.port, environment(uniqueid="silent.1")))
+    await eventually(lambda: server.rejected["environment_timeout"] == 1)
+    silent.released.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert record(voice_sessions, "silent.1") is None
+
+
+async def test_peers_outside_the_allow_list_are_closed_before_anything(
+    call_store: SqlCallStore, menu_settings: MenuSettings, voice_sessions: sessionmaker[Session]
+) -> None:
+    agi = AgiSettings(host="127.0.0.1", port=0, allowed_peers=["192.0.2.10", "10.0.0.0/8"])
+    srv = FastAgiServer(agi, menu_settings, call_store, secret=SECRET)
+    await srv.start()
+    try:
+        asterisk = FakeAsterisk(keys=["1", *PASSWORD, *PASSWORD])
+        await asterisk.call(srv.port, environment(uniqueid="outside.1"))
+        assert asterisk.commands == []
+        assert srv.rejected["peer_not_allowed"] == 1
+        assert record(voice_sessions, "outside.1") is None
+    finally:
+        await srv.stop(grace_seconds=0.5)
+
+
+def test_peer_allow_list_matching() -> None:
+    networks = parse_networks(["127.0.0.1/32", "::1/128", "192.0.2.0/24"])
+    assert peer_allowed(("127.0.0.1", 40000), networks)
+    assert peer_allowed(("::1", 40000, 0, 0), networks)
+    assert peer_allowed(("::ffff:192.0.2.7", 40000, 0, 0), networks)
+    assert not peer_allowed(("127.0.0.2", 40000), networks)
+    assert not peer_allowed(("198.51.100.1", 40000), networks)
+    assert not peer_allowed(None, networks)
+    assert not peer_allowed(("not-an-address", 1), networks)
+
+
+async def test_a_server_without_a_secret_cannot_be_built(
+    call_store: SqlCallStore, menu_settings: MenuSettings
+) -> None:
+    with pytest.raises(ValueError):
+        FastAgiServer(AgiSettings(port=0), menu_settings, call_store, secret="")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.enums import AuthUnit, CredentialKind
 from core.models import CallRecord, Contract, Credential, PhoneNumber
 from core.secrets import SecretHasher
-from ivr.daemon.fake import HANG_UP, NO_INPUT, FakeChannel, HangUpAfter, ScriptItem
+from ivr.daemon.fake import HANG_UP, NO_INPUT, PROMPT_SECONDS, FakeChannel, HangUpAfter, ScriptItem
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import CallReport, Outcome, busy_call, temporary_password_call
 from ivr.settings import MenuSettings
@@ -44,7 +44,7 @@ async def call(
     **kwargs: Any,
 ) -> tuple[FakeChannel, CallReport]:
     channel = FakeChannel(script, caller=caller, **kwargs)
-    report = await temporary_password_call(channel, store=store, menu=menu)
+    report = await temporary_password_call(channel, store=store, menu=menu, monotonic=channel.clock)
     return channel, report
 
 
@@ -253,19 +253,17 @@ async def test_unit3_from_an_additional_number_does_not_ask_for_the_number(
 # ---------------------------------------------------------------- password rules
 
 
-async def test_password_of_7_then_9_digits_then_a_good_one(
+async def test_password_of_7_digits_is_wrong_after_the_inter_digit_timeout(
     call_store: SqlCallStore,
     menu_settings: MenuSettings,
     voice_sessions: sessionmaker[Session],
     test_hasher: SecretHasher,
 ) -> None:
-    channel, report = await call(call_store, menu_settings, ["1", "1234567", "123456789", PASSWORD, PASSWORD])
+    channel, report = await call(call_store, menu_settings, ["1", "1234567", PASSWORD, PASSWORD])
     assert report.outcome is Outcome.COMPLETED
-    assert report.wrong_entries == 2
+    assert report.wrong_entries == 1
     assert channel.prompts == [
         "choose-unit",
-        *password_prompts("0300001111"),
-        "wrong-entry",
         *password_prompts("0300001111"),
         "wrong-entry",
         *password_prompts("0300001111"),
@@ -275,12 +273,63 @@ async def test_password_of_7_then_9_digits_then_a_good_one(
     assert_password_stored(voice_sessions, test_hasher, "0300001111")
 
 
+async def test_password_entry_ends_at_the_8th_key_and_a_9th_key_is_the_confirmations_first(
+    call_store: SqlCallStore,
+    menu_settings: MenuSettings,
+    voice_sessions: sessionmaker[Session],
+    test_hasher: SecretHasher,
+) -> None:
+    # 9 keys: the first 8 are the password at once; the 9th starts the confirmation, which is then
+    # wrong; the key left over from it is swallowed by "wrong-entry", and the caller tries again.
+    channel, report = await call(call_store, menu_settings, ["1", "123456789", "12345678", "12345678"])
+    assert report.outcome is Outcome.COMPLETED
+    assert report.wrong_entries == 1
+    assert channel.prompts[-len(completed_prompts("0300001111")) - 2 :] == [
+        "wrong-entry",
+        "confirm-password",
+        *completed_prompts("0300001111"),
+    ]
+    assert "confirm-password" not in channel.prompts[: channel.prompts.index("wrong-entry")]  # barged in
+    assert_password_stored(voice_sessions, test_hasher, "0300001111", "12345678")
+
+
 async def test_password_with_star_or_empty_hash_is_wrong(
     call_store: SqlCallStore, menu_settings: MenuSettings
 ) -> None:
-    _channel, report = await call(call_store, menu_settings, ["1", "1234*678", "#", PASSWORD + "#", PASSWORD])
+    _channel, report = await call(call_store, menu_settings, ["1", "1234*678", "#", PASSWORD, PASSWORD])
     assert report.outcome is Outcome.COMPLETED
     assert report.wrong_entries == 2
+
+
+async def test_a_hash_right_after_a_full_entry_is_dropped_once_not_counted(
+    call_store: SqlCallStore, menu_settings: MenuSettings
+) -> None:
+    # callers used to ending every entry with # (the number step asks for it)
+    channel, report = await call(call_store, menu_settings, ["1#", PASSWORD + "#", PASSWORD + "#"])
+    assert report.outcome is Outcome.COMPLETED
+    assert report.wrong_entries == 0
+    assert "wrong-entry" not in channel.prompts
+
+
+async def test_a_type_ahead_caller_without_hash_never_waits(
+    call_store: SqlCallStore, menu_settings: MenuSettings
+) -> None:
+    # all typed at the first prompt: every entry ends at its last key, no prompt after the first is
+    # heard until the farewell, and nothing waits for a timeout
+    channel, report = await call(call_store, menu_settings, ["1" + PASSWORD + PASSWORD])
+    assert report.outcome is Outcome.COMPLETED
+    assert all(not c["timed_out"] for c in channel.collects)
+    assert channel.prompts == ["choose-unit", *completed_prompts("0300001111")]
+    assert channel.now == pytest.approx(PROMPT_SECONDS * len(channel.prompts))
+
+
+async def test_each_entry_is_one_collection_inside_asterisk(
+    call_store: SqlCallStore, menu_settings: MenuSettings
+) -> None:
+    # unit, password, confirmation: one GET DATA each (keys between commands would be lost)
+    channel, report = await call(call_store, menu_settings, ["1", PASSWORD, PASSWORD])
+    assert report.outcome is Outcome.COMPLETED
+    assert [c["max"] for c in channel.collects] == [1, 8, 8]
 
 
 async def test_confirmation_mismatch_then_success(
