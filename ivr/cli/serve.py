@@ -10,13 +10,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
-from ivr.settings import Settings
+from ivr.settings import SecretError, Settings, agi_secret
+
+SD_LISTEN_FDS_START = 3
+
+
+def inherited_sockets(environ: Mapping[str, str]) -> list[socket.socket]:
+    """Listening sockets handed over by systemd socket activation (``LISTEN_FDS``, ``LISTEN_PID``):
+    systemd holds the privileged port even while the daemon restarts."""
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(environ.get("LISTEN_FDS", "0") or 0)
+    return [socket.socket(fileno=SD_LISTEN_FDS_START + i) for i in range(count)]
+
+
+def drop_privileges(user: str) -> None:
+    """After binding the privileged port as root, run as `user` (no way back)."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    if os.getuid() == 0 and entry.pw_uid != 0:
+        raise OSError("could not drop root privileges")
 
 
 def register(subparsers: Any) -> None:
@@ -36,13 +62,15 @@ def register(subparsers: Any) -> None:
 
 
 def _store(settings: Settings) -> Any:
-    from core.db import make_engine, make_session_factory, schema_is_current
+    from core.db import make_engine, make_read_session_factory, make_session_factory, schema_is_current
     from ivr.flow.store import SqlCallStore
 
     engine = make_engine(settings.effective_database_url)
     if not schema_is_current(engine):
         raise SystemExit("ivr: the database schema is not current; run `ivr db upgrade` first")
-    return SqlCallStore(make_session_factory(engine))
+    # Lookups on read-only sessions; call records written at once here (classic `ivr agi`, stamped
+    # with no node) until `_serve` attaches its batching writer.
+    return SqlCallStore(make_session_factory(engine), read_session_factory=make_read_session_factory(engine))
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -70,12 +98,28 @@ async def _serve(settings: Settings, agi_settings: Any, store: Any, *, ami: bool
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    server = FastAgiServer(agi_settings, settings.menu, store)
+    from ivr.flow.records import attach_records_writer
+
+    records = attach_records_writer(store, agi_settings)  # call records queued, one writer thread
+    try:
+        secret = agi_secret(settings)
+    except (OSError, SecretError) as exc:
+        log.error("fastagi_no_secret", error=str(exc))
+        return 1
+    server = FastAgiServer(
+        agi_settings, settings.menu, store, secret=secret, sockets=inherited_sockets(os.environ)
+    )
     try:
         await server.start()
+        if agi_settings.run_as_user:
+            drop_privileges(agi_settings.run_as_user)
     except OSError as exc:
         log.error("fastagi_cannot_listen", host=agi_settings.host, port=agi_settings.port, error=str(exc))
+        if records is not None:
+            await asyncio.to_thread(records.close)
         return 1
+    if records is not None:  # listening proves no live daemon has our node id: close its leftovers
+        await asyncio.to_thread(records.start)
     listener = AmiListener(settings.ami) if ami else None
     if listener is not None:
         await listener.start()
@@ -88,6 +132,8 @@ async def _serve(settings: Settings, agi_settings: Any, store: Any, *, ami: bool
     await stop.wait()
     log.info("daemon_stopping")
     await server.stop(grace_seconds=grace)
+    if records is not None:
+        await asyncio.to_thread(records.close)  # every queued call record written before exit
     if listener is not None:
         with contextlib.suppress(Exception):
             await listener.stop()
