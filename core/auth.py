@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit import record_event
 from core.directory import contract_number_list, find_number, number_row_on_contract
@@ -45,6 +45,7 @@ from core.rules import (
 from core.secrets import SecretHasher, default_hasher
 
 __all__ = [
+    "AttemptTicket",
     "CurrentPasswordWrong",
     "LoginResult",
     "PasswordRuleError",
@@ -53,12 +54,16 @@ __all__ = [
     "authenticate",
     "change_password",
     "change_unit",
+    "check_attempt",
     "confirmation_id_violations",
     "confirmation_password_violations",
     "credential_state_for",
     "identity_for",
+    "log_in",
     "login_scope",
     "password_rule_violations",
+    "reserve_attempt",
+    "settle_attempt",
     "unit_change_password_numbers",
 ]
 
@@ -156,20 +161,21 @@ def _fresh_credential(session: Session, phone_number_id: int) -> Credential | No
     ).one_or_none()
 
 
-def _checked_verify(
-    session: Session,
-    *,
-    credential: Credential,
-    password: str,
-    now: datetime,
-    policy: PolicyLike,
-    hasher: SecretHasher,
-) -> tuple[LoginStatus, int]:
-    """Reserve an attempt, check, settle the counter. Returns (status, remaining attempts).
+@dataclass(frozen=True)
+class AttemptTicket:
+    """What a reserved attempt needs after its transaction committed (no ORM object, no session)."""
 
-    Status ``ok``, ``wrong`` or ``locked`` (this attempt used the last try, or none was left).
-    Does not look at expiry: callers decide that before spending an attempt.
-    """
+    credential_id: int
+    generation: int
+    stored_hash: str
+    limit: int
+    reserved: int  # the failure count this attempt holds (1..limit)
+
+
+def reserve_attempt(session: Session, *, credential: Credential, policy: PolicyLike) -> AttemptTicket | None:
+    """Reserve one try: ``failures = failures + 1`` where tries are left, atomically (one UPDATE …
+    RETURNING). None: no try left (locked). Commit before checking the password: the check runs
+    outside any transaction (:func:`settle_attempt` records its result)."""
     limit = max_failures(credential.kind, policy)
     generation = credential.generation
     stored_hash = credential.secret_hash
@@ -185,62 +191,111 @@ def _checked_verify(
         .returning(Credential.failures)
         .execution_options(synchronize_session=False)
     ).scalar_one_or_none()
-    if reserved is None:
+    credential_id = credential.id
+    if credential in session:
         session.expire(credential)
-        return "locked", 0
+    if reserved is None:
+        return None
+    return AttemptTicket(credential_id, generation, stored_hash, limit, int(reserved))
 
-    if hasher.verify(stored_hash, password):
+
+def check_attempt(ticket: AttemptTicket, password: str, hasher: SecretHasher) -> tuple[bool, str | None]:
+    """The argon2 check of a reserved attempt, and a new hash when the stored one needs rehashing.
+    Slow: run it with no transaction open."""
+    if not hasher.verify(ticket.stored_hash, password):
+        return False, None
+    return True, hasher.hash(password) if hasher.needs_rehash(ticket.stored_hash) else None
+
+
+def settle_attempt(
+    session: Session, ticket: AttemptTicket, *, ok: bool, now: datetime, new_hash: str | None = None
+) -> tuple[LoginStatus, int]:
+    """Record a checked attempt. ``ok``: the counter goes back to 0 (the reservation released) and
+    the rehash, if any, replaces the hash it was checked against; wrong with the last try: the
+    credential is invalidated. All guarded by the generation (a password set meanwhile wins).
+    Returns (status, remaining attempts)."""
+    if ok:
         values: dict[str, object] = {"failures": 0, "last_success_at": now}
-        if hasher.needs_rehash(stored_hash):
-            values["secret_hash"] = hasher.hash(password)
         session.execute(
             update(Credential)
-            .where(Credential.id == credential.id, Credential.generation == generation)
+            .where(Credential.id == ticket.credential_id, Credential.generation == ticket.generation)
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        session.expire(credential)
-        return "ok", limit
-
-    if reserved >= limit:
+        if new_hash is not None:
+            session.execute(
+                update(Credential)
+                .where(
+                    Credential.id == ticket.credential_id,
+                    Credential.generation == ticket.generation,
+                    Credential.secret_hash == ticket.stored_hash,
+                )
+                .values(secret_hash=new_hash)
+                .execution_options(synchronize_session=False)
+            )
+        return "ok", ticket.limit
+    if ticket.reserved >= ticket.limit:
         session.execute(
             update(Credential)
             .where(
-                Credential.id == credential.id,
-                Credential.generation == generation,
+                Credential.id == ticket.credential_id,
+                Credential.generation == ticket.generation,
                 Credential.invalidated_at.is_(None),
             )
             .values(invalidated_at=now)
             .execution_options(synchronize_session=False)
         )
-        session.expire(credential)
         return "locked", 0
-    session.expire(credential)
-    return "wrong", limit - reserved
+    return "wrong", ticket.limit - ticket.reserved
 
 
-def authenticate(
+def _checked_verify(
     session: Session,
     *,
-    number: str,
+    credential: Credential,
     password: str,
     now: datetime,
-    policy: PolicyLike = DEFAULT_POLICY,
-    hasher: SecretHasher | None = None,
-    channel: Channel | str = Channel.WEB,
-) -> LoginResult:
-    """Check a login (number + password) and count it.
+    policy: PolicyLike,
+    hasher: SecretHasher,
+) -> tuple[LoginStatus, int]:
+    """Reserve, check, settle in the caller's one transaction. Returns (status, remaining attempts).
 
-    - ``wrong``: unknown number, no credential, or a wrong password (one try used; the unknown
-      cases spend the time of a real check on a dummy hash).
-    - ``locked``: the credential is invalidated (3 / 10 consecutive wrong tries; the attempt that
-      uses the last try already reports ``locked``). Recover by setting a temporary password by phone.
-    - ``expired``: a temporary password past its 24 h; no try is spent.
-    - ``ok``: ``must_change_password`` when the password is temporary (``change_reason="temporary"``)
-      or past the configured maximum age (``"expired"``); the failure count is back to 0.
-    Does NOT commit: commit whatever the result, the counter is part of it.
+    Status ``ok``, ``wrong`` or ``locked`` (this attempt used the last try, or none was left).
+    Does not look at expiry: callers decide that before spending an attempt. The check runs inside
+    the caller's transaction (on SQLite: the write lock is held across it): services use the
+    step-wise :func:`log_in` instead.
     """
-    hasher = hasher or default_hasher()
+    ticket = reserve_attempt(session, credential=credential, policy=policy)
+    if ticket is None:
+        return "locked", 0
+    ok, new_hash = check_attempt(ticket, password, hasher)
+    status = settle_attempt(session, ticket, ok=ok, now=now, new_hash=new_hash)
+    session.expire(credential)
+    return status
+
+
+@dataclass
+class _LoginView:
+    """What a login reads before it spends a try."""
+
+    audit_number: str | None
+    identity: Identity | None
+    credential: Credential | None
+    state: CredentialState | None
+    otp: OtpSettings | None
+
+    @property
+    def base(self) -> dict[str, Any]:
+        assert self.identity is not None and self.credential is not None
+        return {
+            "identity_number": self.identity.login_number,
+            "contract_id": self.identity.contract.id,
+            "unit": self.identity.contract.auth_unit,
+            "credential_kind": self.credential.kind,
+        }
+
+
+def _read_login(session: Session, number: str, now: datetime, policy: PolicyLike) -> _LoginView:
     try:
         audit_number: str | None = normalize_number(number)
     except InvalidPhoneNumber:
@@ -248,28 +303,33 @@ def authenticate(
     identity = identity_for(session, number)
     credential = _fresh_credential(session, identity.phone.id) if identity else None
     if identity is None or credential is None:
-        hasher.dummy_verify(password)
+        return _LoginView(audit_number, identity, None, None, None)
+    otp = session.scalars(
+        select(OtpSettings).where(OtpSettings.phone_number_id == identity.phone.id)
+    ).one_or_none()
+    return _LoginView(audit_number, identity, credential, credential_state(credential, now, policy), otp)
+
+
+def _login_before_check(
+    session: Session, view: _LoginView, *, now: datetime, channel: Channel | str
+) -> LoginResult | None:
+    """Audit and answer the logins that spend no try (unknown, invalidated, expired); None: go on.
+    Unknown identities must have spent the dummy check's time already."""
+    if view.identity is None or view.credential is None:
+        identity = view.identity
         record_event(
             session,
             event=AuditEventType.LOGIN_FAILURE,
             at=now,
             channel=channel,
             outcome="wrong",
-            number=audit_number,
+            number=view.audit_number,
             contract_id=identity.contract.id if identity else None,
             detail="unknown_identity" if identity is None else "no_credential",
         )
         return LoginResult(status="wrong")
-
-    contract = identity.contract
-    base = {
-        "identity_number": identity.login_number,
-        "contract_id": contract.id,
-        "unit": contract.auth_unit,
-        "credential_kind": credential.kind,
-    }
-    state = credential_state(credential, now, policy)
-    if state is CredentialState.INVALIDATED:
+    identity, credential = view.identity, view.credential
+    if view.state is CredentialState.INVALIDATED:
         record_event(
             session,
             event=AuditEventType.LOGIN_FAILURE,
@@ -277,11 +337,11 @@ def authenticate(
             channel=channel,
             outcome="locked",
             number=identity.login_number,
-            contract_id=contract.id,
+            contract_id=identity.contract.id,
             detail=f"kind={credential.kind}",
         )
-        return LoginResult(status="locked", remaining_attempts=0, **base)  # type: ignore[arg-type]
-    if state is CredentialState.EXPIRED:
+        return LoginResult(status="locked", remaining_attempts=0, **view.base)
+    if view.state is CredentialState.EXPIRED:
         record_event(
             session,
             event=AuditEventType.LOGIN_FAILURE,
@@ -289,15 +349,28 @@ def authenticate(
             channel=channel,
             outcome="expired",
             number=identity.login_number,
-            contract_id=contract.id,
+            contract_id=identity.contract.id,
             detail="temporary_expired",
         )
-        return LoginResult(status="expired", **base)  # type: ignore[arg-type]
+        return LoginResult(status="expired", **view.base)
+    return None
 
+
+def _login_after_check(
+    session: Session,
+    view: _LoginView,
+    status: LoginStatus,
+    remaining: int,
+    *,
+    now: datetime,
+    policy: PolicyLike,
+    channel: Channel | str,
+) -> LoginResult:
+    """Audit a checked (or refused for want of tries) login and build its result."""
+    assert view.identity is not None and view.credential is not None
+    identity, credential = view.identity, view.credential
+    contract = identity.contract
     kind = credential.kind
-    status, remaining = _checked_verify(
-        session, credential=credential, password=password, now=now, policy=policy, hasher=hasher
-    )
     if status != "ok":
         record_event(
             session,
@@ -320,15 +393,13 @@ def authenticate(
                 contract_id=contract.id,
                 detail=f"kind={kind}",
             )
-        return LoginResult(status=status, remaining_attempts=remaining, **base)  # type: ignore[arg-type]
+        return LoginResult(status=status, remaining_attempts=remaining, **view.base)
 
     change = must_change_password(credential, now, policy)
     reason: Literal["temporary", "expired"] | None = None
     if change:
         reason = "temporary" if kind is CredentialKind.TEMPORARY else "expired"
-    otp = session.scalars(
-        select(OtpSettings).where(OtpSettings.phone_number_id == identity.phone.id)
-    ).one_or_none()
+    otp = view.otp
     record_event(
         session,
         event=AuditEventType.LOGIN_SUCCESS,
@@ -347,8 +418,96 @@ def authenticate(
         remaining_attempts=remaining,
         otp_usage=otp.usage if otp else OtpUsage.UNDECIDED,
         otp_registered=bool(otp and otp.registered_at and otp.mail_address),
-        **base,  # type: ignore[arg-type]
+        **view.base,
     )
+
+
+def authenticate(
+    session: Session,
+    *,
+    number: str,
+    password: str,
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    hasher: SecretHasher | None = None,
+    channel: Channel | str = Channel.WEB,
+) -> LoginResult:
+    """Check a login (number + password) and count it, all in the caller's one transaction.
+
+    - ``wrong``: unknown number, no credential, or a wrong password (one try used; the unknown
+      cases spend the time of a real check on a dummy hash).
+    - ``locked``: the credential is invalidated (3 / 10 consecutive wrong tries; the attempt that
+      uses the last try already reports ``locked``). Recover by setting a temporary password by phone.
+    - ``expired``: a temporary password past its 24 h; no try is spent.
+    - ``ok``: ``must_change_password`` when the password is temporary (``change_reason="temporary"``)
+      or past the configured maximum age (``"expired"``); the failure count is back to 0.
+    Does NOT commit: commit whatever the result, the counter is part of it.
+
+    The argon2 check runs inside the caller's transaction, so on SQLite the write lock is held
+    across it and every other writer (the phone line's included) waits. Services use
+    :func:`log_in`, which takes a session factory and checks with no transaction open.
+    """
+    hasher = hasher or default_hasher()
+    view = _read_login(session, number, now, policy)
+    if view.identity is None or view.credential is None:
+        hasher.dummy_verify(password)
+    early = _login_before_check(session, view, now=now, channel=channel)
+    if early is not None:
+        return early
+    assert view.credential is not None
+    status, remaining = _checked_verify(
+        session, credential=view.credential, password=password, now=now, policy=policy, hasher=hasher
+    )
+    return _login_after_check(session, view, status, remaining, now=now, policy=policy, channel=channel)
+
+
+def log_in(
+    sessions: sessionmaker[Session],
+    *,
+    number: str,
+    password: str,
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    hasher: SecretHasher | None = None,
+    channel: Channel | str = Channel.WEB,
+) -> LoginResult:
+    """:func:`authenticate` (same results, same counting) with no lock held across the hash.
+
+    Takes a session factory, because it commits between its steps (so it owns its transactions):
+
+    1. a read-only session reads the identity, its credential and OTP settings;
+    2. a short write transaction reserves the try (``UPDATE … RETURNING``; see the module
+       docstring: the 3 / 10 limits stay exact under concurrency) or records why none is spent,
+       and COMMITS;
+    3. the argon2 check (and a rehash, if the parameters changed) runs with no transaction open;
+    4. a second short write transaction settles the try (success: the counter back to 0; the last
+       wrong try: invalidated) and writes the audit event.
+
+    A process that dies between 2 and 4 leaves the try counted as wrong (fail safe).
+    """
+    from core.db import read_session_factory_for
+
+    hasher = hasher or default_hasher()
+    try:
+        readers = read_session_factory_for(sessions)
+    except TypeError:  # bound to a connection, not an engine: read in a write session
+        readers = sessions
+    with readers() as session, session.begin():
+        view = _read_login(session, number, now, policy)
+    if view.identity is None or view.credential is None:
+        hasher.dummy_verify(password)
+    with sessions() as session, session.begin():
+        early = _login_before_check(session, view, now=now, channel=channel)
+        if early is not None:
+            return early
+        assert view.credential is not None
+        ticket = reserve_attempt(session, credential=view.credential, policy=policy)
+        if ticket is None:
+            return _login_after_check(session, view, "locked", 0, now=now, policy=policy, channel=channel)
+    ok, new_hash = check_attempt(ticket, password, hasher)
+    with sessions() as session, session.begin():
+        status, remaining = settle_attempt(session, ticket, ok=ok, now=now, new_hash=new_hash)
+        return _login_after_check(session, view, status, remaining, now=now, policy=policy, channel=channel)
 
 
 def login_scope(session: Session, *, contract_id: int, unit: AuthUnit, login_number: str) -> list[str]:

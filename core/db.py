@@ -92,6 +92,11 @@ class WriteLockStats:
         self.count = 0
         self.total_seconds = 0.0
         self.max_seconds = 0.0
+        self.waiting = 0  # transactions waiting for the lock right now
+
+    def _waiting(self, delta: int) -> None:
+        with self._lock:
+            self.waiting += delta
 
     def record(self, seconds: float) -> None:
         with self._lock:
@@ -189,13 +194,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             connection.exec_driver_sql("PRAGMA query_only=OFF")
             info["ivr_query_only"] = False
         started = time.perf_counter()
-        if not writer_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
-            raise OperationalError("BEGIN IMMEDIATE", {}, Exception("in-process write lock timed out"))
+        stats._waiting(1)
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        except BaseException:
-            writer_lock.release()
-            raise
+            if not writer_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+                raise OperationalError("BEGIN IMMEDIATE", {}, Exception("in-process write lock timed out"))
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                writer_lock.release()
+                raise
+        finally:
+            stats._waiting(-1)
         stats.record(time.perf_counter() - started)
         info["ivr_holds_writer_lock"] = True
         _secrets.note_write_transaction(True)

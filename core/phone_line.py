@@ -95,8 +95,7 @@ def number_on_contract(session: Session, contract_id: int, number: str) -> bool:
     except InvalidPhoneNumber:
         return False
     query = select(
-        exists()
-        .where(
+        exists().where(
             PhoneNumber.contract_id == contract_id,
             PhoneNumber.number == normalised,
             ServiceSubscription.phone_number_id == PhoneNumber.id,

@@ -18,13 +18,14 @@ from core.auth import (
     change_password,
     change_unit,
     credential_state_for,
+    log_in,
     login_scope,
     unit_change_password_numbers,
 )
 from core.enums import AuthUnit, CredentialKind, CredentialState
 from core.models import AuditEvent
 from core.policy import CredentialPolicy
-from core.secrets import SecretHasher
+from core.secrets import SecretHasher, strict_hash_guard
 from tests.core.conftest import (
     SEED_ADDITIONAL,
     SEED_CONTRACT,
@@ -52,6 +53,17 @@ class CountingHasher(SecretHasher):
         super().dummy_verify(plain)
 
 
+_LOGIN_MODE = {"mode": "one_transaction"}
+
+
+@pytest.fixture(autouse=True, params=["one_transaction", "in_steps"])
+def login_mode(request: pytest.FixtureRequest) -> str:
+    """Every login test runs through ``authenticate`` (one transaction) and ``log_in`` (steps, no
+    lock across the hash: the strict hash guard raises if it hashed inside a write transaction)."""
+    _LOGIN_MODE["mode"] = request.param
+    return str(request.param)
+
+
 def login(
     sessions: Sessions,
     hasher: SecretHasher,
@@ -60,6 +72,16 @@ def login(
     now: datetime,
     policy: CredentialPolicy | None = None,
 ) -> LoginResult:
+    if _LOGIN_MODE["mode"] == "in_steps":
+        with strict_hash_guard():
+            return log_in(
+                sessions,
+                number=number,
+                password=password,
+                now=now,
+                policy=policy or CredentialPolicy(),
+                hasher=hasher,
+            )
     with sessions() as session, session.begin():
         return authenticate(
             session,
