@@ -1,24 +1,31 @@
-"""Benchmark of the voice menu under load, through the real stack; prints figures (no pass/fail).
+"""Benchmark of the voice menu at load, through the real stack; prints figures (no pass/fail).
 
-    .venv/bin/python benchmarks/calls.py [--calls N] [--concurrency C] [--rate R]
-                                         [--dtmf-mode rfc4733|info] [--time-limit SECONDS]
+    .venv/bin/python benchmarks/calls.py --calls 300                 # RFC 4733 type-ahead callers
+    .venv/bin/python benchmarks/calls.py --calls 100 --dtmf-mode info --autodialler
+    .venv/bin/python benchmarks/calls.py --calls 200 --flood         # + a web login flood phase
 
-SIPp callers -> a lab Asterisk of its own -> `ivr serve` (a subprocess) -> a temporary SQLite
-database with the sample contracts. Every call comes from one of the business contract's 40
-numbers (0355501000-0355501039, unit admin_user), presses 3 (the additional numbers go straight to
-the password; the contract number 0355501000 enters its own number), types a password of its own
-twice with barge-in, and expects the IVR to hang up after the completion prompt.
+SIPp (a few processes, each running many calls with -r / -l / -m) -> a lab Asterisk of its own ->
+`ivr serve` (a subprocess) -> a fresh SQLite database holding N one-number contracts imported with
+`ivr contracts import`. Every caller types ahead without `#`: the unit key 1, ~1.5 s later the
+8-digit password while the read-back plays, ~1.5 s after that the same 8 digits again, then waits
+for the IVR to hang up after the completion prompt.
 
-Isolation: its own run directory, SIP/RTP/AMI/FastAGI ports (5260, 16000-16999, 5238, 4873/4874 by
-default), all on 127.0.0.1, so a test session on the default ports is not disturbed. It holds the
-lab's test lock for its SIP port while it runs. Everything it started is stopped at the end (the
-daemon by SIGTERM, then the lab), also on an error, Ctrl-C, SIGTERM or the time limit.
+Phases, one after the other in the same run, each with fresh passwords:
+  agi       the real IVR (FastAGI)
+  baseline  the same prompts and key collection in pure dialplan (benchmarks/lab-baseline.conf,
+            Background + extension patterns, no AGI): what Asterisk costs per call without AGI
+  flood     (--flood) the real IVR again while 40 connections POST wrong logins to `ivr web`
 
-Figures: calls completed, outcomes from the call_records table, wall time and calls per second,
-per-call duration (SIPp: answer to the far end's BYE), answer -> first prompt (Asterisk's log) and
-the daemon's share of it (its JSON log), save latency (argon2id + commit), the daemon's peak RSS and
-CPU seconds, Asterisk's peak RSS and CPU seconds. Passwords are generated per call, never printed
-or written anywhere but as hashes in the temporary database (which is deleted).
+Figures per phase: completed / failed, passwords verified against the database (argon2 verify of
+the stored temporary-password hash), answer -> first prompt and entry -> next prompt (Asterisk's
+log of played prompts against the moment SIPp sent the entry's last key), save time, keys lost,
+CPU seconds per call (utime + stime from /proc) and peak RSS (VmHWM, reset per phase) of the
+daemon and Asterisk. See docs/voice.md "Load".
+
+Isolation: its own run directory and ports (SIP 5260, RTP 16000-17999, AMI 5238, FastAGI: the
+settings' ports + 300, web 8380; SIPp 5300+), holding the lab's test lock for its SIP port. Everything
+it started is stopped at the end (web, daemon, SIPp, lab), also on an error, Ctrl-C, SIGTERM or the
+time limit. Passwords are never printed; the database and the lab instance are deleted.
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
+import itertools
 import json
 import math
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -38,46 +48,54 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from core.db import make_engine, make_session_factory, upgrade_database
 from core.models import CallRecord, Credential, PhoneNumber
-from core.secrets import verify_secret
+from core.secrets import default_hasher, verify_secret
 from ivr.lab import Lab
+from ivr.lab.config import placeholder_values, render_text
 from ivr.processes import stop_processes
-from ivr.settings import Settings, load_settings
-from ivr.sipp import Caller, CallResult, ExpectHangup, SendDigits, SippError, Step, Target, Wait, arun_call
+from ivr.settings import AgiSettings, LabSettings, Settings, load_settings
+from ivr.sipp import SippError, Target
+from ivr.sipp.load import LoadCallResult, LoadProcess, LoadResult, TypeAheadScript, arun_load, plan_processes
 
-CONTRACT_NUMBER = "0355501000"
-NUMBERS = [f"03555010{i:02d}" for i in range(40)]  # core/data/sample_contracts.csv, unit admin_user
-ADMIN_USER_KEY = "3"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BENCH_DIR = Path(__file__).resolve().parent
+BASELINE_TEMPLATE = BENCH_DIR / "lab-baseline.conf"
+BASELINE_NUMBER = "0363049999"
+CALLER_PREFIX = "0377"  # 0377000001 ... one-number contracts, one per caller
+FLOOD_PREFIX = "0378"  # lines the web flood guesses passwords for
 _ASTERISK_LINE = re.compile(
     r"^\[(?P<ts>[\d-]+ [\d:.]+)\] \w+\[\d+\]\[(?P<callid>C-[0-9a-f]+)\] (?P<rest>.*)$"
 )
+_PLAYING = re.compile(r"Playing '(?P<file>[^']+?)(?:\.(?:wav|slin|gsm|ulaw|alaw))?'")
+_CALLER = re.compile(r"IVR_CALLER_NUM_LC=(\d+)|lab-baseline call caller=(\d+)")
+_CSRF = re.compile(r'name="csrf_token"\s+value="([^"]*)"')
+_EIGHT_DIGITS = re.compile(r"(?<![\w-])\d{8}(?![\w-])")  # not C-00000001 or carrier-00000001
 
 
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def percentiles(values: Sequence[float]) -> str:
-    """``p50 / p95 / max`` (nearest rank), or a dash when there is nothing to measure."""
+def rank(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def p50_p99(values: Sequence[float], unit: str = "ms", scale: float = 1000.0) -> str:
     if not values:
         return "-"
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-    return f"p50 {rank(50):.3f} s  p95 {rank(95):.3f} s  max {ordered[-1]:.3f} s  (n={len(ordered)})"
+    return f"{rank(values, 50) * scale:.0f} / {rank(values, 99) * scale:.0f} {unit}"
 
 
 def proc_status_kib(pid: int, key: str) -> int | None:
@@ -91,18 +109,27 @@ def proc_status_kib(pid: int, key: str) -> int | None:
     return None
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM again from the current RSS (Linux: ``echo 5 > /proc/<pid>/clear_refs``)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def proc_cpu_seconds(pid: int | None) -> float:
     """utime + stime of the process (all its threads), from /proc/<pid>/stat."""
+    if pid is None:
+        return 0.0
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return None
+        return 0.0
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def mib(kib: int | None) -> str:
-    return "-" if kib is None else f"{kib / 1024:.1f} MiB"
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def tcp_port_free(port: int) -> bool:
@@ -115,187 +142,31 @@ def tcp_port_free(port: int) -> bool:
     return True
 
 
-def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return (end - start).total_seconds()
+def ivr_argv() -> list[str]:
+    ivr = Path(sys.executable).with_name("ivr")
+    return [str(ivr)] if ivr.exists() else [sys.executable, "-m", "ivr.cli.main"]
 
 
-# ------------------------------------------------------------------------------------------ callers
+def caller_numbers(count: int, prefix: str = CALLER_PREFIX) -> list[str]:
+    return [f"{prefix}{i:06d}" for i in range(1, count + 1)]
 
 
-@dataclass
-class PlannedCall:
-    caller: Caller
-    number: str
-    password: str = field(repr=False)
+def contracts_csv(numbers: Iterable[str]) -> str:
+    """One one-number contract per number (the format of `ivr contracts import`)."""
+    rows = ["contract_number,number,services,name,kind,unit"]
+    rows += [f"{n},{n},incoming_call_mail,,residential,line" for n in numbers]
+    return "\n".join(rows) + "\n"
 
 
-def plan_calls(count: int, dtmf_mode: str) -> list[PlannedCall]:
-    """One caller per number of the business contract (cycling when more calls than numbers)."""
-    planned = []
-    for index in range(count):
-        number = NUMBERS[index % len(NUMBERS)]
-        password = f"{secrets.randbelow(10**8):08d}"
-        steps: list[Step] = [Wait(2.0), SendDigits(ADMIN_USER_KEY), Wait(1.0)]
-        if number == CONTRACT_NUMBER:  # the contract number names the number to set
-            steps += [SendDigits(number + "#"), Wait(1.0)]
-        steps += [SendDigits(password + "#"), Wait(1.0), SendDigits(password + "#"), ExpectHangup(within=60)]
-        caller = Caller(number, dtmf_mode=dtmf_mode, steps=steps, name=f"bench-{index}")  # type: ignore[arg-type]
-        planned.append(PlannedCall(caller, number, password))
-    return planned
+def default_agi_ports() -> tuple[int, int]:
+    """The settings' FastAGI ports moved by 300 (staying below 1024 if they are), so a daemon or
+    lab on the defaults is not disturbed."""
+    primary, fallback = AgiSettings().port, LabSettings().agi_fallback_port
+    shift = 300 if primary >= 1024 or primary + 300 < 1024 else -300
+    return primary + shift, fallback + shift
 
 
-@dataclass
-class Placed:
-    result: CallResult | None
-    error: str | None
-    started: float
-    ended: float
-
-
-async def place_calls(
-    planned: Sequence[PlannedCall], *, rate: float, concurrency: int, target: Target, time_limit: float
-) -> tuple[list[Placed | None], bool]:
-    """Start call i at i/rate seconds, at most ``concurrency`` at once. Calls still running at the
-    time limit are cut (their SIPp processes killed); returns what finished and whether time ran out."""
-    gate = asyncio.Semaphore(concurrency)
-    placed: list[Placed | None] = [None] * len(planned)
-
-    async def one(index: int, call: PlannedCall) -> None:
-        await asyncio.sleep(index / rate)
-        async with gate:
-            started = time.monotonic()
-            try:
-                result = await arun_call(call.caller, target=target)
-                placed[index] = Placed(result, result.error, started, time.monotonic())
-            except SippError as exc:
-                placed[index] = Placed(None, str(exc), started, time.monotonic())
-
-    tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(planned)]
-    _done, pending = await asyncio.wait(tasks, timeout=time_limit)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return placed, bool(pending)
-
-
-# ------------------------------------------------------------------------------------------ logs
-
-
-def daemon_events(path: Path) -> list[dict[str, Any]]:
-    events = []
-    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as log:
-        for line in log:
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    events.append(json.loads(line))
-    return events
-
-
-def _ts(event: dict[str, Any]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return None
-
-
-@dataclass
-class DaemonFigures:
-    calls_started: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    durations: list[float] = field(default_factory=list)  # call_finished duration_ms
-    to_first_prompt: list[float] = field(default_factory=list)  # call_started -> caller_identified
-    save: list[float] = field(default_factory=list)  # confirm accepted -> temporary_password_stored
-    peak_concurrent: int = 0
-    problems: Counter[str] = field(default_factory=Counter)  # warning/error events by name
-
-
-def read_daemon_log(path: Path) -> DaemonFigures:
-    figures = DaemonFigures()
-    by_call: dict[str, list[dict[str, Any]]] = {}
-    for event in daemon_events(path):
-        if event.get("level") in ("warning", "error", "critical"):
-            figures.problems[f"{event.get('level')}: {event.get('event')}"] += 1
-        if event.get("call_id"):
-            by_call.setdefault(str(event["call_id"]), []).append(event)
-    edges: list[tuple[datetime, int]] = []
-    for events in by_call.values():
-        first: dict[str, dict[str, Any]] = {}
-        for event in events:
-            first.setdefault(str(event.get("event")), event)
-        started, finished = first.get("call_started"), first.get("call_finished")
-        if started is None:
-            continue
-        figures.calls_started += 1
-        if (start_ts := _ts(started)) is not None:
-            edges.append((start_ts, 1))
-        if finished is not None:
-            figures.outcomes[str(finished.get("outcome"))] += 1
-            if isinstance(finished.get("duration_ms"), int | float):
-                figures.durations.append(finished["duration_ms"] / 1000)
-            if (end_ts := _ts(finished)) is not None:
-                edges.append((end_ts, -1))
-        identified = first.get("caller_identified")
-        if identified is not None and (gap := seconds_between(_ts(started), _ts(identified))) is not None:
-            figures.to_first_prompt.append(gap)
-        confirmed = next(
-            (e for e in events if e.get("event") == "step" and e.get("step") == "confirm"
-             and e.get("result") == "digits"),
-            None,
-        )  # fmt: skip
-        stored = first.get("temporary_password_stored")
-        if confirmed is not None and stored is not None:
-            gap = seconds_between(_ts(confirmed), _ts(stored))
-            if gap is not None:
-                figures.save.append(gap)
-    live = 0
-    for _when, delta in sorted(edges, key=lambda edge: (edge[0], edge[1])):
-        live += delta
-        figures.peak_concurrent = max(figures.peak_concurrent, live)
-    return figures
-
-
-@dataclass
-class AsteriskFigures:
-    answer_to_agi: list[float] = field(default_factory=list)
-    answer_to_first_prompt: list[float] = field(default_factory=list)
-    completions_played: int = 0
-    apologies_played: int = 0
-    problems: Counter[str] = field(default_factory=Counter)
-
-
-def read_asterisk_log(text: str) -> AsteriskFigures:
-    figures = AsteriskFigures()
-    answered: dict[str, datetime] = {}
-    agi: set[str] = set()
-    prompted: set[str] = set()
-    for line in text.splitlines():
-        if " WARNING[" in line or " ERROR[" in line:
-            message = line.split(": ", 1)[-1]
-            figures.problems[re.sub(r"\d+", "N", message)[:120]] += 1
-        match = _ASTERISK_LINE.match(line)
-        if match is None:
-            continue
-        callid, rest = match.group("callid"), match.group("rest")
-        when = datetime.fromisoformat(match.group("ts"))
-        if "] Answer(" in rest and callid not in answered:
-            answered[callid] = when
-        elif "] AGI(" in rest and callid in answered and callid not in agi:
-            agi.add(callid)
-            figures.answer_to_agi.append((when - answered[callid]).total_seconds())
-        elif " Playing '" in rest:
-            if callid in answered and callid not in prompted:
-                prompted.add(callid)
-                figures.answer_to_first_prompt.append((when - answered[callid]).total_seconds())
-            if "ivr/completed-suffix" in rest:
-                figures.completions_played += 1
-            if "ivr/system-error" in rest:
-                figures.apologies_played += 1
-    return figures
-
-
-# ------------------------------------------------------------------------------------------ the run
+# ------------------------------------------------------------------------------------------ processes
 
 
 class Daemon:
@@ -308,11 +179,9 @@ class Daemon:
 
     def start(self, timeout: float = 30.0) -> float:
         started = time.monotonic()
-        ivr = Path(sys.executable).with_name("ivr")
-        argv = [str(ivr)] if ivr.exists() else [sys.executable, "-m", "ivr.cli.main"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [*argv, "serve", "--grace", "5"],
+                [*ivr_argv(), "serve", "--grace", "5"],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -332,243 +201,773 @@ class Daemon:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None and self.process.poll() is None else None
 
+    def log_offset(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
     def tail(self, size: int = 2000) -> str:
         try:
             return self.log_path.read_bytes()[-size:].decode(errors="replace")
         except OSError:
             return ""
 
-    def stop(self) -> int | None:
-        if self.process is None:
-            return None
-        stop_processes([self.process], timeout=20)
-        return self.process.returncode
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_processes([self.process], timeout=20)
 
 
-def isolated_env(args: argparse.Namespace, scratch: Path) -> dict[str, str]:
-    """The settings of this run's lab and daemon (environment variables, see docs/lab.md)."""
-    return {
-        "IVR_LAB__RUN_DIR": str(scratch / "lab"),
-        "IVR_LAB__SIP_HOST": "127.0.0.1",
-        "IVR_LAB__SIP_PORT": str(args.sip_port),
-        "IVR_LAB__RTP_PORT_START": str(args.rtp_start),
-        "IVR_LAB__RTP_PORT_END": str(args.rtp_start + 999),
-        "IVR_LAB__CARRIER_MATCH": "127.0.0.1",
-        "IVR_AGI__HOST": "127.0.0.1",
-        "IVR_AGI__PORT": str(args.agi_port),
-        "IVR_LAB__AGI_FALLBACK_PORT": str(args.agi_port + 1),
-        "IVR_AMI__HOST": "127.0.0.1",
-        "IVR_AMI__PORT": str(args.ami_port),
-        "IVR_DATABASE_URL": f"sqlite:///{scratch / 'ivr.sqlite3'}",
-        "IVR_LOG_FORMAT": "json",
-        "IVR_LOG_LEVEL": "info",
-    }
+class Web:
+    """`ivr web` on loopback, for the login flood."""
+
+    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
+        self.env = env
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*ivr_argv(), "web", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ivr web exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"ivr web not listening on {self.port} after {timeout:.0f} s")
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_processes([self.process], timeout=10)
 
 
-def prepare_database(url: str, env: dict[str, str]) -> None:
-    upgrade_database(url)
-    ivr = Path(sys.executable).with_name("ivr")
-    argv = [str(ivr)] if ivr.exists() else [sys.executable, "-m", "ivr.cli.main"]
-    subprocess.run([*argv, "contracts", "import", "--sample"], env=env, check=True, capture_output=True)
+@dataclass
+class FloodFigures:
+    attempts: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
 
 
-def database_figures(url: str, planned: Iterable[PlannedCall]) -> tuple[Counter[str], int, int]:
-    """Outcomes of call_records, and how many called numbers now hold a password typed for them."""
+async def flood_logins(
+    base_url: str, numbers: Sequence[str], connections: int, stop: asyncio.Event
+) -> FloodFigures:
+    """``connections`` clients POSTing wrong logins (random 8 digits) until ``stop``."""
+    import httpx
+
+    figures = FloodFigures()
+    counter = itertools.count()
+    started = time.monotonic()
+
+    async def client() -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
+            token = ""
+            while not stop.is_set():
+                try:
+                    if not token:
+                        page = await http.get("/login")
+                        found = _CSRF.search(page.text)
+                        token = found.group(1) if found else ""
+                    number = numbers[next(counter) % len(numbers)]
+                    guess = f"{secrets.randbelow(10**8):08d}"
+                    sent = time.monotonic()
+                    reply = await http.post(
+                        "/login", data={"csrf_token": token, "number": number, "password": guess}
+                    )
+                    figures.latencies.append(time.monotonic() - sent)
+                    figures.attempts += 1
+                    figures.statuses[str(reply.status_code)] += 1
+                    if reply.status_code == 403:
+                        token = ""
+                except httpx.HTTPError as exc:
+                    figures.statuses[type(exc).__name__] += 1
+                    await asyncio.sleep(0.1)
+
+    tasks = [asyncio.create_task(client()) for _ in range(connections)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        figures.seconds = time.monotonic() - started
+    return figures
+
+
+# ------------------------------------------------------------------------------------------ logs
+
+
+def daemon_events(path: Path, since: int = 0) -> list[dict[str, Any]]:
+    events = []
+    with contextlib.suppress(OSError), open(path, "rb") as log:
+        log.seek(since)
+        for raw in log:
+            line = raw.decode("utf-8", errors="replace")
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    events.append(json.loads(line))
+    return events
+
+
+def _epoch(value: Any) -> float | None:
+    try:
+        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
+
+
+@dataclass
+class DaemonCall:
+    caller: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def daemon_calls(events: Iterable[dict[str, Any]]) -> dict[str, DaemonCall]:
+    calls: dict[str, DaemonCall] = {}
+    for event in events:
+        call_id = event.get("call_id")
+        if not call_id:
+            continue
+        call = calls.setdefault(str(call_id), DaemonCall())
+        call.events.append(event)
+        if event.get("event") == "call_started":
+            call.caller = event.get("caller")
+    return calls
+
+
+@dataclass
+class AsteriskCall:
+    caller: str | None = None
+    answered_at: float | None = None
+    agi_at: float | None = None
+    plays: list[tuple[float, str]] = field(default_factory=list)  # (epoch, prompt file)
+
+
+def asterisk_calls(text: str) -> tuple[dict[str, AsteriskCall], Counter[str]]:
+    """Per Asterisk call id: the caller, Answer(), AGI() and every prompt played (naive local times
+    as if UTC; ``align_clock`` corrects them). Also warnings/errors by message."""
+    calls: dict[str, AsteriskCall] = defaultdict(AsteriskCall)
+    problems: Counter[str] = Counter()
+    for line in text.splitlines():
+        if " WARNING[" in line or " ERROR[" in line:
+            problems[re.sub(r"\d+", "N", line.split(": ", 1)[-1])[:100]] += 1
+        match = _ASTERISK_LINE.match(line)
+        if match is None:
+            continue
+        rest = match.group("rest")
+        when = datetime.fromisoformat(match.group("ts")).replace(tzinfo=UTC).timestamp()
+        call = calls[match.group("callid")]
+        if call.caller is None and (found := _CALLER.search(rest)):
+            call.caller = found.group(1) or found.group(2)
+        if "] Answer(" in rest and call.answered_at is None:
+            call.answered_at = when
+        elif "] AGI(" in rest and call.agi_at is None:
+            call.agi_at = when
+        elif played := _PLAYING.search(rest):
+            call.plays.append((when, played.group("file")))
+    return dict(calls), problems
+
+
+def align_clock(asterisk: dict[str, AsteriskCall], sipp: dict[str, LoadCallResult]) -> float:
+    """Asterisk logs local time of its root filesystem: the offset (a whole number of quarter
+    hours) that maps its naive times onto SIPp's epoch times, from answers seen by both."""
+    diffs = [
+        call.answered_at - sipp[call.caller].answered_at  # type: ignore[operator]
+        for call in asterisk.values()
+        if call.caller in sipp and call.answered_at is not None and sipp[call.caller].answered_at
+    ]
+    if not diffs:
+        return 0.0
+    return round(rank(diffs, 50) / 900) * 900
+
+
+# ------------------------------------------------------------------------------------------ phases
+
+
+@dataclass
+class PhaseFigures:
+    name: str
+    calls: int = 0
+    completed: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    verified: int | None = None
+    peak_at_once: int = 0
+    wall: float = 0.0
+    invite_to_answer: list[float] = field(default_factory=list)  # SIPp: INVITE sent -> 200 OK
+    answer_to_prompt: list[float] = field(default_factory=list)  # Asterisk: Answer() -> first Playing
+    answer_to_agi: list[float] = field(default_factory=list)
+    entry_to_prompt: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    save: list[float] = field(default_factory=list)  # daemon: confirm step -> password stored
+    step_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    wrong_steps: int = 0  # entries of a wrong length / wrong entries (daemon or dialplan)
+    wrong_records: int = 0  # call_records.wrong_entries summed
+    outcomes: Counter[str] = field(default_factory=Counter)
+    asterisk_cpu: float = 0.0
+    daemon_cpu: float = 0.0
+    sipp_cpu: float = 0.0
+    web_cpu: float = 0.0
+    asterisk_hwm: int | None = None
+    daemon_hwm: int | None = None
+    hash_cpu: float = 0.0
+    problems: Counter[str] = field(default_factory=Counter)
+    flood: FloodFigures | None = None
+
+
+NEXT_PROMPT = {  # entry -> the prompt the caller hears next
+    "unit": "ivr/set-for-number-prefix",
+    "password": "ivr/confirm-password",
+    "confirm": "ivr/set-for-number-prefix",  # the completion read-back, after the save
+}
+
+
+def measure_prompts(
+    figures: PhaseFigures, asterisk: dict[str, AsteriskCall], sipp: dict[str, LoadCallResult]
+) -> None:
+    offset = align_clock(asterisk, sipp)
+    for call in asterisk.values():
+        if call.caller not in sipp or call.answered_at is None:
+            continue
+        answered = call.answered_at - offset
+        plays = [(when - offset, name) for when, name in call.plays]
+        if plays:
+            figures.answer_to_prompt.append(plays[0][0] - answered)
+        if call.agi_at is not None:
+            figures.answer_to_agi.append(call.agi_at - call.answered_at)
+        for entry, sent in sipp[call.caller].entry_sent_at.items():
+            wanted = NEXT_PROMPT[entry]
+            later = [when for when, name in plays if name == wanted and when >= sent - 0.25]
+            if later:
+                figures.entry_to_prompt[entry].append(later[0] - sent)
+
+
+def measure_daemon(figures: PhaseFigures, calls: dict[str, DaemonCall], expected: dict[str, int]) -> None:
+    for call in calls.values():
+        confirmed: float | None = None
+        for event in call.events:
+            name = event.get("event")
+            if name == "step":
+                step = str(event.get("step"))
+                if isinstance(event.get("duration_ms"), int | float):
+                    figures.step_ms[step].append(event["duration_ms"] / 1000)
+                wrong = event.get("result") != "digits" or (
+                    step in expected and event.get("digit_count") not in (None, expected[step])
+                )
+                figures.wrong_steps += int(wrong)
+                if step == "confirm" and event.get("result") == "digits":
+                    confirmed = _epoch(event.get("timestamp"))
+            elif name == "temporary_password_stored" and confirmed is not None:
+                stored = _epoch(event.get("timestamp"))
+                if stored is not None:
+                    figures.save.append(stored - confirmed)
+            elif name == "call_finished":
+                figures.outcomes[str(event.get("outcome"))] += 1
+            if event.get("level") in ("warning", "error", "critical"):
+                figures.problems[f"daemon {event.get('level')}: {event.get('event')}"] += 1
+
+
+def measure_sipp(figures: PhaseFigures, results: Sequence[LoadResult]) -> dict[str, LoadCallResult]:
+    by_caller: dict[str, LoadCallResult] = {}
+    edges: list[tuple[float, int]] = []
+    for run in results:
+        if run.exit_code not in (0, 1) or run.errors.strip():
+            figures.problems[f"sipp {run.process} exit {run.exit_code}: {run.errors.strip()[-160:]}"] += 1
+        for call in run.calls:
+            by_caller[call.caller_id] = call
+            if call.completed:
+                figures.completed += 1
+            else:
+                res = call.result
+                reason = (
+                    res.error
+                    or ("IVR did not hang up in time" if res.expectations_failed else None)
+                    or f"hung up by {res.hung_up_by or '?'}"
+                )
+                figures.failures[reason[:80]] += 1
+            if call.invite_at is not None and call.answered_at is not None:
+                figures.invite_to_answer.append(call.answered_at - call.invite_at)
+                edges += [(call.invite_at, 1), (call.answered_at + call.result.duration, -1)]
+    live = 0
+    for _when, delta in sorted(edges):
+        live += delta
+        figures.peak_at_once = max(figures.peak_at_once, live)
+    if edges:
+        figures.wall = max(w for w, _d in edges) - min(w for w, _d in edges)
+    figures.failures["not placed / not logged by SIPp"] += figures.calls - sum(len(r.calls) for r in results)
+    figures.failures = +figures.failures
+    return by_caller
+
+
+def verify_passwords(url: str, plans: Sequence[LoadProcess]) -> int:
+    """How many callers' numbers now hold a temporary-password hash that verifies with what they typed."""
+    typed = {call.caller_id: call.password for plan in plans for call in plan.calls}
     engine = make_engine(url)
     try:
-        sessions = make_session_factory(engine)
-        typed: dict[str, set[str]] = {}
-        for call in planned:
-            typed.setdefault(call.number, set()).add(call.password)
-        with sessions() as session:
-            rows = session.execute(select(CallRecord.outcome, func.count()).group_by(CallRecord.outcome))
-            outcomes = Counter({str(outcome): int(n) for outcome, n in rows})
+        with make_session_factory(engine)() as session:
             query = (
                 select(PhoneNumber.number, Credential.secret_hash)
                 .join(Credential, Credential.phone_number_id == PhoneNumber.id)
                 .where(PhoneNumber.number.in_(list(typed)))
             )
-            hashes = {number: secret_hash for number, secret_hash in session.execute(query)}
-        verified = sum(
-            1
-            for number, passwords in typed.items()
-            if number in hashes and any(verify_secret(hashes[number], pw) for pw in passwords)
-        )
-        return outcomes, verified, len(typed)
+            hashes = {number: secret_hash for number, secret_hash in session.execute(query).all()}
     finally:
         engine.dispose()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        checks = pool.map(lambda n: n in hashes and verify_secret(hashes[n], typed[n]), list(typed))
+        return sum(1 for ok in checks if ok)
 
 
-def report(
-    args: argparse.Namespace,
-    planned: Sequence[PlannedCall],
-    placed: Sequence[Placed | None],
-    timed_out: bool,
-    daemon: DaemonFigures,
-    asterisk: AsteriskFigures,
-    db: tuple[Counter[str], int, int],
-    resources: dict[str, Any],
-    setup: dict[str, float],
-) -> None:
-    finished = [p for p in placed if p is not None]
-    results = [p.result for p in finished if p.result is not None]
-    completed = [r for r in results if r.ok and r.hung_up_by == "remote"]
-    wall = (max(p.ended for p in finished) - min(p.started for p in finished)) if finished else 0.0
-    print()
-    print(
-        f"== calls under load: {len(planned)} calls, concurrency {args.concurrency}, rate {args.rate}/s, "
-        f"DTMF {args.dtmf_mode}"
-    )
-    print(
-        f"setup: lab build {setup['build']:.1f} s, lab up {setup['up']:.1f} s, "
-        f"daemon ready {setup['daemon']:.1f} s"
-    )
-    print(
-        f"calls completed: {len(completed)} / {len(planned)}"
-        + ("  (TIME LIMIT reached)" if timed_out else "")
-    )
-    errors: Counter[str] = Counter()
-    for call in finished:
-        if call.result is not None and call.result.ok and call.result.hung_up_by == "remote":
-            continue
-        if call.error:
-            errors[call.error[:120]] += 1
-        elif call.result is not None and call.result.expectations_failed:
-            errors["the IVR did not hang up within 60 s of the last keys"] += 1
-        else:
-            errors[f"ended, hung up by {call.result.hung_up_by if call.result else '?'}"] += 1
-    errors["cut by the time limit"] += len(planned) - len(finished)
-    errors = +errors
-    for error, count in errors.most_common():
-        print(f"  not completed: {count} x {error}")
-    outcomes, verified, numbers = db
-    print("call_records outcomes: " + (", ".join(f"{o} {n}" for o, n in outcomes.most_common()) or "-"))
-    print(f"passwords stored and verified: {verified} / {numbers} numbers")
-    print(f"wall time: {wall:.1f} s (first call placed to last call ended)")
-    print(f"calls per second: {len(completed) / wall:.3f} completed/s" if wall else "calls per second: -")
-    print(f"call duration (SIPp, answer to IVR hangup): {percentiles([r.duration for r in completed])}")
-    print(f"call duration (daemon, call_finished):      {percentiles(daemon.durations)}")
-    print(f"answer -> first prompt (Asterisk log):      {percentiles(asterisk.answer_to_first_prompt)}")
-    print(f"  of which Answer() -> AGI (Asterisk):      {percentiles(asterisk.answer_to_agi)}")
-    print(f"  daemon call_started -> caller_identified: {percentiles(daemon.to_first_prompt)}")
-    print(f"save (confirm accepted -> stored):          {percentiles(daemon.save)}")
-    print(
-        f"daemon: {daemon.calls_started} calls seen, peak {daemon.peak_concurrent} at once; "
-        f"completion prompts played (Asterisk log) {asterisk.completions_played}, "
-        f"apologies {asterisk.apologies_played}"
-    )
-    print(
-        f"daemon (ivr serve, pid {resources['daemon_pid']}): "
-        f"peak RSS (VmHWM) {mib(resources['daemon_hwm'])}, "
-        f"RSS before / after calls {mib(resources['daemon_rss_idle'])} / "
-        f"{mib(resources['daemon_rss_after'])}, CPU {resources['daemon_cpu']:.2f} s "
-        f"(of which during the calls {resources['daemon_cpu_calls']:.2f} s)"
-    )
-    print(
-        f"asterisk (pid {resources['asterisk_pid']}): peak RSS (VmHWM) {mib(resources['asterisk_hwm'])}, "
-        f"RSS before calls {mib(resources['asterisk_rss_idle'])}, CPU {resources['asterisk_cpu']:.2f} s "
-        f"(of which during the calls {resources['asterisk_cpu_calls']:.2f} s)"
-    )
-    for problem, count in daemon.problems.most_common(10):
-        print(f"daemon log: {count} x {problem}")
-    for problem, count in asterisk.problems.most_common(10):
-        print(f"asterisk log: {count} x {problem}")
+def record_figures(url: str, call_ids: Iterable[str], timeout: float = 15.0) -> tuple[Counter[str], int]:
+    """Outcomes and wrong entries of the phase's call records, once all are written (the daemon
+    may write them in batches)."""
+    ids = list(call_ids)
+    engine = make_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with make_session_factory(engine)() as session:
+                rows = session.execute(
+                    select(CallRecord.outcome, CallRecord.wrong_entries).where(CallRecord.call_id.in_(ids))
+                ).all()
+            if (
+                len(rows) == len(ids) and all(o is not None for o, _w in rows)
+            ) or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+    finally:
+        engine.dispose()
+    return Counter(str(outcome) for outcome, _w in rows), sum(int(w or 0) for _o, w in rows)
 
 
-def run(args: argparse.Namespace, scratch: Path, deadline: float) -> int:
-    env = isolated_env(args, scratch)
-    os.environ.update(env)  # this process's settings (the lab, SIPp's target) and the daemon's
-    settings: Settings = load_settings()
-    lab = Lab(settings)
-    daemon = Daemon(dict(os.environ), scratch / "daemon.log")
-    planned = plan_calls(args.calls, args.dtmf_mode)
-    setup: dict[str, float] = {}
+def hash_cpu_seconds(samples: int = 5) -> float:
+    """CPU seconds of one production argon2id hash, measured in this process."""
+    hasher = default_hasher()
+    hasher.hash("0" * 8)  # warm up
+    started = time.process_time()
+    for _ in range(samples):
+        hasher.hash("0" * 8)
+    return (time.process_time() - started) / samples
 
-    busy = [str(p) for p in (args.agi_port, args.agi_port + 1) if not tcp_port_free(p)]
-    if busy:
-        print(
-            f"benchmark: FastAGI port(s) {', '.join(busy)} in use; choose another --agi-port", file=sys.stderr
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, scratch: Path) -> None:
+        self.args = args
+        self.scratch = scratch
+        agi_port, fallback_port = args.agi_port or default_agi_ports()
+        self.env = {
+            "IVR_LAB__RUN_DIR": str(scratch / "lab"),
+            "IVR_LAB__SIP_HOST": "127.0.0.1",
+            "IVR_LAB__SIP_PORT": str(args.sip_port),
+            "IVR_LAB__RTP_PORT_START": str(args.rtp_start),
+            "IVR_LAB__RTP_PORT_END": str(args.rtp_start + 1999),
+            "IVR_LAB__CARRIER_MATCH": "127.0.0.1",
+            "IVR_AGI__HOST": "127.0.0.1",
+            "IVR_AGI__PORT": str(agi_port),
+            "IVR_LAB__AGI_FALLBACK_PORT": str(fallback_port),
+            "IVR_AGI__MAX_CONCURRENT_CALLS": str(args.max_concurrent_calls or args.calls + 50),
+            "IVR_AMI__HOST": "127.0.0.1",
+            "IVR_AMI__PORT": str(args.ami_port),
+            "IVR_WEB__HOST": "127.0.0.1",
+            "IVR_WEB__PORT": str(args.web_port),
+            "IVR_WEB__BASE_URL": f"http://127.0.0.1:{args.web_port}",
+            "IVR_DATABASE_URL": f"sqlite:///{scratch / 'ivr.sqlite3'}",
+            "IVR_LOG_FORMAT": "json",
+            "IVR_LOG_LEVEL": "info",
+        }
+        os.environ.update(self.env)  # this process's settings (the lab, SIPp's target) and the children's
+        self.settings: Settings = load_settings()
+        self.lab = Lab(self.settings)
+        self.daemon = Daemon(dict(os.environ), scratch / "daemon.log")
+        self.web = Web(dict(os.environ), args.web_port, scratch / "web.log")
+        self.url = self.settings.effective_database_url
+        self.callers = caller_numbers(args.calls)
+        self.flood_numbers = caller_numbers(args.flood_lines, FLOOD_PREFIX) if args.flood else []
+        self.script = (
+            TypeAheadScript.autodialler(dialled=self.settings.lab.service_number)
+            if args.autodialler
+            else TypeAheadScript(dialled=self.settings.lab.service_number)
         )
-        return 2
-    started = time.monotonic()
-    lab.build(progress=lambda msg: print(msg, flush=True))
-    setup["build"] = time.monotonic() - started
-    prepare_database(settings.effective_database_url, dict(os.environ))
-    with lab.reserved_for_tests(wait=10):
-        setup["up"] = lab.up()
+        self.asterisk_pid: int | None = None
+        self.keep = Path(args.keep) if args.keep else None
+
+    # --- setup
+
+    def prepare_database(self) -> None:
+        upgrade_database(self.url)
+        csv_path = self.scratch / "contracts.csv"
+        csv_path.write_text(contracts_csv([*self.callers, *self.flood_numbers]))
+        subprocess.run(
+            [*ivr_argv(), "contracts", "import", str(csv_path)], env=dict(os.environ), check=True,
+            capture_output=True,
+        )  # fmt: skip
+        if self.flood_numbers:
+            self._flood_credentials()
+
+    def _flood_credentials(self) -> None:
+        """Temporary passwords nobody knows on the flood's lines (one hash shared: it is never
+        guessed), so each wrong login runs a real argon2 verify until the line locks."""
+        from core.enums import AuthUnit
+        from core.phone_line import lookup_caller_line, set_temporary_password
+
+        shared = default_hasher().hash(secrets.token_hex(16))
+        engine = make_engine(self.url)
         try:
-            setup["daemon"] = daemon.start()
-            asterisk_pid = next(p.pid for p in lab.status().processes if p.name == "asterisk")
-            daemon_pid = daemon.pid
-            assert daemon_pid is not None
-            daemon_cpu0 = proc_cpu_seconds(daemon_pid) or 0.0
-            asterisk_cpu0 = proc_cpu_seconds(asterisk_pid) or 0.0
-            idle = {
-                "daemon_rss_idle": proc_status_kib(daemon_pid, "VmRSS"),
-                "asterisk_rss_idle": proc_status_kib(asterisk_pid, "VmRSS"),
-            }
-            print(
-                f"lab on SIP 127.0.0.1:{args.sip_port}, daemon pid {daemon_pid} on FastAGI {args.agi_port}; "
-                f"placing {len(planned)} calls...",
-                flush=True,
+            sessions = make_session_factory(engine)
+            now = datetime.now(UTC)
+            with sessions() as session, session.begin():
+                for number in self.flood_numbers:
+                    line = lookup_caller_line(session, number)
+                    assert line is not None
+                    set_temporary_password(
+                        session,
+                        contract_id=line.contract_id,
+                        unit=AuthUnit.LINE,
+                        target_number=number,
+                        password_hash=shared,
+                        now=now,
+                        channel="phone",
+                    )
+        finally:
+            engine.dispose()
+
+    def enable_baseline(self) -> None:
+        """Render benchmarks/lab-baseline.conf into this lab instance and include it."""
+        etc = self.lab.host_path(self.lab.paths.etc)
+        values = placeholder_values(
+            self.settings, self.lab.paths, (self.settings.agi.port, self.settings.lab.agi_fallback_port)
+        )
+        values["LAB_BASELINE_NUMBER"] = BASELINE_NUMBER
+        text = render_text(BASELINE_TEMPLATE.read_text(encoding="utf-8"), values, name=BASELINE_TEMPLATE.name)
+        target = etc / "lab-baseline.conf"
+        target.write_text(text, encoding="utf-8")
+        target.chmod(0o600)
+        extensions = etc / "extensions.conf"
+        if "#include lab-baseline.conf" not in extensions.read_text(encoding="utf-8"):
+            with open(extensions, "a", encoding="utf-8") as out:
+                out.write("\n#include lab-baseline.conf\n")
+        self.lab.cli("dialplan reload")
+        shown = self.lab.cli(f"dialplan show {BASELINE_NUMBER}@ivr-service")
+        if "lab-baseline" not in shown:
+            raise RuntimeError(f"the baseline dialplan did not load: {shown.strip()[:300]}")
+
+    def wait_idle(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.lab.cli("core show channels count")
+            found = re.search(r"(\d+) active channel", text)
+            if found and int(found.group(1)) == 0:
+                return
+            time.sleep(0.5)
+        print("benchmark: Asterisk still has channels; measuring anyway", file=sys.stderr)
+
+    # --- one phase
+
+    def plans(self, kind: str) -> list[LoadProcess]:
+        args = self.args
+        rate = args.calls / args.ramp
+        modes = ["rfc4733", "info"] if args.dtmf_mode == "mixed" else [args.dtmf_mode]
+        plans: list[LoadProcess] = []
+        for m_index, mode in enumerate(modes):
+            share = self.callers[m_index :: len(modes)]
+            plans += plan_processes(
+                share,
+                mode=mode,  # type: ignore[arg-type]
+                processes=args.processes if mode == "rfc4733" else 1,
+                variants=args.variants,
+                rate=rate * len(share) / len(self.callers),
+                limit=args.calls,
+                sip_port_base=args.sipp_port + 10 * m_index,
+                media_port_base=20000 + 5000 * m_index,
             )
-            remaining = deadline - time.monotonic() - 30  # keep time to read figures and stop
-            placed, timed_out = asyncio.run(
-                place_calls(
-                    planned,
-                    rate=args.rate,
-                    concurrency=args.concurrency,
-                    target=Target.from_settings(settings),
-                    time_limit=max(1.0, remaining),
+        for plan in plans:
+            plan.name = f"{kind}-{plan.name}"
+        return plans
+
+    def run_phase(self, kind: str, *, flood: bool, deadline: float) -> PhaseFigures:
+        name = f"{kind}+flood" if flood else kind
+        figures = PhaseFigures(name, calls=self.args.calls)
+        plans = self.plans(name)
+        script = self.script
+        if kind == "baseline":
+            script = TypeAheadScript(**{**script.__dict__, "dialled": BASELINE_NUMBER})
+        self.wait_idle()
+        daemon_mark, asterisk_mark = self.daemon.log_offset(), self.lab.log_offset()
+        for pid in (self.daemon.pid, self.asterisk_pid):
+            if pid is not None:
+                reset_peak_rss(pid)
+        print(
+            f"phase {name}: {self.args.calls} calls, {len(plans)} SIPp process(es), "
+            f"{self.args.calls / self.args.ramp:.0f} new calls/s ...",
+            flush=True,
+        )
+        cpu0 = (proc_cpu_seconds(self.asterisk_pid), proc_cpu_seconds(self.daemon.pid))
+        sipp0, web0 = children_cpu_seconds(), proc_cpu_seconds(self.web.pid)
+        remaining = max(30.0, deadline - time.monotonic() - 60)
+        results, flood_figures = asyncio.run(self._drive(plans, script, flood=flood, time_limit=remaining))
+        # the last call records and log lines: wait for every call the daemon started to finish
+        if kind == "agi":
+            self._wait_daemon_finished(daemon_mark, timeout=15)
+        figures.asterisk_cpu = proc_cpu_seconds(self.asterisk_pid) - cpu0[0]
+        figures.daemon_cpu = proc_cpu_seconds(self.daemon.pid) - cpu0[1]
+        figures.sipp_cpu = children_cpu_seconds() - sipp0
+        figures.web_cpu = proc_cpu_seconds(self.web.pid) - web0 if flood else 0.0
+        figures.asterisk_hwm = proc_status_kib(self.asterisk_pid or -1, "VmHWM")
+        figures.daemon_hwm = proc_status_kib(self.daemon.pid or -1, "VmHWM")
+        figures.flood = flood_figures
+
+        sipp = measure_sipp(figures, results)
+        asterisk_text = self.lab.messages(asterisk_mark)
+        asterisk, problems = asterisk_calls(asterisk_text)
+        figures.problems.update({f"asterisk: {k}": v for k, v in problems.items()})
+        measure_prompts(figures, asterisk, sipp)
+        if kind == "agi":
+            calls = daemon_calls(daemon_events(self.daemon.log_path, daemon_mark))
+            measure_daemon(figures, calls, {"unit": 1, "password": 8, "confirm": 8})
+            records, figures.wrong_records = record_figures(self.url, calls)
+            if records != figures.outcomes:
+                figures.problems[f"call records {dict(records)} differ from the daemon log"] += 1
+            figures.verified = verify_passwords(self.url, plans)
+        else:
+            notices = [line for line in asterisk_text.splitlines() if " NOTICE[" in line]
+            figures.wrong_steps = sum("lab-baseline wrong" in line for line in notices)
+            figures.outcomes = Counter(re.findall(r"lab-baseline result=(\w+)", "\n".join(notices)))
+        if self.keep is not None:
+            self.keep.mkdir(parents=True, exist_ok=True)
+            # the baseline's throwaway digits are in Asterisk's verbose log: masked here
+            (self.keep / f"asterisk-{name}.log").write_text(_EIGHT_DIGITS.sub("********", asterisk_text))
+        return figures
+
+    async def _drive(
+        self, plans: Sequence[LoadProcess], script: TypeAheadScript, *, flood: bool, time_limit: float
+    ) -> tuple[list[LoadResult], FloodFigures | None]:
+        target = Target.from_settings(self.settings)
+        stop = asyncio.Event()
+        flood_task = None
+        if flood:
+            flood_task = asyncio.create_task(
+                flood_logins(
+                    f"http://127.0.0.1:{self.args.web_port}",
+                    self.flood_numbers,
+                    self.args.flood_connections,
+                    stop,
                 )
             )
-            time.sleep(1.0)  # the last call records and log lines
-            daemon_cpu = proc_cpu_seconds(daemon_pid) or 0.0
-            asterisk_cpu = proc_cpu_seconds(asterisk_pid) or 0.0
-            resources = {
-                **idle,
-                "daemon_pid": daemon_pid,
-                "asterisk_pid": asterisk_pid,
-                "daemon_hwm": proc_status_kib(daemon_pid, "VmHWM"),
-                "daemon_rss_after": proc_status_kib(daemon_pid, "VmRSS"),
-                "asterisk_hwm": proc_status_kib(asterisk_pid, "VmHWM"),
-                "daemon_cpu": daemon_cpu,
-                "daemon_cpu_calls": daemon_cpu - daemon_cpu0,
-                "asterisk_cpu": asterisk_cpu,
-                "asterisk_cpu_calls": asterisk_cpu - asterisk_cpu0,
-            }
-            if daemon.pid is None:
-                print(f"benchmark: the daemon exited during the run: {daemon.tail()}", file=sys.stderr)
-            asterisk_text = lab.messages()
-            if args.keep:
-                keep = Path(args.keep)
-                keep.mkdir(parents=True, exist_ok=True)
-                shutil.copy(daemon.log_path, keep / "daemon.log")
-                (keep / "asterisk-messages.log").write_text(asterisk_text)
-                with contextlib.suppress(OSError):
-                    shutil.copy(lab.cdr_path, keep / "Master.csv")
+            await asyncio.sleep(3.0)  # the flood at full strength before the first call
+        try:
+            keep = self.keep
+            runs = [arun_load(plan, script, target, time_limit=time_limit, keep_dir=keep) for plan in plans]
+            results = list(await asyncio.gather(*runs))
         finally:
-            # a second Ctrl-C or SIGTERM must not cut the cleanup short
-            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+            stop.set()
+        flood_figures = await flood_task if flood_task is not None else None
+        return results, flood_figures
+
+    def _wait_daemon_finished(self, mark: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            calls = daemon_calls(daemon_events(self.daemon.log_path, mark))
+            if all(any(e.get("event") == "call_finished" for e in c.events) for c in calls.values()):
+                return
+            time.sleep(0.2)
+
+    # --- whole run
+
+    def run(self, deadline: float) -> list[PhaseFigures]:
+        args = self.args
+        busy = [
+            p for p in (self.settings.agi.port, self.settings.lab.agi_fallback_port) if not tcp_port_free(p)
+        ]
+        if args.flood and not tcp_port_free(args.web_port):
+            busy.append(args.web_port)
+        if busy:
+            raise RuntimeError(f"port(s) {busy} in use; choose others (--agi-port, --web-port)")
+        self.lab.build(progress=lambda msg: print(msg, flush=True))
+        self.prepare_database()
+        hash_cpu = hash_cpu_seconds()
+        phases: list[PhaseFigures] = []
+        with self.lab.reserved_for_tests(wait=10):
+            self.lab.up()
             try:
-                daemon.stop()
+                self.asterisk_pid = next(p.pid for p in self.lab.status().processes if p.name == "asterisk")
+                if not args.no_baseline:
+                    self.enable_baseline()
+                self.daemon.start()
+                if args.flood:
+                    self.web.start()
+                print(
+                    f"lab on SIP 127.0.0.1:{args.sip_port} (Asterisk pid {self.asterisk_pid}), daemon pid "
+                    f"{self.daemon.pid} on FastAGI {self.settings.agi.port}, "
+                    f"cap {self.settings.agi.max_concurrent_calls} calls",
+                    flush=True,
+                )
+                kinds = [("agi", False)]
+                if not args.no_baseline:
+                    kinds.append(("baseline", False))
+                if args.flood:
+                    kinds.append(("agi", True))
+                for kind, flood in kinds:
+                    if time.monotonic() > deadline - 60:
+                        print(f"benchmark: time limit: phase {kind} not run", file=sys.stderr)
+                        break
+                    figures = self.run_phase(kind, flood=flood, deadline=deadline)
+                    figures.hash_cpu = hash_cpu
+                    phases.append(figures)
+                if self.daemon.pid is None:
+                    print(
+                        f"benchmark: the daemon exited during the run: {self.daemon.tail()}", file=sys.stderr
+                    )
             finally:
-                lab.down()
-                shutil.rmtree(lab.instance_dir, ignore_errors=True)  # this run's configuration and logs
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-    report(
-        args,
-        planned,
-        placed,
-        timed_out,
-        read_daemon_log(daemon.log_path),
-        read_asterisk_log(asterisk_text),
-        database_figures(settings.effective_database_url, planned),
-        resources,
-        setup,
+                # a second Ctrl-C or SIGTERM must not cut the cleanup short
+                previous = {
+                    sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
+                }
+                try:
+                    self.web.stop()
+                    self.daemon.stop()
+                    if self.keep is not None:
+                        with contextlib.suppress(OSError):
+                            shutil.copy(self.daemon.log_path, self.keep / "daemon.log")
+                finally:
+                    self.lab.down()
+                    shutil.rmtree(self.lab.instance_dir, ignore_errors=True)
+                    for sig, handler in previous.items():
+                        signal.signal(sig, handler)
+        return phases
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def _mib(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib / 1024:.0f} MiB"
+
+
+def table(phases: Sequence[PhaseFigures]) -> list[tuple[str, list[str]]]:
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, values: Iterable[str]) -> None:
+        rows.append((label, list(values)))
+
+    row("completed / failed", (f"{p.completed} / {p.calls - p.completed}" for p in phases))
+    row(
+        "passwords verified in the database",
+        ("-" if p.verified is None else f"{p.verified} / {p.calls}" for p in phases),
     )
-    return 1 if timed_out else 0  # an incomplete measurement; slow calls are figures, not failures
+    row("peak calls at once (SIPp)", (str(p.peak_at_once) for p in phases))
+    row("INVITE -> 200 OK p50 / p99", (p50_p99(p.invite_to_answer) for p in phases))
+    row("answer -> first prompt p50 / p99", (p50_p99(p.answer_to_prompt) for p in phases))
+    row("unit key -> next prompt p50 / p99", (p50_p99(p.entry_to_prompt.get("unit", [])) for p in phases))
+    row("password -> next prompt p50 / p99", (p50_p99(p.entry_to_prompt.get("password", [])) for p in phases))
+    row(
+        "confirmation -> completion prompt p50 / p99",
+        (p50_p99(p.entry_to_prompt.get("confirm", [])) for p in phases),
+    )
+    row("save (confirm step -> stored) p50 / p99", (p50_p99(p.save) for p in phases))
+    row(
+        "keys lost: wrong entries (steps) / call records",
+        (f"{p.wrong_steps} / {p.wrong_records}" for p in phases),
+    )
+    row(
+        "Asterisk CPU s per call",
+        (f"{p.asterisk_cpu / p.calls:.3f}" for p in phases),
+    )
+    row("daemon CPU s per call (hashing aside)", (
+        f"{p.daemon_cpu / p.calls:.3f} ({max(0.0, p.daemon_cpu - p.completed * p.hash_cpu) / p.calls:.3f})"
+        if p.daemon_cpu else "-" for p in phases
+    ))  # fmt: skip
+    row("SIPp CPU s per call", (f"{p.sipp_cpu / p.calls:.3f}" for p in phases))
+    row("peak RSS Asterisk / daemon", (f"{_mib(p.asterisk_hwm)} / {_mib(p.daemon_hwm)}" for p in phases))
+    return rows
+
+
+def report(args: argparse.Namespace, phases: Sequence[PhaseFigures], commit: str) -> None:
+    print()
+    mode = args.dtmf_mode + (
+        " autodialler (keys 120 ms apart)" if args.autodialler else " (keys 300 ms apart)"
+    )
+    print(f"== {args.calls} calls at once, {mode}, ramp {args.ramp:g} s, commit {commit}")
+    rows = table(phases)
+    width = max(len(label) for label, _ in rows)
+    cols = [max(len(p.name), *(len(values[i]) for _l, values in rows)) for i, p in enumerate(phases)]
+    print(" " * width + "  " + "  ".join(p.name.rjust(c) for p, c in zip(phases, cols, strict=True)))
+    for label, values in rows:
+        print(label.ljust(width) + "  " + "  ".join(v.rjust(c) for v, c in zip(values, cols, strict=True)))
+    agi = next((p for p in phases if p.name == "agi"), None)
+    base = next((p for p in phases if p.name == "baseline"), None)
+    if agi and base and base.asterisk_cpu > 0:
+        print(f"Asterisk CPU per call, AGI / baseline: {agi.asterisk_cpu / base.asterisk_cpu:.2f}x")
+    if agi and agi.asterisk_cpu > 0:
+        ex_hash = max(0.0, agi.daemon_cpu - agi.completed * agi.hash_cpu)
+        print(
+            f"daemon CPU / Asterisk CPU: {agi.daemon_cpu / agi.asterisk_cpu:.0%}; hashing aside "
+            f"{ex_hash / agi.asterisk_cpu:.0%} (one argon2id hash: {agi.hash_cpu * 1000:.0f} ms CPU)"
+        )
+    for p in phases:
+        for reason, count in p.failures.most_common(6):
+            print(f"{p.name}: not completed: {count} x {reason}")
+        if p.outcomes:
+            print(f"{p.name}: outcomes: " + ", ".join(f"{o} {n}" for o, n in p.outcomes.most_common()))
+        steps = ", ".join(f"{s} {p50_p99(v)}" for s, v in sorted(p.step_ms.items()))
+        if steps:
+            print(f"{p.name}: daemon step duration_ms (prompt start -> entry complete) p50/p99: {steps}")
+        if p.flood is not None:
+            f = p.flood
+            print(
+                f"{p.name}: web flood {args.flood_connections} connections: {f.attempts} wrong logins in "
+                f"{f.seconds:.1f} s ({f.attempts / max(f.seconds, 0.001):.1f}/s), latency "
+                f"{p50_p99(f.latencies)}, statuses {dict(f.statuses)}; web CPU {p.web_cpu:.1f} s"
+            )
+        for problem, count in p.problems.most_common(8):
+            print(f"{p.name}: {count} x {problem}")
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(BENCH_DIR), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(BENCH_DIR), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head[:72] + (" (+ uncommitted changes)" if dirty else "")
+
+
+def write_json(path: Path, args: argparse.Namespace, phases: Sequence[PhaseFigures], commit: str) -> None:
+    out = {"calls": args.calls, "mode": args.dtmf_mode, "autodialler": args.autodialler, "commit": commit}
+    out["table"] = {
+        label: dict(zip((p.name for p in phases), values, strict=True)) for label, values in table(phases)
+    }
+    buffer = io.StringIO()
+    json.dump(out, buffer, ensure_ascii=False, indent=1)
+    path.write_text(buffer.getvalue() + "\n")
 
 
 def _stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -577,27 +976,46 @@ def _stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/calls.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=40, help="calls to place (default 40, one per number)")
-    parser.add_argument("--concurrency", type=int, default=40, help="calls at once at most (default 40)")
-    parser.add_argument("--rate", type=float, default=4.0, help="new calls per second (default 4)")
-    parser.add_argument("--dtmf-mode", choices=("rfc4733", "info"), default="rfc4733")
-    parser.add_argument("--time-limit", type=float, default=600.0, help="stop everything after this (s)")
+    parser.add_argument("--calls", type=int, default=100, help="calls at once (default 100)")
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which they start (default 5)")
+    parser.add_argument("--dtmf-mode", choices=("rfc4733", "info", "mixed"), default="rfc4733")
+    parser.add_argument("--processes", type=int, default=3, help="SIPp processes for RFC 4733 (default 3)")
+    parser.add_argument("--variants", type=int, default=4, help="passwords per RFC 4733 process (default 4)")
+    parser.add_argument("--autodialler", action="store_true", help="keys 120 ms apart (default 300 ms)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the pure-dialplan baseline phase")
+    parser.add_argument("--flood", action="store_true", help="add a phase with a web login flood")
+    parser.add_argument("--flood-connections", type=int, default=40)
+    parser.add_argument("--flood-lines", type=int, default=2000, help="lines the flood guesses at")
+    parser.add_argument("--max-concurrent-calls", type=int, help="the daemon's cap (default calls + 50)")
+    parser.add_argument("--time-limit", type=float, default=900.0, help="stop everything after this (s)")
     parser.add_argument("--sip-port", type=int, default=5260)
-    parser.add_argument("--rtp-start", type=int, default=16000, help="Asterisk RTP ports: this + 999")
-    parser.add_argument("--agi-port", type=int, default=4873, help="FastAGI port (fallback: this + 1)")
+    parser.add_argument("--rtp-start", type=int, default=16000, help="Asterisk RTP ports: this + 1999")
+    parser.add_argument("--agi-port", type=int, nargs=2, metavar=("PRIMARY", "FALLBACK"),
+                        help="FastAGI ports (default: the settings' ports + 300)")  # fmt: skip
     parser.add_argument("--ami-port", type=int, default=5238)
-    parser.add_argument("--keep", metavar="DIR", help="copy the daemon and Asterisk logs there")
+    parser.add_argument("--web-port", type=int, default=8380)
+    parser.add_argument("--sipp-port", type=int, default=5300, help="SIPp's SIP ports from here")
+    parser.add_argument("--keep", metavar="DIR", help="copy the logs there (digits masked; never the CSVs)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures table as JSON")
     args = parser.parse_args(argv)
-    if args.calls < 1 or args.concurrency < 1 or args.rate <= 0 or args.time_limit < 60:
-        parser.error("--calls and --concurrency must be >= 1, --rate > 0, --time-limit >= 60")
+    if args.calls < 1 or args.ramp <= 0 or args.time_limit < 60 or args.processes < 1 or args.variants < 1:
+        parser.error("--calls, --processes, --variants must be >= 1, --ramp > 0, --time-limit >= 60")
     deadline = time.monotonic() + args.time_limit
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    commit = git_commit()
     with tempfile.TemporaryDirectory(prefix="ivr-bench-calls-") as scratch:
         try:
-            return run(args, Path(scratch), deadline)
+            phases = Bench(args, Path(scratch)).run(deadline)
         except KeyboardInterrupt:
             print("benchmark: interrupted; everything it started has been stopped", file=sys.stderr)
             return 130
+        except (RuntimeError, SippError) as exc:
+            print(f"benchmark: {exc}", file=sys.stderr)
+            return 2
+    report(args, phases, commit)
+    if args.json:
+        write_json(Path(args.json), args, phases, commit)
+    return 0
 
 
 if __name__ == "__main__":
