@@ -1,6 +1,13 @@
 """structlog configuration: JSON lines for operators, console for humans.
 
 Never log a secret: a processor drops values of keys that name one, as a last line of defence.
+
+Cheap on the call path: loggers are cached on first use (a `structlog.get_logger()` proxy binds
+once, not at every line), a disabled level is a no-op method of the filtering bound logger, every
+logger shares one writer object, and the secret check is decided once per key name. Configuring
+again (tests call `main()` in-process) keeps the processor list instance and the output target
+that cached loggers hold, so they follow the new set-up (`structlog.testing.capture_logs` relies
+on the same); only a changed level is not seen by loggers cached before.
 """
 
 from __future__ import annotations
@@ -9,40 +16,55 @@ import logging
 import sys
 import threading
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ivr.settings import Settings
+if TYPE_CHECKING:
+    from ivr.settings import Settings
 
 _SECRET_KEY_PARTS = ("password", "secret", "token", "code", "digits", "pin")
 _ALLOWED_KEYS = {"exit_code", "sip_code", "status_code", "reason_code", "digit_count", "outcome_code"}
 
 
+_SECRET_KEYS: dict[str, bool] = {}  # key name -> names a secret (decided once per name)
+_SECRET_KEYS_MAX = 4096  # key names come from code; the bound only guards against generated ones
+
+
+def _names_secret(key: str) -> bool:
+    lowered = key.lower()
+    return lowered not in _ALLOWED_KEYS and any(part in lowered for part in _SECRET_KEY_PARTS)
+
+
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
+    secret_keys = _SECRET_KEYS
     for key in list(event_dict):
-        lowered = key.lower()
-        if lowered in _ALLOWED_KEYS:
-            continue
-        if any(part in lowered for part in _SECRET_KEY_PARTS):
+        secret = secret_keys.get(key)
+        if secret is None:
+            secret = _names_secret(key)
+            if len(secret_keys) < _SECRET_KEYS_MAX:
+                secret_keys[key] = secret
+        if secret:
             event_dict[key] = "***"
     return event_dict
 
 
 class _CurrentStderrLogger:
-    """Writes each line to whatever ``sys.stderr`` is at that moment, not when logging was set up.
+    """Writes each line to the stream given to `configure_logging`, else to whatever
+    ``sys.stderr`` is at that moment, not when logging was set up.
 
     A stream captured at set-up time may be closed later (a test harness's capture, a redirected
     stderr), and every later log line would then fail with "I/O operation on closed file".
     """
 
     _lock = threading.Lock()
+    stream: Any = None  # set by configure_logging(stream=...); None: the current sys.stderr
 
     def msg(self, message: str) -> None:
         with self._lock:
-            print(message, file=sys.stderr, flush=True)
+            print(message, file=self.stream or sys.stderr, flush=True)
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
@@ -59,8 +81,12 @@ class _CurrentStderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def _current_stderr_logger(*_args: Any) -> _CurrentStderrLogger:
-    return _CurrentStderrLogger()
+_WRITER = _CurrentStderrLogger()  # one for every logger: binding allocates no writer
+_PROCESSORS: list[Any] = []  # one list instance for the process (see the module docstring)
+
+
+def _writer(*_args: Any) -> _CurrentStderrLogger:
+    return _WRITER
 
 
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:
@@ -70,20 +96,20 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    _WRITER.stream = stream
+    _PROCESSORS[:] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=_PROCESSORS,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=(
-            structlog.PrintLoggerFactory(file=stream) if stream is not None else _current_stderr_logger
-        ),
-        cache_logger_on_first_use=False,
+        logger_factory=_writer,
+        cache_logger_on_first_use=True,
     )
     handler: logging.Handler = (
         logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()

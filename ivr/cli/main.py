@@ -2,6 +2,10 @@
 
 Every command module exposes ``register(subparsers)`` and sets ``func(args, settings) -> int`` on
 its parsers. Settings are built here, once, and passed down.
+
+Only the module of the command being run is imported (`COMMANDS`): ``ivr agi`` runs once per call
+as a classic AGI script, and must not pay for the lab, SIPp, the web app or alembic. A command line
+without a known command (``ivr``, ``ivr --help``, a typo) imports every module for the full usage.
 """
 
 from __future__ import annotations
@@ -11,34 +15,50 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ivr.logging import configure_logging
-from ivr.settings import Settings, load_settings
+#: command -> the module that registers it
+COMMANDS = {
+    "db": "ivr.cli.db",  # ivr db upgrade
+    "contracts": "ivr.cli.contracts",  # ivr contracts import/show
+    "lab": "ivr.cli.lab",  # ivr lab build/up/down/status/logs/cli
+    "call": "ivr.cli.call",  # ivr call
+    "serve": "ivr.cli.serve",  # ivr serve
+    "agi": "ivr.cli.serve",  # ivr agi (classic AGI)
+    "calls": "ivr.cli.calls",  # ivr calls
+    "web": "ivr.cli.web",  # ivr web
+    "run": "ivr.cli.run",  # ivr run (the whole stack)
+}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
-COMMAND_MODULES = (
-    "ivr.cli.db",  # ivr db upgrade
-    "ivr.cli.contracts",  # ivr contracts import/show
-    "ivr.cli.lab",  # ivr lab build/up/down/status/logs/cli
-    "ivr.cli.call",  # ivr call
-    "ivr.cli.serve",  # ivr serve, ivr agi (classic AGI)
-    "ivr.cli.calls",  # ivr calls
-    "ivr.cli.web",  # ivr web
-    "ivr.cli.run",  # ivr run (the whole stack)
-)
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (the first word not starting with "-")."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv`, only the named command's module is imported."""
     parser = argparse.ArgumentParser(prog="ivr", description="Temporary-password IVR and web login")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    command = _command_of(argv) if argv is not None else None
+    for name in (COMMANDS[command],) if command else COMMAND_MODULES:
         module = importlib.import_module(name)
         module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
-    settings: Settings = load_settings()
+
+    from ivr.logging import configure_logging
+    from ivr.settings import load_settings
+
+    settings = load_settings()
     configure_logging(settings)
     result: int = args.func(args, settings)
     return result
