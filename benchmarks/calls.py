@@ -417,6 +417,7 @@ class PhaseFigures:
     answer_to_prompt: list[float] = field(default_factory=list)  # Asterisk: Answer() -> first Playing
     answer_to_agi: list[float] = field(default_factory=list)
     entry_to_prompt: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    reply_to_prompt: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # daemon side
     save: list[float] = field(default_factory=list)  # daemon: confirm step -> password stored
     step_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     wrong_steps: int = 0  # entries of a wrong length / wrong entries (daemon or dialplan)
@@ -442,7 +443,9 @@ NEXT_PROMPT = {  # entry -> the prompt the caller hears next
 
 def measure_prompts(
     figures: PhaseFigures, asterisk: dict[str, AsteriskCall], sipp: dict[str, LoadCallResult]
-) -> None:
+) -> float:
+    """Answer -> first prompt, and each entry's last key (SIPp) -> the next prompt (Asterisk).
+    Returns the clock offset of Asterisk's log."""
     offset = align_clock(asterisk, sipp)
     for call in asterisk.values():
         if call.caller not in sipp or call.answered_at is None:
@@ -458,6 +461,32 @@ def measure_prompts(
             later = [when for when, name in plays if name == wanted and when >= sent - 0.25]
             if later:
                 figures.entry_to_prompt[entry].append(later[0] - sent)
+    return offset
+
+
+def measure_replies(
+    figures: PhaseFigures, asterisk: dict[str, AsteriskCall], daemon: dict[str, DaemonCall], offset: float
+) -> None:
+    """The daemon's side of the gap: its step line (the entry's reply is in, the entry accepted) ->
+    Asterisk starting the next prompt. Keys typed in that window reach no AGI command."""
+    by_caller = {call.caller: call for call in asterisk.values() if call.caller}
+    for call in daemon.values():
+        played = by_caller.get(call.caller or "")
+        if played is None:
+            continue
+        for event in call.events:
+            if event.get("event") != "step" or event.get("result") != "digits":
+                continue
+            step, logged = str(event.get("step")), _epoch(event.get("timestamp"))
+            if step not in NEXT_PROMPT or logged is None:
+                continue
+            later = [
+                w - offset
+                for w, name in played.plays
+                if name == NEXT_PROMPT[step] and w - offset >= logged - 0.05
+            ]
+            if later:
+                figures.reply_to_prompt[step].append(later[0] - logged)
 
 
 def measure_daemon(figures: PhaseFigures, calls: dict[str, DaemonCall], expected: dict[str, int]) -> None:
@@ -741,10 +770,11 @@ class Bench:
         asterisk_text = self.lab.messages(asterisk_mark)
         asterisk, problems = asterisk_calls(asterisk_text)
         figures.problems.update({f"asterisk: {k}": v for k, v in problems.items()})
-        measure_prompts(figures, asterisk, sipp)
+        offset = measure_prompts(figures, asterisk, sipp)
         if kind == "agi":
             calls = daemon_calls(daemon_events(self.daemon.log_path, daemon_mark))
             measure_daemon(figures, calls, {"unit": 1, "password": 8, "confirm": 8})
+            measure_replies(figures, asterisk, calls, offset)
             records, figures.wrong_records = record_figures(self.url, calls)
             if records != figures.outcomes:
                 figures.problems[f"call records {dict(records)} differ from the daemon log"] += 1
@@ -883,6 +913,14 @@ def table(phases: Sequence[PhaseFigures]) -> list[tuple[str, list[str]]]:
     row(
         "confirmation -> completion prompt p50 / p99",
         (p50_p99(p.entry_to_prompt.get("confirm", [])) for p in phases),
+    )
+    row(
+        "daemon: unit step -> next prompt p50 / p99",
+        (p50_p99(p.reply_to_prompt.get("unit", [])) for p in phases),
+    )
+    row(
+        "daemon: password step -> next prompt p50 / p99",
+        (p50_p99(p.reply_to_prompt.get("password", [])) for p in phases),
     )
     row("save (confirm step -> stored) p50 / p99", (p50_p99(p.save) for p in phases))
     row(
