@@ -1,4 +1,5 @@
-"""50 concurrent wrong attempts never run more checks than the limit (SQLite and PostgreSQL)."""
+"""50 concurrent wrong attempts never run more checks than the limit (SQLite and PostgreSQL), in
+one transaction (``authenticate``) and in steps with the check outside any transaction (``log_in``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.auth import authenticate, change_password
+from core.auth import authenticate, change_password, log_in
 from core.policy import CredentialPolicy
 from core.secrets import SecretHasher
 from tests.core.conftest import SEED_ADDITIONAL, SetTemporary, credential_of
@@ -31,11 +32,25 @@ class CountingHasher(SecretHasher):
         return super().verify(stored_hash, plain)
 
 
-def _storm(sessions: sessionmaker[Session], hasher: SecretHasher, now: datetime) -> list[str]:
+@pytest.fixture(params=["one_transaction", "in_steps"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _storm(sessions: sessionmaker[Session], hasher: SecretHasher, now: datetime, mode: str) -> list[str]:
     barrier = threading.Barrier(ATTEMPTS)
 
     def attempt(i: int) -> str:
         barrier.wait()
+        if mode == "in_steps":
+            return log_in(
+                sessions,
+                number=SEED_ADDITIONAL,
+                password=f"wrong{i:03d}x",
+                now=now,
+                policy=CredentialPolicy(),
+                hasher=hasher,
+            ).status
         with sessions() as session, session.begin():
             return authenticate(
                 session,
@@ -56,10 +71,11 @@ def test_50_concurrent_wrong_attempts_on_a_temporary_password(
     fast_hasher: SecretHasher,
     set_temporary: SetTemporary,
     core_now: datetime,
+    mode: str,
 ) -> None:
     set_temporary(SEED_ADDITIONAL, "24681357", at=core_now)
     counting = CountingHasher(fast_hasher)
-    statuses = _storm(sample_db, counting, core_now)
+    statuses = _storm(sample_db, counting, core_now, mode)
     assert counting.checks <= 3
     assert counting.checks == 3  # and the three allowed tries were really used
     assert statuses.count("wrong") == 2
@@ -76,6 +92,7 @@ def test_50_concurrent_wrong_attempts_on_a_permanent_password(
     fast_hasher: SecretHasher,
     set_temporary: SetTemporary,
     core_now: datetime,
+    mode: str,
 ) -> None:
     set_temporary(SEED_ADDITIONAL, "24681357", at=core_now)
     with sample_db() as session, session.begin():
@@ -83,7 +100,7 @@ def test_50_concurrent_wrong_attempts_on_a_permanent_password(
             session, number=SEED_ADDITIONAL, new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
         )
     counting = CountingHasher(fast_hasher)
-    statuses = _storm(sample_db, counting, core_now)
+    statuses = _storm(sample_db, counting, core_now, mode)
     assert counting.checks == 10
     assert statuses.count("wrong") == 9
     assert statuses.count("locked") == ATTEMPTS - 9
