@@ -315,7 +315,7 @@ def classic_runner(tree: Path, env: dict[str, str], starts: list[float]) -> Runn
         )
         script = caller_script(dialog.actions(), env["IVR_AGI__SECRET"])
         session, first = await classic_session(
-            [sys.executable, "-m", "ivr.cli.main", "agi"], agi_env, script, process_env=env
+            [sys.executable, "-m", "ivr.cli.main", "agi"], agi_env, script, process_env=env, cwd=str(tree)
         )
         starts.append(first)
         return session
@@ -551,9 +551,15 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, str, dict[str, 
             check=True,
             capture_output=True,
         )
-    head = subprocess.run(
-        ["git", "-C", str(tree), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    head = (
+        subprocess.run(
+            ["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        or "(not a git checkout)"
+    )
     dirty = subprocess.run(
         ["git", "-C", str(tree), "status", "--short", "--untracked-files=no"],
         capture_output=True,
@@ -607,6 +613,7 @@ async def benchmark(
         table: dict[tuple[str, str, int], Batch] = {}
         for level in args.levels:
             for kind, dialogs, total in (
+                ("wave", [WRONG_UNIT], level),  # `level` callers arriving at once, one session each
                 ("short", [WRONG_UNIT], max(args.sessions, 3 * level)),
                 ("completed", COMPLETED, max(args.sessions // 2, 2 * level)),
             ):
@@ -702,6 +709,13 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         print(f"| {label} | " + " | ".join(cells) + " |")
 
     for server in ("daemon", "bare"):
+        row(
+            f"{server}: env → first prompt p50 / p99 ms, callers arriving at once (one wave)",
+            [
+                f"{ms(b.first_prompt(50))} / {ms(b.first_prompt(99))}"
+                for b in (table[(server, "wave", lv)] for lv in args.levels)
+            ],
+        )
         for kind in ("short", "completed"):
             batches = [table[(server, kind, lv)] for lv in args.levels]
             row(
@@ -741,13 +755,15 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     # the targets
     level = 50 if 50 in args.levels else args.levels[-1]
     short_d, short_b = table[("daemon", "short", level)], table[("bare", "short", level)]
+    wave_d = table[("daemon", "wave", level)]
     best_daemon = max(table[("daemon", "short", lv)].rate for lv in args.levels)
     best_classic = max((b.rate for (k, _lv), b in classic.items() if k == "short"), default=math.nan)
     best_daemon_c = max(table[("daemon", "completed", lv)].rate for lv in args.levels)
     best_classic_c = max((b.rate for (k, _lv), b in classic.items() if k == "completed"), default=math.nan)
     cpu_ratio = short_d.cpu_ms / short_b.cpu_ms if short_b.cpu_ms else math.nan
     completed_p99 = table[("daemon", "completed", level)].first_prompt(99)
-    ratio_s, ratio_c = best_daemon / best_classic, best_daemon_c / best_classic_c
+    ratio_s = best_daemon / best_classic if best_classic else math.nan
+    ratio_c = best_daemon_c / best_classic_c if best_classic_c else math.nan
     targets: list[tuple[str, str, bool | None]] = [
         (
             "CPU per short session ≤ 3× bare (goal 1.3×)",
@@ -756,8 +772,9 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         ),
         (
             f"env → first prompt p99 ≤ 20 ms at {level} at once",
+            f"{ms(wave_d.first_prompt(99))} ms ({level} arriving at once); sustained {level} in flight: "
             f"{ms(short_d.first_prompt(99))} ms short, {ms(completed_p99)} ms completed",
-            max(short_d.first_prompt(99), completed_p99) <= 0.020,
+            wave_d.first_prompt(99) <= 0.020,
         ),
         (
             "round trip p99 ≤ 5 ms while hashes saturate",

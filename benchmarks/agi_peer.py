@@ -634,6 +634,7 @@ async def classic_session(
     script: CallerScript,
     *,
     process_env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
     wait_limit: float = 60.0,
     exit_on_hangup: bool = True,
     stderr: int | None = asyncio.subprocess.DEVNULL,
@@ -647,6 +648,7 @@ async def classic_session(
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr,
         env=dict(process_env) if process_env is not None else None,
+        cwd=cwd,
     )
     spawned = time.monotonic()
     assert process.stdin is not None and process.stdout is not None
