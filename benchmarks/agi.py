@@ -390,10 +390,12 @@ async def idle_sessions(port: int, pid: int, secret: str, count: int, step: int 
     all_parked = asyncio.Event()
     target = 0
 
+    refused = 0
+
     def on_park(_session: Session) -> None:
         nonlocal parked
         parked += 1
-        if parked >= target:
+        if parked + refused >= target:
             all_parked.set()
 
     async def one() -> Session:
@@ -406,9 +408,15 @@ async def idle_sessions(port: int, pid: int, secret: str, count: int, step: int 
             args=("idle",),
         )
         script = caller_script((), secret, park=True)
-        return await fastagi_session(
+        session = await fastagi_session(
             "127.0.0.1", port, env, script, wait_limit=3600, on_park=on_park, peer_out=peers
         )
+        if session.parked_at is None:  # closed before its first digit wait (refused by the daemon)
+            nonlocal refused
+            refused += 1
+            if parked + refused >= target:
+                all_parked.set()
+        return session
 
     # warm the paths the parked calls take, then the baseline
     warm = [asyncio.ensure_future(one()) for _ in range(20)]
@@ -436,9 +444,10 @@ async def idle_sessions(port: int, pid: int, secret: str, count: int, step: int 
     return {
         "count": count,
         "parked": parked,
+        "refused": refused,
         "rss_before_kib": before,
         "rss_after_kib": after,
-        "per_session_kib": (after - before) / count,
+        "per_session_kib": (after - before) / max(1, parked),
         "open_seconds": opened,
         "closed_ok": sum(1 for s in sessions if s.closed_by == "asterisk"),
     }
@@ -747,7 +756,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     idle = r.get("idle")
     if idle:
         print(
-            f"idle sessions: {idle['parked']}/{idle['count']} parked in {idle['open_seconds']:.1f} s, VmRSS "
+            f"idle sessions: {idle['parked']}/{idle['count']} parked ({idle['refused']} refused) "
+            f"in {idle['open_seconds']:.1f} s, VmRSS "
             f"{idle['rss_before_kib'] / 1024:.1f} → {idle['rss_after_kib'] / 1024:.1f} MiB: "
             f"{idle['per_session_kib']:.1f} KiB per idle session"
         )
