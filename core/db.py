@@ -24,8 +24,9 @@ handler, which is why nothing may hold the lock for long: no password hash insid
 transaction anywhere.
 
 The wait for the write lock (in-process lock plus ``BEGIN IMMEDIATE``) is measured per engine:
-:func:`write_lock_wait_stats` (count, total, max), so a test or a benchmark can say how long a
-path waited.
+:func:`write_lock_wait_stats` (count, total, max wait; and the longest hold, in wall time and in
+the holder thread's CPU time, where a hash inside a transaction shows whatever the machine's load),
+so a test or a benchmark can say how long a path waited and what it waited for.
 
 PostgreSQL (several daemons sharing one store) uses psycopg 3 and its own pool: no in-process lock,
 its row locks serialise the conditional counter updates; read sessions are ``READ ONLY``
@@ -82,6 +83,8 @@ class LockWaitSnapshot:
     count: int
     total_seconds: float
     max_seconds: float
+    max_hold_seconds: float = 0.0  # the longest a transaction of the engine held the lock
+    max_hold_cpu_seconds: float = 0.0  # the most CPU its thread spent holding it (a hash shows here)
 
 
 class WriteLockStats:
@@ -93,6 +96,13 @@ class WriteLockStats:
         self.total_seconds = 0.0
         self.max_seconds = 0.0
         self.waiting = 0  # transactions waiting for the lock right now
+        self.max_hold_seconds = 0.0
+        self.max_hold_cpu_seconds = 0.0
+
+    def record_hold(self, seconds: float, cpu_seconds: float) -> None:
+        with self._lock:
+            self.max_hold_seconds = max(self.max_hold_seconds, seconds)
+            self.max_hold_cpu_seconds = max(self.max_hold_cpu_seconds, cpu_seconds)
 
     def _waiting(self, delta: int) -> None:
         with self._lock:
@@ -107,17 +117,28 @@ class WriteLockStats:
 
     def snapshot(self) -> LockWaitSnapshot:
         with self._lock:
-            return LockWaitSnapshot(self.count, self.total_seconds, self.max_seconds)
+            return LockWaitSnapshot(
+                self.count,
+                self.total_seconds,
+                self.max_seconds,
+                self.max_hold_seconds,
+                self.max_hold_cpu_seconds,
+            )
 
     def reset(self) -> None:
         with self._lock:
             self.count = 0
             self.total_seconds = 0.0
             self.max_seconds = 0.0
+            self.max_hold_seconds = 0.0
+            self.max_hold_cpu_seconds = 0.0
 
     def __repr__(self) -> str:
         s = self.snapshot()
-        return f"WriteLockStats(count={s.count}, total={s.total_seconds:.4f}s, max={s.max_seconds:.4f}s)"
+        return (
+            f"WriteLockStats(count={s.count}, total={s.total_seconds:.4f}s, max={s.max_seconds:.4f}s, "
+            f"max_hold={s.max_hold_seconds:.4f}s)"
+        )
 
 
 _stats: WeakKeyDictionary[Engine, WriteLockStats] = WeakKeyDictionary()
@@ -205,8 +226,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 raise
         finally:
             stats._waiting(-1)
-        stats.record(time.perf_counter() - started)
-        info["ivr_holds_writer_lock"] = True
+        acquired = time.perf_counter()
+        stats.record(acquired - started)
+        info["ivr_holds_writer_lock"] = (acquired, time.thread_time(), threading.get_ident())
         _secrets.note_write_transaction(True)
 
     def _release(proxied: Any) -> None:
@@ -214,8 +236,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             info = proxied.info
         except (AttributeError, NotImplementedError):  # the dialect's first-connect probe
             return
-        if info.pop("ivr_holds_writer_lock", False):
+        held = info.pop("ivr_holds_writer_lock", None)
+        if held is not None:
             writer_lock.release()
+            acquired, cpu, thread = held
+            cpu_held = time.thread_time() - cpu if thread == threading.get_ident() else 0.0
+            stats.record_hold(time.perf_counter() - acquired, cpu_held)
             _secrets.note_write_transaction(False)
 
     # Release after the COMMIT / ROLLBACK itself (the engine's "commit" event fires before it, when
@@ -241,7 +267,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
         # a connection returned or invalidated without a commit/rollback: never leak the lock
-        if record.info.pop("ivr_holds_writer_lock", False):
+        if record.info.pop("ivr_holds_writer_lock", None) is not None:
             writer_lock.release()
             _secrets.note_write_transaction(False)
 

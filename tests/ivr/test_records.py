@@ -315,6 +315,7 @@ def test_sigterm_writes_the_queued_records(
                 peer.sendall(f"200 result=1 ({SECRET})\n".encode())
                 continue
             break
+        reader.close()
         peer.close()  # the caller hangs up mid-call: the flow finishes and queues its record
         assert daemon.process is not None
         daemon.process.send_signal(signal.SIGTERM)
