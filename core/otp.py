@@ -109,11 +109,17 @@ class IssuedCode:
     expires_at: datetime
 
 
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
 def mail_address_problems(value: str) -> list[str]:
     if not value:
         return ["empty"]
     if len(value) > 254 or not value.isascii() or not _MAIL.fullmatch(value):
         return ["invalid"]
+    if value.startswith(FORMULA_PREFIXES):
+        return ["formula"]  # valid by RFC 5322, but a spreadsheet would run it from a download
     return []
 
 
@@ -270,8 +276,14 @@ def start_registration(
     policy: PolicyLike = DEFAULT_POLICY,
     hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
+    replace_registered: bool = False,
 ) -> str:
-    """Provisional registration; returns the link token to mail (only its hash is stored)."""
+    """Provisional registration; returns the link token to mail (only its hash is stored).
+
+    Only for a number without a registration: a registered number changes its address with
+    :func:`start_address_change` and its confirmation ID/password with their own functions (which
+    need the current ones); raises :class:`OtpNotAvailable` ``already_registered``. The admin's bulk
+    settings (seed P27) pass ``replace_registered=True``."""
     hasher = hasher or default_hasher()
     problems: dict[str, list[str]] = {}
     for name, found in (
@@ -285,6 +297,8 @@ def start_registration(
         raise OtpInputError(problems)
     phone = _phone(session, number)
     settings = _settings(session, phone)
+    if settings.confirmation_id_hash is not None and not replace_registered:
+        raise OtpNotAvailable("already_registered")
     settings.usage = OtpUsage.USED
     return _new_registration(
         session,

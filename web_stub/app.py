@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
+import json
 import re
 import secrets
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +38,31 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.phone import format_number
+from core.web_sessions import session_id_hash
 from ivr.settings import Settings
 from web_stub import messages as msg
-from web_stub.backend import CodeUnavailable, CredentialBackend, InputRefused, LoginOutcome, OtpState
+from web_stub.backend import (
+    CodeUnavailable,
+    CredentialBackend,
+    InputRefused,
+    LoginOutcome,
+    OtpState,
+    SessionRecord,
+)
 from web_stub.mail import Mailer, MailSendError, SmtpMailer, code_mail, registration_mail
-from web_stub.sessions import Clock, SessionStore, WebSession
+from web_stub.sessions import Clock, FormToken, Stage, WebSession, new_cookie_value, unseal
 
 log = structlog.get_logger("web")
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "ivr_session"
 UNIT_LABELS = {"line": "回線単位", "number": "電話番号単位", "admin_user": "管理者/ユーザ単位"}
-STAGE_PAGES = {
-    "must_change": "/password/required",
-    "otp_choice": "/otp/choice",
-    "otp_register": "/otp/register",
-    "otp_code": "/otp/send",
-    "home": "/home",
+STAGE_PAGES: dict[str, str] = {
+    Stage.MUST_CHANGE: "/password/required",
+    Stage.OTP_CHOICE: "/otp/choice",
+    Stage.OTP_REGISTER: "/otp/register",
+    Stage.OTP_CODE: "/otp/send",
+    Stage.HOME: "/home",
 }
 STAGE_API_NEXT = {
     "must_change": "change_password",
@@ -62,7 +72,7 @@ STAGE_API_NEXT = {
     "home": "home",
 }
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
-MAX_CONFIRMATION_CHECKS = 5
+MAX_ERROR_LINES = 1000  # a bulk page shows at most this many errors, then how many more
 BULK_THRESHOLD = 33  # seed P12: number search and bulk settings for 33 numbers or more
 BULK_MAX_BYTES = 1024 * 1024
 
@@ -82,6 +92,10 @@ def decode_csv(raw: bytes) -> tuple[str, list[str]]:
         return "", ["ファイルが大きすぎます（1MBまで）。"]
     if not raw.strip():
         return "", ["CSVファイルを指定してください。"]
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        return "", [
+            "ファイルの文字コードを読み取れません（UTF-16には対応していません）。UTF-8またはShift_JISで保存してください。"
+        ]
     for encoding in ("utf-8-sig", "cp932"):
         try:
             return raw.decode(encoding), []
@@ -121,6 +135,34 @@ def parse_bulk_csv(
     return rows, errors
 
 
+def bound_errors(errors: list[str], limit: int = MAX_ERROR_LINES) -> list[str]:
+    """Every error up to ``limit`` lines, then how many more there are."""
+    if len(errors) <= limit:
+        return errors
+    return [*errors[:limit], f"ほか{len(errors) - limit}件のエラーがあります。"]
+
+
+#: OWASP "CSV injection": a cell a spreadsheet would read as a formula gets a leading quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def csv_download(rows: list[list[str]], filename: str) -> Response:
+    """Every download: quoted cells, CRLF, formula cells neutralised."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        writer.writerow([csv_cell(cell) for cell in row])
+    return Response(
+        out.getvalue().encode("utf-8"),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -134,6 +176,17 @@ def normalize_login_number(raw: str) -> str:
 def same_token(given: str, expected: str) -> bool:
     """Constant-time comparison that also survives non-ASCII input (a 403, not a 500)."""
     return bool(given) and secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def email_ok(email: str) -> bool:
+    """A receiving address the site accepts (no leading ``= + - @``: a spreadsheet would run it)."""
+    return bool(_EMAIL.fullmatch(email)) and len(email) <= 254 and not email.startswith(_FORMULA_START)
+
+
+def address_change_allowed(stage: str, data: dict[str, Any]) -> bool:
+    """P22: before the code (the send page), after the confirmation ID and password were checked;
+    P23: from the menu after a two-step login of this session, straight away."""
+    return bool(data.get("confirmation_checked")) or (stage == "home" and bool(data.get("two_step")))
 
 
 def mask_email(email: str | None) -> str:
@@ -176,14 +229,111 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class Detour(Exception):
+    """A guard's answer in place of the page: raised by ``require…``, answered by the route wrapper."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("detour")
+        self.response = response
+
+
+class BodyTooLarge(Exception):
+    """The request body passed its route's cap while it was being read."""
+
+
+def client_key(address: str) -> str:
+    """What the per-client budget counts: an IPv4 address, an IPv6 /64, or the raw peer name."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address.strip()[:80] or "unknown"
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+
+
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> str:
+    """The client a request comes from: the peer, or, when the peer is a trusted proxy, the nearest
+    address in ``X-Forwarded-For`` that is not one (hops to its left are the client's own claims)."""
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in trusted)
+
+    if not peer:
+        return "unknown"
+    if not forwarded_for or not is_trusted(peer):
+        return client_key(peer)
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            return client_key(hop)
+    return client_key(hops[0] if hops else peer)
+
+
+UPLOAD_PATHS = ("/password/bulk", "/settings/otp/bulk")
+
+
+def body_limit_for(path: str, web: Any) -> int:
+    """The body cap of a route: the login small, CSV uploads a few MB, other forms in between."""
+    if path in ("/login", "/api/login"):
+        return int(web.max_login_bytes)
+    if path in UPLOAD_PATHS or path.startswith("/settings/unit/"):
+        return int(web.max_upload_bytes)
+    return int(web.max_form_bytes)
+
+
+class BodyLimit:
+    """Caps request bodies by route before anything reads or spools them: a ``Content-Length`` over
+    the cap is answered 413 at once; a body without one is cut off when it passes the cap."""
+
+    def __init__(self, app: ASGIApp, *, web: WebApp) -> None:
+        self.app = app
+        self.web = web
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = body_limit_for(scope["path"], self.web.web)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            log.info("web_body_too_large", path=scope["path"], limit=limit)
+            await self.web.too_large_page(Request(scope), limit)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)
+
+
 @dataclass
 class Context:
-    """One request's session as loaded by :meth:`WebApp.load`."""
+    """One request's session as loaded by :meth:`WebApp.load` (``ended``: why it just ended)."""
 
     session: WebSession | None
-    idle_expired: bool
+    ended: str | None
+
+    @property
+    def idle_expired(self) -> bool:
+        return self.ended is not None
 
 
+SCOPE_CONTEXT = "ivr.web.context"
+SCOPE_SESSIONS = "ivr.web.sessions"
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -203,30 +353,121 @@ class WebApp:
         self.clock = clock
         self.mailer = mailer
         self.service_number = settings.lab.service_number
-        self.store = SessionStore(
-            idle_timeout=timedelta(seconds=self.web.session_idle_timeout_seconds), clock=clock
-        )
+        self.form_token = FormToken(self.web.secret_key.get_secret_value())
+        self.trusted_proxies = [ipaddress.ip_network(p, strict=False) for p in self.web.trusted_proxies]
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     # ----------------------------------------------------------------- plumbing
-    def load(self, request: Request) -> Context:
-        session, expired = self.store.get(request.cookies.get(SESSION_COOKIE))
-        return Context(session=session, idle_expired=expired)
+    def endpoint(self, handler: Handler) -> Handler:
+        """A route: the handler, its guards' detours, then the sessions it touched are stored."""
+
+        async def run(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except Detour as detour:
+                response = detour.response
+            except BodyTooLarge:
+                log.info(
+                    "web_body_too_large",
+                    path=request.url.path,
+                    limit=body_limit_for(request.url.path, self.web),
+                )
+                response = self.too_large_page(request, body_limit_for(request.url.path, self.web))
+            await self.persist(request)
+            return response
+
+        return run
+
+    def _sessions_of(self, request: Request) -> list[WebSession]:
+        found = request.scope.setdefault(SCOPE_SESSIONS, [])
+        assert isinstance(found, list)
+        return found
+
+    async def load(self, request: Request) -> Context:
+        cached = request.scope.get(SCOPE_CONTEXT)
+        if isinstance(cached, Context):
+            return cached
+        cookie = request.cookies.get(SESSION_COOKIE)
+        ctx = Context(session=None, ended=None)
+        if cookie and len(cookie) <= 128:
+            record, ended = await run_in_threadpool(
+                self.backend.session_load, id_hash=session_id_hash(cookie), now=self.clock()
+            )
+            session = self._session_from(cookie, record) if record is not None else None
+            if session is not None:
+                self._sessions_of(request).append(session)
+            ctx = Context(session=session, ended=ended)
+        request.scope[SCOPE_CONTEXT] = ctx
+        return ctx
+
+    @staticmethod
+    def _session_from(cookie: str, record: SessionRecord) -> WebSession:
+        opened = unseal(cookie, record.sealed) if record.sealed else None
+        session = WebSession(
+            cookie=cookie,
+            stage=record.stage,
+            number=record.number,
+            contract_id=record.contract_id,
+            unit=record.unit,
+            role=record.role,
+            created_at=record.created_at,
+            data=json.loads(record.data or "{}"),
+            secrets=json.loads(opened) if opened else {},
+            stored_hash=session_id_hash(cookie),
+        )
+        session.loaded_state = session.state()
+        return session
+
+    async def persist(self, request: Request) -> None:
+        """Store what this request changed in its sessions (before the answer leaves)."""
+        for session in self._sessions_of(request):
+            if not session.needs_save:
+                continue
+            if session.ended:
+                if session.stored_hash is not None:
+                    await run_in_threadpool(self.backend.session_delete, id_hash=session.stored_hash)
+                continue
+            data = json.dumps(session.data, ensure_ascii=False)
+            if session.stored_hash is None:
+                await run_in_threadpool(
+                    self.backend.session_open,
+                    id_hash=session.id_hash,
+                    now=self.clock(),
+                    stage=str(session.stage),
+                    number=session.number,
+                    data=data,
+                    sealed=session.sealed(),
+                )
+            else:
+                await run_in_threadpool(
+                    self.backend.session_save,
+                    id_hash=session.stored_hash,
+                    now=self.clock(),
+                    stage=str(session.stage),
+                    data=data,
+                    sealed=session.sealed(),
+                    new_id_hash=session.id_hash if session.id_hash != session.stored_hash else None,
+                    resnapshot=session.resnapshot,
+                )
+            session.stored_hash = session.id_hash
+            session.loaded_state = session.state()
+
+    def _cookie(self, response: Response, name: str, value: str) -> None:
+        response.set_cookie(
+            name, value, httponly=True, samesite="lax", secure=self.web.cookie_secure, path="/"
+        )
 
     def set_cookie(self, response: Response, session: WebSession) -> None:
-        response.set_cookie(
-            SESSION_COOKIE,
-            session.id,
-            httponly=True,
-            samesite="lax",
-            secure=self.web.cookie_secure,
-            path="/",
-        )
+        self._cookie(response, SESSION_COOKIE, session.cookie)
 
     def clear_cookie(self, response: Response) -> None:
         response.delete_cookie(
             SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=self.web.cookie_secure
         )
+
+    def client_of(self, request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.get("x-forwarded-for"), self.trusted_proxies)
 
     def render(
         self,
@@ -238,29 +479,51 @@ class WebApp:
         status_code: int = 200,
         errors: list[str] | None = None,
         notice: str | None = None,
+        csrf_token: str | None = None,
         **context: Any,
     ) -> Response:
         otp_enabled = bool(session and session.data.get("otp_status") == "on")
+        if csrf_token is None:
+            csrf_token = session.csrf_token if session else ""
         response = self.templates.TemplateResponse(
             request,
             template,
             {
                 "page_title": title,
                 "ws": session,
-                "csrf_token": session.csrf_token if session else "",
+                "csrf_token": csrf_token,
                 "unit_label": UNIT_LABELS.get(session.unit or "", "") if session else "",
                 "otp_enabled": otp_enabled,
                 "errors": errors or [],
                 "notice": notice,
                 "static_url": "/static",
                 "service_number_display": format_number(self.service_number),
+                "limits": self.web,
                 **context,
             },
             status_code=status_code,
         )
-        if session is not None:
+        if session is not None and not session.ended:
             self.set_cookie(response, session)
         return response
+
+    def render_anonymous(self, request: Request, template: str, title: str, **kwargs: Any) -> Response:
+        """A form page without a session: its CSRF token is the signed double-submit token."""
+        value = request.cookies.get(FormToken.COOKIE) or ""
+        if not value or len(value) > 128:
+            value = FormToken.new_value()
+        response = self.render(
+            request, template, title, None, csrf_token=self.form_token.token_for(value), **kwargs
+        )
+        self._cookie(response, FormToken.COOKIE, value)
+        return response
+
+    def anonymous_form_ok(self, request: Request, form: dict[str, str]) -> bool:
+        return self.form_token.valid(request.cookies.get(FormToken.COOKIE), form.get("csrf_token", ""))
+
+    def login_form(self, request: Request, *, status_code: int = 200, **kwargs: Any) -> Response:
+        kwargs.setdefault("number", "")
+        return self.render_anonymous(request, "login.html", "ログイン", status_code=status_code, **kwargs)
 
     def message_page(
         self,
@@ -286,14 +549,40 @@ class WebApp:
             errors=errors,
         )
 
+    def too_large_page(self, request: Request, limit: int) -> Response:
+        if request.url.path.startswith("/api/"):
+            return self._api_error(413, "payload_too_large", msg.body_too_large(limit))
+        return self.message_page(
+            request,
+            "エラー",
+            [],
+            None,
+            status_code=413,
+            errors=[msg.body_too_large(limit)],
+            link_url="/login",
+            link_text="戻る",
+        )
+
+    def throttled_page(self, request: Request, retry_after: int) -> Response:
+        log.warning("web_login_throttled", retry_after=retry_after)
+        text = msg.login_throttled(retry_after)
+        if request.url.path.startswith("/api/"):
+            response: Response = JSONResponse(
+                {"error": "too_many_attempts", "message": text, "retry_after": retry_after}, status_code=429
+            )
+        else:
+            response = self.login_form(request, status_code=429, errors=[text])
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
     def redirect(self, url: str, session: WebSession | None = None) -> Response:
         response = RedirectResponse(url, status_code=303)
-        if session is not None:
+        if session is not None and not session.ended:
             self.set_cookie(response, session)
         return response
 
     def to_login(self, request: Request, ctx: Context) -> Response:
-        url = "/login?timeout=1" if ctx.idle_expired else "/login"
+        url = {"idle": "/login?timeout=1", None: "/login"}.get(ctx.ended, f"/login?ended={ctx.ended}")
         response = self.redirect(url)
         self.clear_cookie(response)
         return response
@@ -302,12 +591,16 @@ class WebApp:
         data = await request.form()
         return {k: v for k, v in data.items() if isinstance(v, str)}
 
+    def too_long(self, *values: str) -> bool:
+        """A secret longer than any valid one is refused before it is hashed."""
+        return any(len(v) > self.web.max_secret_chars for v in values)
+
     def csrf_ok(self, session: WebSession | None, form: dict[str, str]) -> bool:
         return session is not None and same_token(form.get("csrf_token", ""), session.csrf_token)
 
     def csrf_failed(self, request: Request, ctx: Context) -> Response:
-        if ctx.idle_expired or ctx.session is None:
-            log.info("web_form_without_session", path=request.url.path, idle_expired=ctx.idle_expired)
+        if ctx.ended or ctx.session is None:
+            log.info("web_form_without_session", path=request.url.path, ended=ctx.ended)
             return self.to_login(request, ctx)
         log.warning("web_csrf_rejected", path=request.url.path, number=ctx.session.number)
         return self.message_page(
@@ -320,64 +613,62 @@ class WebApp:
             link_text="戻る",
         )
 
-    def require(self, request: Request, stages: set[str]) -> tuple[WebSession | None, Response | None]:
-        """The session if it is at one of ``stages``; else the answer (login or its stage's page)."""
-        ctx = self.load(request)
-        refusal = self._stage_refusal(request, ctx, stages)
-        return (None, refusal) if refusal else (ctx.session, None)
+    async def require(self, request: Request, stages: set[str]) -> WebSession:
+        """The session if it is logged in at one of ``stages``; else a detour (login or its stage's page)."""
+        ctx = await self.load(request)
+        return self._at_stage(request, ctx, stages)
 
-    def _stage_refusal(self, request: Request, ctx: Context, stages: set[str]) -> Response | None:
-        """Where a request goes instead when its session is not logged in at one of ``stages``."""
+    def _at_stage(self, request: Request, ctx: Context, stages: set[str]) -> WebSession:
         session = ctx.session
         if session is None or not session.authenticated:
-            return self.to_login(request, ctx)
+            raise Detour(self.to_login(request, ctx))
         if session.stage not in stages:
-            return self.redirect(STAGE_PAGES[session.stage], session)
-        return None
+            raise Detour(self.redirect(STAGE_PAGES[session.stage], session))
+        return session
 
-    async def require_post(
-        self, request: Request, stages: set[str]
-    ) -> tuple[WebSession | None, dict[str, str], Response | None]:
-        ctx = self.load(request)
+    async def require_post(self, request: Request, stages: set[str]) -> tuple[WebSession, dict[str, str]]:
+        """As :meth:`require`, for a form: its CSRF token first."""
+        ctx = await self.load(request)
         form = await self.form(request)
         if not self.csrf_ok(ctx.session, form):
-            return None, form, self.csrf_failed(request, ctx)
-        refusal = self._stage_refusal(request, ctx, stages)
-        return (None, form, refusal) if refusal else (ctx.session, form, None)
+            raise Detour(self.csrf_failed(request, ctx))
+        return self._at_stage(request, ctx, stages), form
 
     def stage_after_password(self, otp: OtpState) -> str:
         return {"unchosen": "otp_choice", "pending": "otp_register", "on": "otp_code", "off": "home"}[
             otp.status
         ]
 
-    def begin_login(self, session: WebSession, outcome: LoginOutcome) -> WebSession:
-        """A fresh session id for the logged-in user (the pre-login id is worthless from now on)."""
-        session = self.store.rotate(session)
-        session.number = outcome.number
-        session.contract_id = outcome.contract_id
-        session.unit = outcome.unit
-        session.role = outcome.role
-        session.data = {
-            "otp_status": outcome.otp.status,
-            "otp_email": outcome.otp.email,
-            "login_attempt_id": secrets.token_urlsafe(16),
-            "change_reason": outcome.change_reason,
-        }
-        if outcome.must_change_password:
-            session.stage = "must_change"
-        else:
-            session.stage = self.stage_after_password(outcome.otp)
+    def begin_login(self, request: Request, outcome: LoginOutcome) -> WebSession:
+        """A new session (a new cookie value) for a login whose password was right."""
+        assert outcome.number and outcome.contract_id is not None and outcome.unit and outcome.role
+        stage = "must_change" if outcome.must_change_password else self.stage_after_password(outcome.otp)
+        session = WebSession(
+            cookie=new_cookie_value(),
+            stage=stage,
+            number=outcome.number,
+            contract_id=outcome.contract_id,
+            unit=outcome.unit,
+            role=outcome.role,
+            created_at=self.clock(),
+            data={
+                "otp_status": outcome.otp.status,
+                "otp_email": outcome.otp.email,
+                "login_attempt_id": secrets.token_urlsafe(16),
+                "change_reason": outcome.change_reason,
+            },
+        )
+        self._sessions_of(request).append(session)
         return session
 
     def complete_login(self, session: WebSession) -> WebSession:
-        session = self.store.rotate(session)
+        session.rotate()
         session.stage = "home"
         session.data.pop("login_attempt_id", None)
         log.info("web_login_completed", number=session.number, unit=session.unit, role=session.role)
         return session
 
     async def refresh_otp(self, session: WebSession) -> OtpState:
-        assert session.number is not None
         state = await run_in_threadpool(self.backend.otp_state, number=session.number)
         session.data["otp_status"] = state.status
         session.data["otp_email"] = state.email
@@ -385,7 +676,7 @@ class WebApp:
 
     def end_session_with(self, request: Request, session: WebSession, title: str, text: str) -> Response:
         """Log out with an explanation (the login must start again)."""
-        self.store.delete(session)
+        session.end()
         response = self.message_page(
             request,
             title,
@@ -406,86 +697,73 @@ class WebApp:
 
     # ----------------------------------------------------------------- login
     async def root(self, request: Request) -> Response:
-        ctx = self.load(request)
+        ctx = await self.load(request)
         if ctx.session and ctx.session.authenticated:
             return self.redirect(STAGE_PAGES[ctx.session.stage], ctx.session)
         return self.redirect("/login")
 
     async def login_page(self, request: Request) -> Response:
-        ctx = self.load(request)
+        ctx = await self.load(request)
         session = ctx.session
         if session and session.authenticated:
             return self.redirect(STAGE_PAGES[session.stage], session)
-        if session is None:
-            session = self.store.create()
-        notice = msg.IDLE_LOGGED_OUT if (ctx.idle_expired or request.query_params.get("timeout")) else None
-        return self.render(request, "login.html", "ログイン", session, notice=notice, number="")
+        ended = (
+            ctx.ended
+            or request.query_params.get("ended")
+            or ("idle" if request.query_params.get("timeout") else None)
+        )
+        response = self.login_form(request, notice=msg.session_ended_notice(ended))
+        if request.cookies.get(SESSION_COOKIE):
+            self.clear_cookie(response)
+        return response
 
     async def login_submit(self, request: Request) -> Response:
-        ctx = self.load(request)
+        ctx = await self.load(request)
         form = await self.form(request)
-        if not self.csrf_ok(ctx.session, form):
-            fresh = self.store.create()
-            return self.render(
-                request,
-                "login.html",
-                "ログイン",
-                fresh,
-                status_code=403,
-                errors=[msg.FORM_EXPIRED],
-                number="",
-            )
-        session = ctx.session
-        assert session is not None
+        if not self.anonymous_form_ok(request, form):
+            return self.login_form(request, status_code=403, errors=[msg.FORM_EXPIRED])
         number = normalize_login_number(form.get("number", ""))
         password = form.get("password", "")
         if not number or not password:
-            return self.render(
+            return self.login_form(
                 request,
-                "login.html",
-                "ログイン",
-                session,
                 status_code=400,
                 errors=["電話番号（ハイフンなし）とパスワードを入力してください。"],
-                number=number,
+                number=number[:20],
             )
         outcome = await run_in_threadpool(
-            self.backend.login, number=number, password=password, now=self.clock()
+            self.backend.login,
+            number=number,
+            password=password,
+            now=self.clock(),
+            client=self.client_of(request),
         )
+        if outcome.status == "throttled":
+            return self.throttled_page(request, outcome.retry_after_seconds)
         if outcome.status == "wrong":
             log.info("web_login_failed", outcome_code="wrong")
-            return self.render(
-                request,
-                "login.html",
-                "ログイン",
-                session,
-                status_code=401,
-                errors=[msg.WRONG_CREDENTIALS],
-                number=number,
+            return self.login_form(
+                request, status_code=401, errors=[msg.WRONG_CREDENTIALS], number=number[:20]
             )
         if outcome.status != "ok":
             log.info("web_login_refused", number=number, outcome_code=outcome.status)
-            return self.render(
-                request,
-                "login.html",
-                "ログイン",
-                session,
-                status_code=403,
-                errors=[self.refused_message(outcome.status)],
-                number=number,
+            return self.login_form(
+                request, status_code=403, errors=[self.refused_message(outcome.status)], number=number[:20]
             )
-        session = self.begin_login(session, outcome)
+        if ctx.session is not None:
+            ctx.session.end()  # a new login replaces this browser's earlier session
+        session = self.begin_login(request, outcome)
         log.info("web_login_password_ok", number=session.number, stage=session.stage)
         if session.stage == "home":
             session = self.complete_login(session)
         return self.redirect(STAGE_PAGES[session.stage], session)
 
     async def logout(self, request: Request) -> Response:
-        ctx = self.load(request)
+        ctx = await self.load(request)
         form = await self.form(request)
         if ctx.session is not None and self.csrf_ok(ctx.session, form):
             log.info("web_logout", number=ctx.session.number)
-            self.store.delete(ctx.session)
+            ctx.session.end()
         elif ctx.session is not None:
             return self.csrf_failed(request, ctx)
         response = self.message_page(
@@ -502,10 +780,7 @@ class WebApp:
     # ----------------------------------------------------------------- passwords
     async def password_page(self, request: Request) -> Response:
         forced = request.url.path == "/password/required"
-        session, redirect = self.require(request, {"must_change"} if forced else {"home"})
-        if redirect:
-            return redirect
-        assert session is not None
+        session = await self.require(request, {"must_change"} if forced else {"home"})
         targets = [] if forced else await self.password_targets(session)
         search = None
         if session.role == "admin" and len(targets) >= BULK_THRESHOLD:
@@ -555,9 +830,7 @@ class WebApp:
 
     async def password_submit(self, request: Request) -> Response:
         forced = request.url.path == "/password/required"
-        session, form, redirect = await self.require_post(request, {"must_change"} if forced else {"home"})
-        if redirect:
-            return redirect
+        session, form = await self.require_post(request, {"must_change"} if forced else {"home"})
         assert session is not None and session.number is not None
         targets = [session.number] if forced else await self.password_targets(session)
         target = normalize_login_number(form.get("target", "")) or session.number
@@ -579,6 +852,10 @@ class WebApp:
             return again(["現在のパスワードと新しいパスワードを入力してください。"])
         if new != confirm:
             return again(msg.password_messages(["mismatch"]))
+        if self.too_long(current):
+            return again(msg.password_messages(["current_wrong"]))
+        if self.too_long(new):
+            return again(msg.password_messages(["length"]))
         reasons = await run_in_threadpool(
             self.backend.change_password,
             number=target,
@@ -602,6 +879,8 @@ class WebApp:
                 return again([f"{target} の" + msg.invalidated_message(self.service_number)], 403)
             return again(msg.password_messages(reasons, new))
         log.info("web_password_changed", number=session.number, target=target, forced=forced)
+        if own:
+            session.resnapshot = True  # the other sessions of this credential end; this one continues
         if not forced:
             return self.message_page(
                 request,
@@ -624,18 +903,28 @@ class WebApp:
         targets = await self.password_targets(session)
         return targets if session.role == "admin" and len(targets) >= BULK_THRESHOLD else []
 
-    async def require_bulk(
-        self, request: Request, fallback: str
-    ) -> tuple[WebSession | None, list[str], Response | None]:
-        """A session at home whose login has the bulk pages, with its numbers; else where to go."""
-        session, redirect = self.require(request, {"home"})
-        if redirect:
-            return None, [], redirect
-        assert session is not None
+    async def require_bulk(self, request: Request, fallback: str) -> tuple[WebSession, list[str]]:
+        """A session at home whose login has the bulk pages, with its numbers; else a detour."""
+        session = await self.require(request, {"home"})
+        return session, await self._bulk_numbers(session, fallback)
+
+    async def _bulk_numbers(self, session: WebSession, fallback: str) -> list[str]:
         numbers = await self.bulk_allowed(session)
         if not numbers:
-            return None, [], self.redirect(fallback, session)
-        return session, numbers, None
+            raise Detour(self.redirect(fallback, session))
+        return numbers
+
+    async def require_upload(self, request: Request, fallback: str) -> tuple[WebSession, list[str], bytes]:
+        """A bulk upload (multipart, one file, capped): CSRF, stage and bulk rights, then the file."""
+        ctx = await self.load(request)
+        async with request.form(max_files=1, max_fields=10, max_part_size=BULK_MAX_BYTES) as data:
+            token = data.get("csrf_token")
+            upload = data.get("csv")
+            raw = await upload.read(BULK_MAX_BYTES + 1) if isinstance(upload, UploadFile) else b""
+        if not self.csrf_ok(ctx.session, {"csrf_token": token if isinstance(token, str) else ""}):
+            raise Detour(self.csrf_failed(request, ctx))
+        session = self._at_stage(request, ctx, {"home"})
+        return session, await self._bulk_numbers(session, fallback), raw
 
     def _bulk_page(
         self, request: Request, session: WebSession, errors: list[str] | None = None, status: int = 200
@@ -645,51 +934,26 @@ class WebApp:
         )
 
     async def bulk_page(self, request: Request) -> Response:
-        session, _numbers, redirect = await self.require_bulk(request, "/password")
-        if redirect:
-            return redirect
-        assert session is not None
+        session, _numbers = await self.require_bulk(request, "/password")
         return self._bulk_page(request, session)
 
     async def bulk_download(self, request: Request) -> Response:
-        session, numbers, redirect = await self.require_bulk(request, "/password")
-        if redirect:
-            return redirect
-        assert session is not None
+        session, numbers = await self.require_bulk(request, "/password")
         return await self.marks_csv(session, numbers, "passwords.csv")
 
     async def marks_csv(self, session: WebSession, numbers: list[str], filename: str) -> Response:
         """The bulk download: one row per number, ``*`` when its password is temporary or unset."""
         marks = await run_in_threadpool(self.backend.password_marks, numbers=numbers, now=self.clock())
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
-        for number in numbers:
-            writer.writerow([number, "*" if marks.get(number) else ""])
         log.info("web_bulk_download", number=session.number, rows=len(numbers))
-        return Response(
-            out.getvalue().encode("utf-8"),
-            media_type="text/csv; charset=utf-8",
-            headers={"content-disposition": f'attachment; filename="{filename}"'},
-        )
+        return csv_download([[number, "*" if marks.get(number) else ""] for number in numbers], filename)
 
     async def bulk_submit(self, request: Request) -> Response:
-        ctx = self.load(request)
-        async with request.form(max_files=1, max_fields=10, max_part_size=BULK_MAX_BYTES) as data:
-            token = data.get("csrf_token")
-            upload = data.get("csv")
-            raw = await upload.read(BULK_MAX_BYTES + 1) if isinstance(upload, UploadFile) else b""
-        if not self.csrf_ok(ctx.session, {"csrf_token": token if isinstance(token, str) else ""}):
-            return self.csrf_failed(request, ctx)
-        session = ctx.session
-        assert session is not None
-        if session.stage != "home":
-            return self.redirect(STAGE_PAGES.get(session.stage, "/login"), session)
-        numbers = await self.bulk_allowed(session)
-        if not numbers:
-            return self.redirect("/password", session)
+        session, numbers, raw = await self.require_upload(request, "/password")
         rows, errors = parse_bulk_csv(raw, allowed=set(numbers))
         if errors:
-            return self._bulk_page(request, session, errors, 400)
+            return self._bulk_page(request, session, bound_errors(errors), 400)
+        if self.too_long(*(password for _, _, password in rows)):
+            return self._bulk_page(request, session, [msg.password_messages(["length"])[0]], 400)
         problems = await run_in_threadpool(
             self.backend.bulk_change_passwords, rows=[(n, p) for _, n, p in rows], now=self.clock()
         )
@@ -702,9 +966,12 @@ class WebApp:
                 line, number, password = rows[index]
                 for text in msg.password_messages(reasons, password):
                     messages.append(f"{line}行目（{number}）: {text}")
+            messages = bound_errors(messages)
             messages.append("エラーがあったため、いずれの電話番号のパスワードも変更していません。")
             return self._bulk_page(request, session, messages, 400)
         log.info("web_bulk_password_changed", number=session.number, rows=len(rows))
+        if any(number == session.number for _, number, _ in rows):
+            session.resnapshot = True  # its own password was in the file: this session continues
         return self.message_page(
             request,
             "パスワード一括変更完了",
@@ -728,29 +995,18 @@ class WebApp:
         )
 
     async def otp_bulk_page(self, request: Request) -> Response:
-        session, _numbers, redirect = await self.require_bulk(request, "/settings/otp")
-        if redirect:
-            return redirect
-        assert session is not None
+        session, _numbers = await self.require_bulk(request, "/settings/otp")
         return self._otp_bulk_page(request, session)
 
     async def otp_bulk_download(self, request: Request) -> Response:
-        session, numbers, redirect = await self.require_bulk(request, "/settings/otp")
-        if redirect:
-            return redirect
-        assert session is not None
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+        session, numbers = await self.require_bulk(request, "/settings/otp")
+        rows = []
         for number in numbers:
             state = await run_in_threadpool(self.backend.otp_state, number=number)
             use = {"on": "1", "pending": "1", "off": "0"}.get(state.status, "")
-            writer.writerow([number, use, state.email or "", "", ""])
+            rows.append([number, use, state.email or "", "", ""])
         log.info("web_otp_bulk_download", number=session.number, rows=len(numbers))
-        return Response(
-            out.getvalue().encode("utf-8"),
-            media_type="text/csv; charset=utf-8",
-            headers={"content-disposition": 'attachment; filename="one-time-password.csv"'},
-        )
+        return csv_download(rows, "one-time-password.csv")
 
     def parse_otp_bulk(
         self, raw: bytes, allowed: set[str]
@@ -777,8 +1033,10 @@ class WebApp:
                     "ワンタイムパスワード利用設定は「0:利用なし、1:利用あり」のいずれかを設定してください。"
                 )
             elif use == "1":
-                if not _EMAIL.fullmatch(mail) or len(mail) > 254:
+                if not email_ok(mail):
                     problems.append(msg.EMAIL_INVALID)
+                if self.too_long(cid, cpw):
+                    problems.append(msg.SECRET_TOO_LONG)
                 problems += msg.confirmation_id_messages(self.backend.confirmation_id_violations(cid))
                 problems += msg.confirmation_password_messages(
                     self.backend.confirmation_password_violations(cpw)
@@ -793,23 +1051,10 @@ class WebApp:
         return rows, errors
 
     async def otp_bulk_submit(self, request: Request) -> Response:
-        ctx = self.load(request)
-        async with request.form(max_files=1, max_fields=10, max_part_size=BULK_MAX_BYTES) as data:
-            token = data.get("csrf_token")
-            upload = data.get("csv")
-            raw = await upload.read(BULK_MAX_BYTES + 1) if isinstance(upload, UploadFile) else b""
-        if not self.csrf_ok(ctx.session, {"csrf_token": token if isinstance(token, str) else ""}):
-            return self.csrf_failed(request, ctx)
-        session = ctx.session
-        assert session is not None
-        if session.stage != "home":
-            return self.redirect(STAGE_PAGES.get(session.stage, "/login"), session)
-        numbers = await self.bulk_allowed(session)
-        if not numbers:
-            return self.redirect("/settings/otp", session)
+        session, numbers, raw = await self.require_upload(request, "/settings/otp")
         rows, errors = self.parse_otp_bulk(raw, set(numbers))
         if errors:
-            return self._otp_bulk_page(request, session, errors, 400)
+            return self._otp_bulk_page(request, session, bound_errors(errors), 400)
         problems, tokens = await run_in_threadpool(
             self.backend.bulk_otp_settings, rows=[r[1:] for r in rows], now=self.clock()
         )
@@ -826,6 +1071,7 @@ class WebApp:
                 + "を確認してください。"
                 for i in sorted(problems)
             ]
+            messages = bound_errors(messages)
             messages.append("エラーがあったため、いずれの電話番号も設定していません。")
             return self._otp_bulk_page(request, session, messages, 400)
         hours = max(1, self.policy.registration_link_validity_seconds // 3600)
@@ -871,19 +1117,13 @@ class WebApp:
 
     # ----------------------------------------------------------------- OTP choice at first login
     async def otp_choice_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"otp_choice", "otp_register"})
-        if redirect:
-            return redirect
-        assert session is not None
+        session = await self.require(request, {"otp_choice", "otp_register"})
         session.stage = "otp_choice"  # back from the registration form: choose again
-        session.data.pop("draft", None)
+        self._drop_draft(session)
         return self.render(request, "otp_choice.html", "ワンタイムパスワード 利用選択画面", session)
 
     async def otp_choice_submit(self, request: Request) -> Response:
-        session, form, redirect = await self.require_post(request, {"otp_choice"})
-        if redirect:
-            return redirect
-        assert session is not None
+        session, form = await self.require_post(request, {"otp_choice"})
         choice = form.get("choice")
         if choice == "use":
             session.stage = "otp_register"
@@ -902,9 +1142,7 @@ class WebApp:
         )
 
     async def otp_decline_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"otp_choice"})
-        if redirect:
-            return redirect
+        session = await self.require(request, {"otp_choice"})
         return self.render(
             request,
             "otp_decline.html",
@@ -915,9 +1153,7 @@ class WebApp:
         )
 
     async def otp_decline_submit(self, request: Request) -> Response:
-        session, form, redirect = await self.require_post(request, {"otp_choice"})
-        if redirect:
-            return redirect
+        session, form = await self.require_post(request, {"otp_choice"})
         assert session is not None and session.number is not None
         if form.get("agree") != "1":
             return self.redirect("/otp/choice", session)
@@ -941,23 +1177,57 @@ class WebApp:
             else "ワンタイムパスワード利用情報 仮登録"
         )
 
+    # ---- the rules of registration and address change, checked on every GET and POST of the steps
+    async def _registration_gate(self, request: Request, session: WebSession, address_only: bool) -> None:
+        """Raise a detour unless this session may do this step now (fresh state from the store).
+
+        Registration (mail, confirmation ID and password) is for a number without a registration;
+        a registered number changes its address (P22: the confirmation ID and password first; P23:
+        from the menu after a two-step login, straight away) and its confirmation ID and password
+        on their own pages, with the current ones."""
+        state = await self.refresh_otp(session)
+        registered = state.email is not None
+        if address_only:
+            if not registered:
+                raise Detour(self.redirect(STAGE_PAGES[session.stage], session))
+            if await run_in_threadpool(self.backend.otp_settings_locked, number=session.number):
+                raise Detour(self.otp_settings_locked_page(request, session))
+            if not address_change_allowed(session.stage, session.data):
+                raise Detour(self.redirect("/otp/address-check", session))
+            return
+        if registered:
+            if session.stage == "otp_register":  # the link was opened in another browser meanwhile
+                session.stage = "otp_code"
+            self._drop_draft(session)
+            raise Detour(self.redirect(STAGE_PAGES[session.stage], session))
+
+    @staticmethod
+    def _draft(session: WebSession) -> dict[str, Any] | None:
+        draft = session.data.get("draft")
+        if not isinstance(draft, dict):
+            return None
+        return {**draft, **session.secrets}
+
+    @staticmethod
+    def _set_draft(session: WebSession, *, email: str, cid: str, cpw: str, address_only: bool) -> None:
+        session.data["draft"] = {
+            "email": email,
+            "confirmation_password_length": len(cpw),
+            "address_only": address_only,
+        }
+        session.secrets = {"confirmation_id": cid, "confirmation_password": cpw} if not address_only else {}
+
+    @staticmethod
+    def _drop_draft(session: WebSession) -> None:
+        session.data.pop("draft", None)
+        session.secrets = {}
+
     async def otp_register_page(self, request: Request) -> Response:
         address_only = request.url.path == "/otp/address"
         stages = {"otp_code", "home"} if address_only else {"otp_register", "home"}
-        session, redirect = self.require(request, stages)
-        if redirect:
-            return redirect
-        assert session is not None
-        if address_only and not session.data.get("confirmation_checked"):
-            return self.redirect("/otp/address-check", session)
-        if not address_only and session.stage == "otp_register":
-            state = await self.refresh_otp(session)
-            if state.status == "on":  # the link was opened in another browser meanwhile
-                session.stage = "otp_code"
-                return self.redirect("/otp/send", session)
-        if not address_only and session.stage == "home" and session.data.get("otp_status") == "on":
-            return self.redirect("/home", session)
-        draft = session.data.get("draft") or {}
+        session = await self.require(request, stages)
+        await self._registration_gate(request, session, address_only)
+        draft = self._draft(session) or {}
         form = {
             "email": draft.get("email", ""),
             "email_confirm": draft.get("email", ""),
@@ -976,16 +1246,12 @@ class WebApp:
     async def otp_register_submit(self, request: Request) -> Response:
         address_only = request.url.path == "/otp/address"
         stages = {"otp_code", "home"} if address_only else {"otp_register", "home"}
-        session, form, redirect = await self.require_post(request, stages)
-        if redirect:
-            return redirect
-        assert session is not None
-        if address_only and not session.data.get("confirmation_checked"):
-            return self.redirect("/otp/address-check", session)
+        session, form = await self.require_post(request, stages)
+        await self._registration_gate(request, session, address_only)
         email = unicodedata.normalize("NFKC", form.get("email", "")).strip()
         email_confirm = unicodedata.normalize("NFKC", form.get("email_confirm", "")).strip()
         errors: list[str] = []
-        if not _EMAIL.fullmatch(email) or len(email) > 254:
+        if not email_ok(email):
             errors.append(msg.EMAIL_INVALID)
         elif email != email_confirm:
             errors.append(msg.EMAIL_MISMATCH)
@@ -1001,6 +1267,11 @@ class WebApp:
                 pw_codes = ["mismatch"]
             errors += msg.confirmation_password_messages(pw_codes)
         if errors:
+            shown = {
+                k: v
+                for k, v in form.items()
+                if k in ("email", "email_confirm", "confirmation_id", "confirmation_id_confirm")
+            }
             return self.render(
                 request,
                 "otp_register.html",
@@ -1008,27 +1279,19 @@ class WebApp:
                 session,
                 status_code=400,
                 errors=errors,
-                form=form,
+                form=shown,
                 **self._register_context(session, address_only),
             )
-        session.data["draft"] = {
-            "email": email,
-            "confirmation_id": cid,
-            "confirmation_password": cpw,
-            "confirmation_password_length": len(cpw),
-            "address_only": address_only,
-        }
+        self._set_draft(session, email=email, cid=cid, cpw=cpw, address_only=address_only)
         return self.redirect("/otp/register/confirm", session)
 
     async def otp_register_confirm_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"otp_register", "otp_code", "home"})
-        if redirect:
-            return redirect
-        assert session is not None
-        draft = session.data.get("draft")
+        session = await self.require(request, {"otp_register", "otp_code", "home"})
+        draft = self._draft(session)
         if not draft:
             return self.redirect(STAGE_PAGES[session.stage], session)
         address_only = bool(draft["address_only"])
+        await self._registration_gate(request, session, address_only)
         title = (
             "ワンタイムパスワード受信用メールアドレス変更内容確認"
             if address_only
@@ -1046,16 +1309,15 @@ class WebApp:
         )
 
     async def otp_register_confirm_submit(self, request: Request) -> Response:
-        session, _form, redirect = await self.require_post(request, {"otp_register", "otp_code", "home"})
-        if redirect:
-            return redirect
-        assert session is not None and session.number is not None
-        draft = session.data.get("draft")
+        session, _form = await self.require_post(request, {"otp_register", "otp_code", "home"})
+        draft = self._draft(session)
         if not draft:
             return self.redirect(STAGE_PAGES[session.stage], session)
+        address_only = bool(draft["address_only"])
+        await self._registration_gate(request, session, address_only)
         now = self.clock()
         try:
-            if draft["address_only"]:
+            if address_only:
                 token = await run_in_threadpool(
                     self.backend.otp_change_address, number=session.number, email=draft["email"], now=now
                 )
@@ -1070,13 +1332,14 @@ class WebApp:
                 )
         except InputRefused as exc:
             log.info("web_registration_refused", number=session.number, fields=sorted(exc.problems))
+            self._drop_draft(session)
+            if "registration" in exc.problems:  # registered meanwhile: nothing to register
+                return self.redirect(STAGE_PAGES[session.stage], session)
             errors: list[str] = []
             if "mail_address" in exc.problems:
                 errors.append(msg.EMAIL_INVALID)
             errors += msg.confirmation_id_messages(exc.problems.get("confirmation_id", []))
             errors += msg.confirmation_password_messages(exc.problems.get("confirmation_password", []))
-            session.data.pop("draft", None)
-            address_only = bool(draft["address_only"])
             return self.render(
                 request,
                 "otp_register.html",
@@ -1108,15 +1371,12 @@ class WebApp:
                 status_code=502,
                 errors=[msg.MAIL_FAILED],
                 draft=draft,
-                address_only=bool(draft["address_only"]),
+                address_only=address_only,
                 action="/otp/register/confirm",
-                back_url="/otp/address" if draft["address_only"] else "/otp/register",
+                back_url="/otp/address" if address_only else "/otp/register",
             )
-        log.info(
-            "web_registration_mail_sent", number=session.number, address_only=bool(draft["address_only"])
-        )
-        address_only = bool(draft["address_only"])
-        session.data.pop("draft", None)
+        log.info("web_registration_mail_sent", number=session.number, address_only=address_only)
+        self._drop_draft(session)
         session.data.pop("confirmation_checked", None)
         if not address_only and session.data.get("otp_status") != "on":
             session.data["otp_status"] = "pending"
@@ -1132,43 +1392,42 @@ class WebApp:
         )
 
     # ----------------------------------------------------------------- the mailed link
+    def _verify_form(self, request: Request, session: WebSession | None, **kwargs: Any) -> Response:
+        title = "ワンタイムパスワード利用情報 本登録"
+        if session is not None:
+            return self.render(request, "otp_verify.html", title, session, **kwargs)
+        return self.render_anonymous(request, "otp_verify.html", title, **kwargs)
+
     async def otp_verify_page(self, request: Request) -> Response:
-        ctx = self.load(request)
-        session = ctx.session or self.store.create()
+        ctx = await self.load(request)
         token = request.query_params.get("token", "")
-        if not token:
+        if not token or len(token) > 256:
             return self.message_page(
-                request, "メールアドレス本登録", [msg.LINK_UNKNOWN], session, status_code=400
+                request, "メールアドレス本登録", [msg.LINK_UNKNOWN], ctx.session, status_code=400
             )
-        return self.render(
-            request, "otp_verify.html", "ワンタイムパスワード利用情報 本登録", session, token=token
-        )
+        return self._verify_form(request, ctx.session, token=token)
 
     async def otp_verify_submit(self, request: Request) -> Response:
-        ctx = self.load(request)
+        ctx = await self.load(request)
         form = await self.form(request)
-        if not self.csrf_ok(ctx.session, form):
-            fresh = ctx.session or self.store.create()
-            token = form.get("token", "")
-            return self.render(
+        session = ctx.session
+        if not (self.csrf_ok(session, form) or (session is None and self.anonymous_form_ok(request, form))):
+            return self._verify_form(
                 request,
-                "otp_verify.html",
-                "ワンタイムパスワード利用情報 本登録",
-                fresh,
+                session,
                 status_code=403,
                 errors=[msg.FORM_EXPIRED],
-                token=token,
+                token=form.get("token", "")[:256],
             )
-        session = ctx.session
-        assert session is not None
         outcome = await run_in_threadpool(
-            self.backend.otp_confirm_link, token=form.get("token", ""), now=self.clock()
+            self.backend.otp_confirm_link, token=form.get("token", "")[:256], now=self.clock()
         )
         title = "ワンタイムパスワード利用情報 本登録"
+        logged_in = session is not None and session.authenticated
         if outcome.status != "ok":
             log.info("web_registration_link_refused", outcome_code=outcome.status)
             text = {"expired": msg.LINK_EXPIRED, "used": msg.LINK_USED}.get(outcome.status, msg.LINK_UNKNOWN)
-            link = STAGE_PAGES.get(session.stage, "/login") if session.authenticated else "/login"
+            link = STAGE_PAGES.get(session.stage, "/login") if session is not None and logged_in else "/login"
             return self.message_page(
                 request,
                 title,
@@ -1177,11 +1436,10 @@ class WebApp:
                 status_code=410 if outcome.status == "expired" else 400,
                 errors=[text],
                 link_url=link,
-                link_text="戻る" if session.authenticated else "ログイン画面へ",
+                link_text="戻る" if logged_in else "ログイン画面へ",
             )
         log.info("web_registration_completed", number=outcome.number)
-        same_user = session.authenticated and session.number == outcome.number
-        if same_user:
+        if session is not None and logged_in and session.number == outcome.number:
             await self.refresh_otp(session)
             if session.stage in {"otp_register", "otp_code"}:
                 session.stage = "otp_code"
@@ -1209,17 +1467,14 @@ class WebApp:
                 "ワンタイムパスワードの本登録が完了しました。",
                 "ログイン画面から、もう一度ログインしてください。",
             ],
-            session if session.authenticated else None,
+            session if logged_in else None,
             link_url="/login",
             link_text="ログイン画面へ",
         )
 
     # ----------------------------------------------------------------- OTP code
     async def otp_send_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"otp_code"})
-        if redirect:
-            return redirect
-        assert session is not None
+        session = await self.require(request, {"otp_code"})
         return self.render(
             request,
             "otp_send.html",
@@ -1230,9 +1485,7 @@ class WebApp:
         )
 
     async def otp_send_submit(self, request: Request) -> Response:
-        session, _form, redirect = await self.require_post(request, {"otp_code"})
-        if redirect:
-            return redirect
+        session, _form = await self.require_post(request, {"otp_code"})
         assert session is not None and session.number is not None
         try:
             issued = await run_in_threadpool(
@@ -1243,6 +1496,19 @@ class WebApp:
             )
         except CodeUnavailable as exc:
             log.info("web_otp_code_unavailable", number=session.number, reason_code=exc.reason)
+            if exc.reason == "too_many_mails":  # the number's mails per hour: wait, the login stays
+                response = self.render(
+                    request,
+                    "otp_send.html",
+                    "ワンタイムパスワード 送信確認画面",
+                    session,
+                    status_code=429,
+                    errors=[msg.code_mails_limited(self.web.otp_mails_per_number, exc.retry_after_seconds)],
+                    just_registered=False,
+                    masked_email=mask_email(session.data.get("otp_email")),
+                )
+                response.headers["Retry-After"] = str(exc.retry_after_seconds)
+                return response
             return self.end_session_with(
                 request, session, "ワンタイムパスワード", msg.code_unavailable(exc.reason)
             )
@@ -1257,6 +1523,7 @@ class WebApp:
             await self.mailer.send(mail)
         except MailSendError as exc:
             log.error("web_mail_failed", kind="otp_code", number=session.number, reason_code=exc.reason)
+            await run_in_threadpool(self.backend.otp_mail_failed, number=session.number, now=self.clock())
             return self.render(
                 request,
                 "otp_send.html",
@@ -1271,9 +1538,7 @@ class WebApp:
         return self.redirect("/otp/code", session)
 
     async def otp_code_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"otp_code"})
-        if redirect:
-            return redirect
+        session = await self.require(request, {"otp_code"})
         return self.render(
             request,
             "otp_code.html",
@@ -1283,11 +1548,9 @@ class WebApp:
         )
 
     async def otp_code_submit(self, request: Request) -> Response:
-        session, form, redirect = await self.require_post(request, {"otp_code"})
-        if redirect:
-            return redirect
+        session, form = await self.require_post(request, {"otp_code"})
         assert session is not None and session.number is not None
-        code = unicodedata.normalize("NFKC", form.get("code", "")).strip()
+        code = unicodedata.normalize("NFKC", form.get("code", "")[:64]).strip()
         status = await run_in_threadpool(
             self.backend.otp_verify_code,
             number=session.number,
@@ -1296,9 +1559,17 @@ class WebApp:
             now=self.clock(),
         )
         if status == "ok":
+            session.data["two_step"] = True
             session = self.complete_login(session)
             return self.redirect("/home", session)
         log.info("web_otp_code_refused", number=session.number, outcome_code=status)
+        if status == "invalidated":
+            return self.end_session_with(
+                request,
+                session,
+                "ワンタイムパスワード 入力画面",
+                msg.codes_invalidated(self.web.otp_wrong_codes_per_number, self.service_number),
+            )
         if status == "too_many":
             return self.end_session_with(request, session, "ワンタイムパスワード 入力画面", msg.CODE_TOO_MANY)
         text = {
@@ -1319,70 +1590,70 @@ class WebApp:
         )
 
     # ----------------------------------------------------------------- address change
-    async def otp_address_check_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"otp_code", "home"})
-        if redirect:
-            return redirect
-        assert session is not None
-        if session.data.get("otp_status") != "on":
-            return self.redirect(STAGE_PAGES[session.stage], session)
+    def otp_settings_locked_page(self, request: Request, session: WebSession) -> Response:
+        log.info("web_otp_settings_locked", number=session.number)
         back = "/otp/send" if session.stage == "otp_code" else "/home"
+        return self.message_page(
+            request,
+            "ワンタイムパスワード設定",
+            [],
+            session,
+            status_code=423,
+            errors=[msg.otp_settings_locked(self.web.confirmation_failures_per_number, self.service_number)],
+            link_url=back,
+            link_text="戻る",
+        )
+
+    async def _require_otp_settings(self, request: Request, session: WebSession) -> None:
+        """The one-time-password settings pages: registered, and not locked for this number."""
+        state = await self.refresh_otp(session)
+        if state.email is None:
+            raise Detour(self.redirect(STAGE_PAGES[session.stage], session))
+        if await run_in_threadpool(self.backend.otp_settings_locked, number=session.number):
+            raise Detour(self.otp_settings_locked_page(request, session))
+
+    def _address_check_form(
+        self, request: Request, session: WebSession, errors: list[str] | None = None, status: int = 200
+    ) -> Response:
         return self.render(
             request,
             "otp_credentials_check.html",
             "ワンタイムパスワード受信メールアドレス変更",
             session,
+            status_code=status,
+            errors=errors,
             action="/otp/address-check",
-            back_url=back,
+            back_url="/otp/send" if session.stage == "otp_code" else "/home",
         )
 
+    async def otp_address_check_page(self, request: Request) -> Response:
+        session = await self.require(request, {"otp_code", "home"})
+        await self._require_otp_settings(request, session)
+        return self._address_check_form(request, session)
+
     async def otp_address_check_submit(self, request: Request) -> Response:
-        session, form, redirect = await self.require_post(request, {"otp_code", "home"})
-        if redirect:
-            return redirect
-        assert session is not None and session.number is not None
-        back = "/otp/send" if session.stage == "otp_code" else "/home"
-        attempts = int(session.data.get("confirmation_failures", 0))
-        if attempts >= MAX_CONFIRMATION_CHECKS:
-            return self.message_page(
-                request,
-                "ワンタイムパスワード受信メールアドレス変更",
-                [],
-                session,
-                status_code=429,
-                errors=[
-                    "確認用ID・確認用パスワードの入力を規定の回数誤りました。一度ログアウトしてからお試しください。"
-                ],
-                link_url=back,
-                link_text="戻る",
-            )
-        ok = await run_in_threadpool(
+        session, form = await self.require_post(request, {"otp_code", "home"})
+        await self._require_otp_settings(request, session)
+        cid, cpw = form.get("confirmation_id", ""), form.get("confirmation_password", "")
+        if self.too_long(cid, cpw):
+            return self._address_check_form(request, session, [msg.CONFIRMATION_WRONG], 400)
+        status = await run_in_threadpool(
             self.backend.otp_check_confirmation,
             number=session.number,
-            confirmation_id=form.get("confirmation_id", ""),
-            confirmation_password=form.get("confirmation_password", ""),
+            confirmation_id=cid,
+            confirmation_password=cpw,
             now=self.clock(),
         )
-        if not ok:
-            session.data["confirmation_failures"] = attempts + 1
-            return self.render(
-                request,
-                "otp_credentials_check.html",
-                "ワンタイムパスワード受信メールアドレス変更",
-                session,
-                status_code=400,
-                errors=[msg.CONFIRMATION_WRONG],
-                action="/otp/address-check",
-                back_url=back,
-            )
+        if status == "locked":
+            return self.otp_settings_locked_page(request, session)
+        if status != "ok":
+            return self._address_check_form(request, session, [msg.CONFIRMATION_WRONG], 400)
         session.data["confirmation_checked"] = True
         return self.redirect("/otp/address", session)
 
     # ----------------------------------------------------------------- home and settings
     async def home(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"home"})
-        if redirect:
-            return redirect
+        session = await self.require(request, {"home"})
         assert session is not None and session.number and session.contract_id is not None and session.unit
         numbers = await run_in_threadpool(
             self.backend.scope, contract_id=session.contract_id, unit=session.unit, number=session.number
@@ -1390,11 +1661,13 @@ class WebApp:
         await self.refresh_otp(session)
         return self.render(request, "home.html", "サービス選択", session, numbers=numbers)
 
+    async def _otp_settings_unlocked(self, request: Request, session: WebSession) -> None:
+        if await run_in_threadpool(self.backend.otp_settings_locked, number=session.number):
+            raise Detour(self.otp_settings_locked_page(request, session))
+
     async def settings_otp_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"home"})
-        if redirect:
-            return redirect
-        assert session is not None
+        session = await self.require(request, {"home"})
+        await self._otp_settings_unlocked(request, session)
         state = await self.refresh_otp(session)
         return self.render(
             request,
@@ -1406,11 +1679,11 @@ class WebApp:
         )
 
     async def settings_otp_submit(self, request: Request) -> Response:
-        session, form, redirect = await self.require_post(request, {"home"})
-        if redirect:
-            return redirect
-        assert session is not None and session.number is not None
+        session, form = await self.require_post(request, {"home"})
+        await self._otp_settings_unlocked(request, session)
         state = await self.refresh_otp(session)
+        if form.get("use") == "0" and state.status == "on" and form.get("agree") != "1":
+            return self.redirect("/settings/otp", session)  # "not use" needs the explicit agreement
         if form.get("use") == "0" and state.status == "on":
             await run_in_threadpool(self.backend.otp_disable, number=session.number, now=self.clock())
             session.data["otp_status"] = "off"
@@ -1452,7 +1725,7 @@ class WebApp:
         return self.redirect("/settings/otp", session)
 
     async def settings_address(self, request: Request) -> Response:
-        return self.redirect("/otp/address-check")
+        return self.redirect("/otp/address")  # its gate sends to the confirmation check when needed
 
     def _confirmation_form(
         self,
@@ -1478,22 +1751,18 @@ class WebApp:
 
     async def confirmation_page(self, request: Request) -> Response:
         kind = "id" if request.url.path.endswith("confirmation-id") else "password"
-        session, redirect = self.require(request, {"home"})
-        if redirect:
-            return redirect
-        assert session is not None
-        if session.data.get("otp_status") != "on":
-            return self.redirect("/home", session)
+        session = await self.require(request, {"home"})
+        await self._require_otp_settings(request, session)
         return self._confirmation_form(request, session, kind)
 
     async def confirmation_submit(self, request: Request) -> Response:
         kind = "id" if request.url.path.endswith("confirmation-id") else "password"
-        session, form, redirect = await self.require_post(request, {"home"})
-        if redirect:
-            return redirect
-        assert session is not None and session.number is not None
+        session, form = await self.require_post(request, {"home"})
+        await self._require_otp_settings(request, session)
         to_messages = msg.confirmation_id_messages if kind == "id" else msg.confirmation_password_messages
         new = form.get("new", "")
+        if self.too_long(form.get("current", "")):
+            return self._confirmation_form(request, session, kind, to_messages(["current_wrong"]), 400)
         codes = (
             self.backend.confirmation_id_violations(new)
             if kind == "id"
@@ -1511,6 +1780,8 @@ class WebApp:
         codes = await run_in_threadpool(
             change, number=session.number, current=form.get("current", ""), new=new, now=self.clock()
         )
+        if codes == ["locked"]:
+            return self.otp_settings_locked_page(request, session)
         if codes:
             return self._confirmation_form(request, session, kind, to_messages(codes), 400)
         what = "確認用ID" if kind == "id" else "確認用パスワード"
@@ -1529,10 +1800,7 @@ class WebApp:
         return session.role in {"line", "number", "admin"}
 
     async def unit_page(self, request: Request) -> Response:
-        session, redirect = self.require(request, {"home"})
-        if redirect:
-            return redirect
-        assert session is not None
+        session = await self.require(request, {"home"})
         if not self._unit_change_allowed(session):
             return self.message_page(
                 request,
@@ -1572,9 +1840,7 @@ class WebApp:
 
     async def unit_change_page(self, request: Request) -> Response:
         new_unit = request.path_params["unit"]
-        session, redirect = self.require(request, {"home"})
-        if redirect:
-            return redirect
+        session = await self.require(request, {"home"})
         assert session is not None and session.number and session.contract_id is not None
         if new_unit not in UNIT_LABELS or new_unit == session.unit or not self._unit_change_allowed(session):
             return self.redirect("/settings/unit", session)
@@ -1589,9 +1855,7 @@ class WebApp:
 
     async def unit_download(self, request: Request) -> Response:
         new_unit = request.path_params["unit"]
-        session, redirect = self.require(request, {"home"})
-        if redirect:
-            return redirect
+        session = await self.require(request, {"home"})
         assert session is not None and session.number and session.contract_id is not None
         if new_unit not in UNIT_LABELS or new_unit == session.unit or not self._unit_change_allowed(session):
             return self.redirect("/settings/unit", session)
@@ -1608,9 +1872,7 @@ class WebApp:
 
     async def unit_change_submit(self, request: Request) -> Response:
         new_unit = request.path_params["unit"]
-        session, form, redirect = await self.require_post(request, {"home"})
-        if redirect:
-            return redirect
+        session, form = await self.require_post(request, {"home"})
         assert session is not None and session.number and session.contract_id is not None
         if new_unit not in UNIT_LABELS or new_unit == session.unit or not self._unit_change_allowed(session):
             return self.redirect("/settings/unit", session)
@@ -1629,9 +1891,20 @@ class WebApp:
                 await upload.read(BULK_MAX_BYTES + 1), allowed=set(numbers), column="現在のパスワード"
             )
             if errors:
-                return self._unit_form(request, session, new_unit, numbers, errors, 400)
+                return self._unit_form(request, session, new_unit, numbers, bound_errors(errors), 400)
             passwords = {number: password for _, number, password in rows}
             passwords.update({n: "" for n in numbers if n not in passwords})
+        if self.too_long(*passwords.values()):
+            too_long = [n for n, p in passwords.items() if self.too_long(p)]
+            problems = {n: "wrong_password" for n in too_long}
+            return self._unit_form(
+                request,
+                session,
+                new_unit,
+                numbers,
+                msg.unit_change_problems(problems, self.service_number),
+                400,
+            )
         missing = [n for n, p in passwords.items() if not p]
         if missing:
             return self._unit_form(
@@ -1669,7 +1942,7 @@ class WebApp:
             )
         log.info("web_unit_changed", number=session.number, old_unit=session.unit, new_unit=new_unit)
         old_label = UNIT_LABELS.get(session.unit or "", "")
-        self.store.delete(session)
+        session.end()
         response = self.message_page(
             request,
             "認証単位変更完了",
@@ -1708,8 +1981,14 @@ class WebApp:
             )
         number = normalize_login_number(body["number"])
         outcome = await run_in_threadpool(
-            self.backend.login, number=number, password=body["password"], now=self.clock()
+            self.backend.login,
+            number=number,
+            password=body["password"],
+            now=self.clock(),
+            client=self.client_of(request),
         )
+        if outcome.status == "throttled":
+            return self.throttled_page(request, outcome.retry_after_seconds)
         if outcome.status == "wrong":
             log.info("web_login_failed", outcome_code="wrong", api=True)
             return self._api_error(401, "invalid_credentials", msg.WRONG_CREDENTIALS)
@@ -1724,8 +2003,10 @@ class WebApp:
                 },
                 status_code=403,
             )
-        ctx = self.load(request)
-        session = self.begin_login(ctx.session or self.store.create(), outcome)
+        ctx = await self.load(request)
+        if ctx.session is not None:
+            ctx.session.end()
+        session = self.begin_login(request, outcome)
         if session.stage == "home":
             session = self.complete_login(session)
         response = JSONResponse({"next": STAGE_API_NEXT[session.stage], "csrf_token": session.csrf_token})
@@ -1733,7 +2014,7 @@ class WebApp:
         return response
 
     async def api_session(self, request: Request) -> Response:
-        ctx = self.load(request)
+        ctx = await self.load(request)
         session = ctx.session
         if session is None or not session.authenticated:
             return self._api_error(401, "not_logged_in", "ログインしていません。")
@@ -1752,20 +2033,28 @@ class WebApp:
         return JSONResponse(body)
 
     async def api_logout(self, request: Request) -> Response:
-        ctx = self.load(request)
+        ctx = await self.load(request)
         session = ctx.session
         if session is None:
             response: Response = Response(status_code=204)
         elif not same_token(request.headers.get("x-csrf-token", ""), session.csrf_token):
             return self._api_error(403, "csrf", "X-CSRF-Token ヘッダが必要です。")
         else:
-            self.store.delete(session)
+            session.end()
             response = Response(status_code=204)
         self.clear_cookie(response)
         return response
 
     # ----------------------------------------------------------------- routes
     def routes(self) -> list[Route | Mount]:
+        return [
+            Route(route.path, self.endpoint(route.endpoint), methods=route.methods)
+            if isinstance(route, Route)
+            else route
+            for route in self._routes()
+        ]
+
+    def _routes(self) -> list[Route | Mount]:
         return [
             Route("/", self.root),
             Route("/login", self.login_page, methods=["GET"]),
@@ -1842,7 +2131,7 @@ def create_app(
     )
     app = Starlette(
         routes=web.routes(),
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, web=web)],
         exception_handlers={Exception: _error_page(web)},
     )
     app.state.web = web

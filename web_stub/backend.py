@@ -9,12 +9,65 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-LoginStatus = Literal["ok", "wrong", "invalidated", "temporary_expired"]
+LoginStatus = Literal["ok", "wrong", "invalidated", "temporary_expired", "throttled"]
 OtpStatus = Literal["unchosen", "off", "pending", "on"]
 LinkStatus = Literal["ok", "expired", "used", "unknown"]
-CodeStatus = Literal["ok", "wrong", "expired", "used", "too_many", "none"]
+CodeStatus = Literal["ok", "wrong", "expired", "used", "too_many", "none", "invalidated"]
+ConfirmationStatus = Literal["ok", "wrong", "locked"]
+
+
+@dataclass(frozen=True)
+class WebLimits:
+    """The web's limits (``WebSettings``), as the backend applies them."""
+
+    idle_seconds: int = 15 * 60
+    lifetime_seconds: int = 8 * 3600
+    login_failures_per_client: int = 100
+    login_failure_window_seconds: int = 300
+    otp_wrong_codes_per_number: int = 10
+    otp_wrong_code_window_seconds: int = 24 * 3600
+    otp_mails_per_number: int = 10
+    otp_mail_window_seconds: int = 3600
+    confirmation_failures_per_number: int = 5
+    confirmation_failure_window_seconds: int = 24 * 3600
+    max_secret_chars: int = 64
+
+    @classmethod
+    def from_web_settings(cls, web: Any) -> WebLimits:
+        return cls(
+            idle_seconds=web.session_idle_timeout_seconds,
+            lifetime_seconds=web.session_absolute_lifetime_seconds,
+            **{name: getattr(web, name) for name in _SAME_NAMES},
+        )
+
+
+_SAME_NAMES = (
+    "login_failures_per_client",
+    "login_failure_window_seconds",
+    "otp_wrong_codes_per_number",
+    "otp_wrong_code_window_seconds",
+    "otp_mails_per_number",
+    "otp_mail_window_seconds",
+    "confirmation_failures_per_number",
+    "confirmation_failure_window_seconds",
+    "max_secret_chars",
+)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A stored session as the backend returns it (``data`` JSON, ``sealed`` opaque)."""
+
+    stage: str
+    number: str
+    contract_id: int
+    unit: str
+    role: str
+    created_at: datetime
+    data: str
+    sealed: str | None
 
 
 class InputRefused(ValueError):
@@ -28,9 +81,10 @@ class InputRefused(ValueError):
 class CodeUnavailable(RuntimeError):
     """No code can be sent: ``not_registered``, ``attempt_closed`` (log in again), ``too_many_codes``."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, retry_after_seconds: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.retry_after_seconds = retry_after_seconds
 
 
 @dataclass(frozen=True)
@@ -49,6 +103,7 @@ class LoginOutcome:
     must_change_password: bool = False
     change_reason: Literal["temporary", "expired"] | None = None
     otp: OtpState = field(default_factory=lambda: OtpState("unchosen"))
+    retry_after_seconds: int = 0  # "throttled": the client's failure budget is spent
 
 
 @dataclass(frozen=True)
@@ -70,7 +125,38 @@ class IssuedCode:
 
 
 class CredentialBackend(Protocol):
-    def login(self, *, number: str, password: str, now: datetime) -> LoginOutcome: ...
+    def login(self, *, number: str, password: str, now: datetime, client: str | None = None) -> LoginOutcome:
+        """Check a login. With ``client``, its failed-login budget is taken first (``throttled``
+        without any password check when spent) and given back when the login succeeds."""
+        ...
+
+    # ---- sessions (core.web_sessions); rows are keyed by the hash of the cookie value
+    def session_open(
+        self, *, id_hash: str, now: datetime, stage: str, number: str, data: str, sealed: str | None
+    ) -> SessionRecord: ...
+
+    def session_load(self, *, id_hash: str, now: datetime) -> tuple[SessionRecord | None, str | None]:
+        """The live session, or ``(None, reason)`` when it just ended (``idle``, ``lifetime``,
+        ``credential_replaced``, …), or ``(None, None)`` when there is none."""
+        ...
+
+    def session_save(
+        self,
+        *,
+        id_hash: str,
+        now: datetime,
+        stage: str,
+        data: str,
+        sealed: str | None,
+        new_id_hash: str | None,
+        resnapshot: bool,
+    ) -> None: ...
+
+    def session_delete(self, *, id_hash: str) -> None: ...
+
+    def otp_mail_failed(self, *, number: str, now: datetime) -> None:
+        """A code mail could not be sent: it does not count against the number's mail budget."""
+        ...
 
     def change_password(
         self, *, number: str, current_password: str, new_password: str, now: datetime
@@ -117,7 +203,11 @@ class CredentialBackend(Protocol):
 
     def otp_check_confirmation(
         self, *, number: str, confirmation_id: str, confirmation_password: str, now: datetime
-    ) -> bool: ...
+    ) -> ConfirmationStatus:
+        """Counted per number across logins; ``locked`` once the limit is reached."""
+        ...
+
+    def otp_settings_locked(self, *, number: str) -> bool: ...
 
     def otp_change_confirmation_id(
         self, *, number: str, current: str, new: str, now: datetime

@@ -15,7 +15,7 @@ from typing import cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import auth, otp
+from core import auth, limits, otp, throttle, web_sessions
 from core.db import make_engine, make_session_factory
 from core.enums import AuthUnit, CredentialState
 from core.models import PhoneNumber
@@ -25,6 +25,7 @@ from ivr.settings import Settings
 from web_stub.backend import (
     CodeStatus,
     CodeUnavailable,
+    ConfirmationStatus,
     InputRefused,
     IssuedCode,
     LinkOutcome,
@@ -33,18 +34,40 @@ from web_stub.backend import (
     NumberServices,
     OtpState,
     OtpStatus,
+    SessionRecord,
+    WebLimits,
 )
+
+LOGIN_CLIENT_SCOPE = "login_client"
 
 
 class CoreBackend:
-    def __init__(self, session_factory: sessionmaker[Session], policy: PolicyLike) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], policy: PolicyLike, limits: WebLimits | None = None
+    ) -> None:
         self._sessions = session_factory
         self._policy = policy
+        self._limits = limits or WebLimits()
+        self._times = web_sessions.SessionTimes(self._limits.idle_seconds, self._limits.lifetime_seconds)
+        self._client_budget = throttle.Budget(
+            self._limits.login_failures_per_client, self._limits.login_failure_window_seconds
+        )
+        self._code_budget = throttle.Budget(
+            self._limits.otp_wrong_codes_per_number, self._limits.otp_wrong_code_window_seconds
+        )
+        self._mail_budget = throttle.Budget(
+            self._limits.otp_mails_per_number, self._limits.otp_mail_window_seconds
+        )
+        self._confirmation_budget = throttle.Budget(
+            self._limits.confirmation_failures_per_number, self._limits.confirmation_failure_window_seconds
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CoreBackend:
         engine = make_engine(settings.effective_database_url)
-        return cls(make_session_factory(engine), settings.credentials)
+        return cls(
+            make_session_factory(engine), settings.credentials, WebLimits.from_web_settings(settings.web)
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -52,11 +75,25 @@ class CoreBackend:
             yield session
 
     # ------------------------------------------------------------------ login and passwords
-    def login(self, *, number: str, password: str, now: datetime) -> LoginOutcome:
+    def login(self, *, number: str, password: str, now: datetime, client: str | None = None) -> LoginOutcome:
+        taken = None
+        if client is not None:
+            with self._tx() as session:  # committed before any password check
+                throttle.sweep(session, now=now, batch=50)
+                taken = throttle.take(
+                    session, scope=LOGIN_CLIENT_SCOPE, key=client[:80], now=now, budget=self._client_budget
+                )
+            if not taken.allowed:
+                return LoginOutcome("throttled", retry_after_seconds=taken.retry_after_seconds)
+        if len(password) > self._limits.max_secret_chars:
+            return LoginOutcome("wrong")  # longer than any password: refused without hashing it
         with self._tx() as session:
             result = auth.authenticate(
                 session, number=number, password=password, now=now, policy=self._policy
             )
+        if result.status == "ok" and taken is not None and client is not None:
+            with self._tx() as session:
+                throttle.give_back(session, scope=LOGIN_CLIENT_SCOPE, key=client[:80], taken=taken)
         if result.status == "wrong":
             return LoginOutcome("wrong")
         if result.status == "locked":
@@ -74,6 +111,71 @@ class CoreBackend:
             change_reason=result.change_reason,
             otp=self.otp_state(number=result.identity_number),
         )
+
+    # ------------------------------------------------------------------ sessions
+    @staticmethod
+    def _record(row: web_sessions.LoginSession) -> SessionRecord:
+        return SessionRecord(
+            stage=row.stage,
+            number=row.number,
+            contract_id=row.contract_id,
+            unit=row.unit,
+            role=row.role,
+            created_at=row.created_at,
+            data=row.data,
+            sealed=row.sealed,
+        )
+
+    def session_open(
+        self, *, id_hash: str, now: datetime, stage: str, number: str, data: str, sealed: str | None
+    ) -> SessionRecord:
+        with self._tx() as session:
+            row = web_sessions.open_session(
+                session,
+                id_hash=id_hash,
+                now=now,
+                times=self._times,
+                stage=stage,
+                number=number,
+                data=data,
+                sealed=sealed,
+            )
+            return self._record(row)
+
+    def session_load(self, *, id_hash: str, now: datetime) -> tuple[SessionRecord | None, str | None]:
+        with self._tx() as session:
+            row, verdict = web_sessions.load_session(session, id_hash=id_hash, now=now, times=self._times)
+            if row is not None:
+                return self._record(row), None
+            return None, (str(verdict) if verdict else None)
+
+    def session_save(
+        self,
+        *,
+        id_hash: str,
+        now: datetime,
+        stage: str,
+        data: str,
+        sealed: str | None,
+        new_id_hash: str | None,
+        resnapshot: bool,
+    ) -> None:
+        with self._tx() as session:
+            web_sessions.save_session(
+                session,
+                id_hash=id_hash,
+                now=now,
+                times=self._times,
+                stage=stage,
+                data=data,
+                sealed=sealed,
+                new_id_hash=new_id_hash,
+                resnapshot=resnapshot,
+            )
+
+    def session_delete(self, *, id_hash: str) -> None:
+        with self._tx() as session:
+            web_sessions.delete_session(session, id_hash=id_hash)
 
     def change_password(
         self, *, number: str, current_password: str, new_password: str, now: datetime
@@ -191,6 +293,7 @@ class CoreBackend:
                             confirmation_password=confirmation_password,
                             now=now,
                             policy=self._policy,
+                            replace_registered=True,  # the admin's bulk settings (seed P27)
                         )
                 except otp.OtpInputError as exc:
                     problems[index] = exc.problems
@@ -248,6 +351,8 @@ class CoreBackend:
                 )
         except otp.OtpInputError as exc:
             raise InputRefused(exc.problems) from None
+        except otp.OtpNotAvailable as exc:
+            raise InputRefused({"registration": [exc.reason]}) from None
 
     def otp_change_address(self, *, number: str, email: str, now: datetime) -> str:
         try:
@@ -268,6 +373,9 @@ class CoreBackend:
     def otp_issue_code(self, *, number: str, login_attempt_id: str, now: datetime) -> IssuedCode:
         try:
             with self._tx() as session:
+                mail = limits.take_code_mail(session, number=number, now=now, budget=self._mail_budget)
+                if not mail.allowed:
+                    raise CodeUnavailable("too_many_mails", mail.retry_after_seconds)
                 issued = otp.issue_code(
                     session, number=number, login_attempt_id=login_attempt_id, now=now, policy=self._policy
                 )
@@ -275,8 +383,25 @@ class CoreBackend:
             raise CodeUnavailable(exc.reason) from None
         return IssuedCode(code=issued.code, email=issued.mail_address)
 
+    def otp_mail_failed(self, *, number: str, now: datetime) -> None:
+        with self._tx() as session:
+            taken = throttle.current(
+                session, scope=limits.OTP_MAIL_SCOPE, key=number, now=now, budget=self._mail_budget
+            )
+            if taken.count:
+                throttle.give_back(
+                    session,
+                    scope=limits.OTP_MAIL_SCOPE,
+                    key=number,
+                    taken=throttle.Taken(True, taken.count, taken.window_started_at),
+                )
+
     def otp_verify_code(self, *, number: str, login_attempt_id: str, code: str, now: datetime) -> CodeStatus:
         with self._tx() as session:
+            taken = limits.take_code_check(session, number=number, now=now, budget=self._code_budget)
+            if not taken.allowed:
+                limits.invalidate_password(session, number=number, now=now, reason="otp_codes")
+                return "invalidated"
             status = otp.verify_code(
                 session,
                 number=number,
@@ -285,26 +410,83 @@ class CoreBackend:
                 now=now,
                 policy=self._policy,
             )
+            if status not in ("wrong", "too_many"):
+                throttle.give_back(
+                    session,
+                    scope=limits.OTP_CODE_SCOPE,
+                    key=limits.credential_key(session, number),
+                    taken=taken,
+                )
+            elif taken.count >= self._code_budget.limit:
+                limits.invalidate_password(session, number=number, now=now, reason="otp_codes")
+                return "invalidated"
         return cast(CodeStatus, status)
+
+    def otp_settings_locked(self, *, number: str) -> bool:
+        with self._tx() as session:
+            return limits.otp_settings_locked(session, number=number)
+
+    def _counted_confirmation(self, session: Session, *, number: str, now: datetime) -> throttle.Taken | None:
+        """One confirmation try taken (None: the settings are, or now become, locked)."""
+        if limits.otp_settings_locked(session, number=number):
+            return None
+        taken = limits.take_confirmation_check(
+            session, number=number, now=now, budget=self._confirmation_budget
+        )
+        if not taken.allowed:
+            limits.lock_otp_settings(session, number=number, now=now)
+            return None
+        return taken
+
+    def _settle_confirmation(
+        self, session: Session, *, number: str, now: datetime, taken: throttle.Taken, wrong: bool
+    ) -> bool:
+        """Give a try back when it was not a wrong one; lock at the limit. True: now locked."""
+        if not wrong:
+            key = limits.credential_key(session, number)
+            throttle.give_back(session, scope=limits.CONFIRMATION_SCOPE, key=key, taken=taken)
+            return False
+        if taken.count >= self._confirmation_budget.limit:
+            limits.lock_otp_settings(session, number=number, now=now)
+            return True
+        return False
 
     def otp_check_confirmation(
         self, *, number: str, confirmation_id: str, confirmation_password: str, now: datetime
-    ) -> bool:
+    ) -> ConfirmationStatus:
         with self._tx() as session:
-            return otp.check_confirmation(
+            taken = self._counted_confirmation(session, number=number, now=now)
+            if taken is None:
+                return "locked"
+            ok = otp.check_confirmation(
                 session,
                 number=number,
                 confirmation_id=confirmation_id,
                 confirmation_password=confirmation_password,
                 now=now,
             )
+            if self._settle_confirmation(session, number=number, now=now, taken=taken, wrong=not ok):
+                return "locked"
+            return "ok" if ok else "wrong"
+
+    def _change_confirmation(
+        self, which: str, *, number: str, current: str, new: str, now: datetime
+    ) -> list[str]:
+        change = otp.change_confirmation_id if which == "id" else otp.change_confirmation_password
+        with self._tx() as session:
+            taken = self._counted_confirmation(session, number=number, now=now)
+            if taken is None:
+                return ["locked"]
+            reasons = change(session, number=number, current=current, new=new, now=now)
+            wrong = "current_wrong" in reasons
+            if self._settle_confirmation(session, number=number, now=now, taken=taken, wrong=wrong):
+                return ["locked"]
+            return reasons
 
     def otp_change_confirmation_id(self, *, number: str, current: str, new: str, now: datetime) -> list[str]:
-        with self._tx() as session:
-            return otp.change_confirmation_id(session, number=number, current=current, new=new, now=now)
+        return self._change_confirmation("id", number=number, current=current, new=new, now=now)
 
     def otp_change_confirmation_password(
         self, *, number: str, current: str, new: str, now: datetime
     ) -> list[str]:
-        with self._tx() as session:
-            return otp.change_confirmation_password(session, number=number, current=current, new=new, now=now)
+        return self._change_confirmation("password", number=number, current=current, new=new, now=now)

@@ -166,6 +166,8 @@ def code_unavailable(reason: str) -> str:
             "ワンタイムパスワードの送信回数が上限に達しました。"
             "お手数ですが、もう一度ログインからやり直してください。"
         )
+    if reason == "too_many_mails":
+        return "ワンタイムパスワードのメールの送信回数が上限に達しました。しばらくたってから、もう一度お試しください。"
     if reason == "not_registered":
         return "ワンタイムパスワード受信用メールアドレスが登録されていません。もう一度ログインしてください。"
     return "このログインの手続きは終了しています。お手数ですが、もう一度ログインからやり直してください。"
@@ -225,3 +227,66 @@ def unit_change_problems(problems: dict[str, str], service_number: str) -> list[
         }.get(reason, "認証単位を変更できませんでした。")
         out.append(prefix + text)
     return out
+
+
+# ------------------------------------------------------------------ limits (docs/web.md "Security")
+def _wait(seconds: int) -> str:
+    minutes = max(1, (seconds + 59) // 60)
+    return f"約{minutes}分" if minutes < 120 else f"約{(minutes + 59) // 60}時間"
+
+
+def login_throttled(retry_after_seconds: int) -> str:
+    return (
+        "ご利用の環境からのログインの失敗が続いたため、しばらくの間ログインを受け付けていません。"
+        f"{_wait(retry_after_seconds)}たってから、もう一度お試しください。"
+    )
+
+
+def body_too_large(limit_bytes: int) -> str:
+    size = f"{limit_bytes // 1024}KB" if limit_bytes < 1024 * 1024 else f"{limit_bytes // (1024 * 1024)}MB"
+    return (
+        f"送信された内容が大きすぎます（この画面では{size}まで）。内容を確認して、もう一度送信してください。"
+    )
+
+
+SECRET_TOO_LONG = "確認用IDまたは確認用パスワードが長すぎます（12桁まで）。"
+
+
+def code_mails_limited(per_hour: int, retry_after_seconds: int) -> str:
+    return (
+        f"ワンタイムパスワードのメールは、1つの電話番号につき1時間に{per_hour}通まで送信できます。"
+        f"{_wait(retry_after_seconds)}たってから、もう一度「ワンタイムパスワードを送信」を押してください。"
+    )
+
+
+def codes_invalidated(per_day: int, service_number: str) -> str:
+    return (
+        f"ワンタイムパスワードの入力を24時間に{per_day}回誤ったため、パスワードを無効にしました。"
+        + phone_instructions(service_number)
+    )
+
+
+def otp_settings_locked(per_day: int, service_number: str) -> str:
+    return (
+        f"確認用ID・確認用パスワードの入力を24時間に{per_day}回誤ったため、"
+        "ワンタイムパスワードの設定変更を停止しています。"
+        + phone_instructions(service_number)
+        + "仮パスワードを設定すると、設定変更ができるようになります。"
+    )
+
+
+SESSION_ENDED = {
+    "idle": IDLE_LOGGED_OUT,
+    "lifetime": "ログインしてから一定の時間が経過したため、自動的にログアウトしました。もう一度ログインしてください。",
+    "credential_replaced": (
+        "パスワードが変更されたため（または仮パスワードが設定されたため）、ログアウトしました。"
+        "新しいパスワードでもう一度ログインしてください。"
+    ),
+    "credential_invalidated": "パスワードが無効になったため、ログアウトしました。",
+    "contract_changed": "認証単位が変更されたため、ログアウトしました。新しい認証単位でもう一度ログインしてください。",
+    "contract_reset": "お客様電話番号に仮パスワードが設定されたため、ログアウトしました。もう一度ログインしてください。",
+}
+
+
+def session_ended_notice(reason: str | None) -> str | None:
+    return SESSION_ENDED.get(reason or "")

@@ -1,101 +1,163 @@
-"""Server-side web sessions: an in-process store keyed by a random id, with idle expiry.
+"""Web sessions as the pages see them, stored through the backend in the credential database.
 
-The browser holds only the random id (HttpOnly cookie). Everything else (who logged in, which step of
-the login they are at, the CSRF token) stays here. Limitation: the store lives in one process, so a
-deployment with several web nodes needs sticky sessions (or a shared store); a restart logs everyone
-out. Failure counters are not kept here: they live in the credential database, so a new browser
-session never resets them.
+The browser holds a random 256-bit value (HttpOnly cookie ``ivr_session``); the database holds only
+its SHA-256 (``core.web_sessions``), so a copy of the database opens no session. Everything else
+(who logged in, which step of the login they are at) is in the row; the CSRF token is derived from
+the cookie value, and the few secrets a session carries for a moment (a registration draft's
+confirmation ID and password) are sealed in the row with a key derived from the cookie value too.
+
+Only a login creates a session: the anonymous login form carries a signed double-submit token
+(:class:`FormToken`) instead, so a visitor without a cookie costs no row and no write.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
+
+from core.web_sessions import session_id_hash
 
 Clock = Callable[[], datetime]
 
 
+class Stage(StrEnum):
+    """Where a login stands; the pages of ``STAGE_PAGES`` (web_stub.app) belong to each."""
+
+    ANONYMOUS = "anonymous"
+    MUST_CHANGE = "must_change"
+    OTP_CHOICE = "otp_choice"
+    OTP_REGISTER = "otp_register"
+    OTP_CODE = "otp_code"
+    HOME = "home"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_cookie_value() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _derive(cookie: str, purpose: bytes) -> bytes:
+    return hmac.new(cookie.encode("utf-8"), purpose, hashlib.sha256).digest()
+
+
+def seal(cookie: str, plaintext: bytes) -> str:
+    """Encrypt-then-MAC with keys derived from the cookie value (HMAC-SHA256 keystream and tag)."""
+    key = _derive(cookie, b"seal")
+    enc_key, mac_key = hmac.digest(key, b"enc", "sha256"), hmac.digest(key, b"mac", "sha256")
+    nonce = os.urandom(16)
+    blocks = (len(plaintext) + 31) // 32
+    stream = b"".join(hmac.digest(enc_key, nonce + i.to_bytes(8, "big"), "sha256") for i in range(blocks))
+    ciphertext = bytes(a ^ b for a, b in zip(plaintext, stream, strict=False))
+    tag = hmac.digest(mac_key, nonce + ciphertext, "sha256")
+    return _b64(nonce + ciphertext + tag)
+
+
+def unseal(cookie: str, sealed: str) -> bytes | None:
+    try:
+        raw = _unb64(sealed)
+    except ValueError:
+        return None
+    if len(raw) < 48:
+        return None
+    nonce, ciphertext, tag = raw[:16], raw[16:-32], raw[-32:]
+    key = _derive(cookie, b"seal")
+    enc_key, mac_key = hmac.digest(key, b"enc", "sha256"), hmac.digest(key, b"mac", "sha256")
+    if not hmac.compare_digest(tag, hmac.digest(mac_key, nonce + ciphertext, "sha256")):
+        return None
+    blocks = (len(ciphertext) + 31) // 32
+    stream = b"".join(hmac.digest(enc_key, nonce + i.to_bytes(8, "big"), "sha256") for i in range(blocks))
+    return bytes(a ^ b for a, b in zip(ciphertext, stream, strict=False))
+
+
 @dataclass
 class WebSession:
-    """One browser's state. ``stage`` is where the login stands (see ``web_stub.app``)."""
+    """One logged-in browser. ``secrets`` never reach the row in clear (sealed)."""
 
-    id: str
-    csrf_token: str
+    cookie: str
+    stage: str
+    number: str
+    contract_id: int
+    unit: str
+    role: str
     created_at: datetime
-    last_seen: datetime
-    stage: str = "anonymous"
-    number: str | None = None
-    contract_id: int | None = None
-    unit: str | None = None
-    role: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    stored_hash: str | None = None  # the row's key as loaded (None: not stored yet)
+    ended: bool = False
+    resnapshot: bool = False  # this session replaced its own credential: adopt the new generation
+    loaded_state: str | None = None
 
     @property
     def authenticated(self) -> bool:
-        return self.stage != "anonymous" and self.number is not None
+        return self.stage != Stage.ANONYMOUS and not self.ended
 
+    @property
+    def id_hash(self) -> str:
+        return session_id_hash(self.cookie)
 
-class SessionStore:
-    """Sessions by id; a session idle longer than ``idle_timeout`` is gone."""
+    @property
+    def csrf_token(self) -> str:
+        return _b64(_derive(self.cookie, b"csrf"))
 
-    def __init__(self, *, idle_timeout: timedelta, clock: Clock, max_sessions: int = 100_000) -> None:
-        self._idle_timeout = idle_timeout
-        self._clock = clock
-        self._max_sessions = max_sessions
-        self._sessions: dict[str, WebSession] = {}
+    def rotate(self) -> None:
+        """A new cookie value (and so a new CSRF token and row key): a planted value is worthless."""
+        self.cookie = new_cookie_value()
 
-    def __len__(self) -> int:
-        return len(self._sessions)
+    def end(self) -> None:
+        self.ended = True
 
-    def create(self) -> WebSession:
-        now = self._clock()
-        if len(self._sessions) >= self._max_sessions:
-            self.purge_expired()
-        if len(self._sessions) >= self._max_sessions:
-            # Drop the longest-idle session rather than refusing new visitors.
-            oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
-            del self._sessions[oldest.id]
-        session = WebSession(
-            id=secrets.token_urlsafe(32),
-            csrf_token=secrets.token_urlsafe(32),
-            created_at=now,
-            last_seen=now,
+    def state(self) -> str:
+        return json.dumps([self.stage, self.data, self.secrets], sort_keys=True, ensure_ascii=False)
+
+    @property
+    def needs_save(self) -> bool:
+        return (
+            self.ended
+            or self.stored_hash is None
+            or self.stored_hash != self.id_hash
+            or self.resnapshot
+            or self.loaded_state != self.state()
         )
-        self._sessions[session.id] = session
-        return session
 
-    def get(self, session_id: str | None) -> tuple[WebSession | None, bool]:
-        """The live session for ``session_id`` (touching it) and whether it had just expired."""
-        if not session_id:
-            return None, False
-        session = self._sessions.get(session_id)
-        if session is None:
-            return None, False
-        now = self._clock()
-        if now - session.last_seen > self._idle_timeout:
-            del self._sessions[session_id]
-            return None, True
-        session.last_seen = now
-        return session, False
+    def sealed(self) -> str | None:
+        if not self.secrets:
+            return None
+        return seal(self.cookie, json.dumps(self.secrets).encode("utf-8"))
 
-    def rotate(self, session: WebSession) -> WebSession:
-        """Give the session a new id and CSRF token (at login), so a planted id is worthless."""
-        self._sessions.pop(session.id, None)
-        session.id = secrets.token_urlsafe(32)
-        session.csrf_token = secrets.token_urlsafe(32)
-        session.last_seen = self._clock()
-        self._sessions[session.id] = session
-        return session
 
-    def delete(self, session: WebSession) -> None:
-        self._sessions.pop(session.id, None)
+class FormToken:
+    """The signed double-submit token of forms shown without a session (the login form, the mailed
+    link): a random value in an HttpOnly cookie, and its HMAC under the site key in the form."""
 
-    def purge_expired(self) -> int:
-        now = self._clock()
-        expired = [sid for sid, s in self._sessions.items() if now - s.last_seen > self._idle_timeout]
-        for sid in expired:
-            del self._sessions[sid]
-        return len(expired)
+    COOKIE = "ivr_form"
+
+    def __init__(self, secret_key: str) -> None:
+        self._key = hashlib.sha256(b"ivr-web-form\x00" + secret_key.encode("utf-8")).digest()
+
+    @staticmethod
+    def new_value() -> str:
+        return secrets.token_urlsafe(32)
+
+    def token_for(self, value: str) -> str:
+        return _b64(hmac.digest(self._key, value.encode("utf-8"), "sha256"))
+
+    def valid(self, value: str | None, token: str) -> bool:
+        if not value or not token or len(value) > 128:
+            return False
+        return hmac.compare_digest(token.encode("utf-8"), self.token_for(value).encode("utf-8"))

@@ -281,14 +281,28 @@ def test_line_unit_does_not_log_in_with_an_additional_number(
 def test_login_gives_a_new_session_id(web_client: TestClient, web_database: WebDatabase) -> None:
     web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
     page = web_client.get("/login")
-    before = web_client.cookies.get("ivr_session")
-    assert before
+    assert web_client.cookies.get("ivr_session") is None  # the login form needs no session
     post_form(web_client, page, "/login", {"number": CONTRACT, "password": TEMP})
     after = web_client.cookies.get("ivr_session")
-    assert after and after != before
-    # The pre-login id is worthless now.
-    web_client.cookies.set("ivr_session", before)
+    assert after
+    # A planted value is worthless.
+    web_client.cookies.clear()
+    web_client.cookies.set("ivr_session", "planted-by-an-attacker")
     assert web_client.get("/password/required").url.path == "/login"
+    web_client.cookies.clear()
+    web_client.get("/login")
+    # The login that completes gets yet another value; the one before it is worthless.
+    web_client.cookies.set("ivr_session", after, domain="127.0.0.1")
+    page = web_client.get("/password/required")
+    page = change_required_password(web_client, page, TEMP, NEW)
+    page = post_form(web_client, page, "/otp/choice", {"choice": "not_use"})
+    page = post_form(web_client, page, "/otp/decline", {"agree": "1"})
+    assert page.url.path == "/home"
+    final = web_client.cookies.get("ivr_session")
+    assert final and final != after
+    web_client.cookies.clear()
+    web_client.cookies.set("ivr_session", after)
+    assert web_client.get("/home").url.path == "/login"
 
 
 def test_forms_without_the_csrf_token_are_refused(web_client: TestClient, web_database: WebDatabase) -> None:
@@ -426,9 +440,13 @@ def test_an_expired_password_forces_a_change(
         assert page.url.path == "/home"  # OTP was already declined
 
 
-def test_a_non_ascii_csrf_token_is_refused_not_a_crash(web_client: TestClient) -> None:
+def test_a_non_ascii_csrf_token_is_refused_not_a_crash(
+    web_client: TestClient, web_database: WebDatabase
+) -> None:
     web_client.get("/login")
     refused = web_client.post("/login", data={"csrf_token": "トークン", "number": CONTRACT, "password": TEMP})
     assert refused.status_code == 403
+    web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
+    assert api_login(web_client, CONTRACT, TEMP).status_code == 200
     logout = web_client.post("/api/logout", headers={"X-CSRF-Token": "é".encode("latin-1")})
     assert logout.status_code == 403

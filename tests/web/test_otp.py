@@ -9,7 +9,7 @@ import structlog
 from starlette.testclient import TestClient
 
 from tests.fixtures.web import FakeClock, SmtpServer, WebDatabase
-from tests.web.helpers import change_required_password, login, post_form
+from tests.web.helpers import change_required_password, csrf_of, login, post_form
 
 NUMBER = "0300002222"
 TEMP = "48151623"
@@ -30,6 +30,13 @@ def register_form(email: str = MAIL, cid: str = CID, cpw: str = CPW, **overrides
     }
     form.update(overrides)
     return form
+
+
+def web_database_otp_status(db: WebDatabase, number: str) -> str:
+    from core.otp import otp_state
+
+    with db.session_factory() as session:
+        return otp_state(session, number=number).status
 
 
 def path_of(link: str) -> str:
@@ -269,26 +276,21 @@ def test_switch_off_needs_agreement_and_then_no_code(
     registered_home(web_client, web_database, smtp_server)
     page = web_client.get("/settings/otp")
     assert "同意する" in page.text
-    page = post_form(web_client, page, "/settings/otp", {"use": "0"})
+    page = post_form(web_client, page, "/settings/otp", {"use": "0"})  # without the agreement
+    assert "利用しない」に変更しました" not in page.text
+    assert web_database_otp_status(web_database, NUMBER) == "on"
+    page = post_form(web_client, page, "/settings/otp", {"use": "0", "agree": "1"})
     assert "利用しない」に変更しました" in page.text
     web_client.cookies.clear()
     assert login(web_client, NUMBER, NEW).url.path == "/home"
 
 
-def test_address_change_needs_confirmation_id_and_password(
+def test_address_change_from_the_menu_after_a_two_step_login(
     web_client: TestClient, web_database: WebDatabase, smtp_server: SmtpServer
 ) -> None:
-    page = registered_home(web_client, web_database, smtp_server)
-    assert web_client.get("/otp/address").url.path == "/otp/address-check"
+    """P23: after a two-step login the menu goes straight to the new address."""
+    registered_home(web_client, web_database, smtp_server)
     page = web_client.get("/settings/otp/address")
-    assert page.url.path == "/otp/address-check"
-    page = post_form(
-        web_client, page, "/otp/address-check", {"confirmation_id": CID, "confirmation_password": "x"}
-    )
-    assert page.status_code == 400 and "確認用IDまたは確認用パスワードが正しくありません" in page.text
-    page = post_form(
-        web_client, page, "/otp/address-check", {"confirmation_id": CID, "confirmation_password": CPW}
-    )
     assert page.url.path == "/otp/address"
     page = post_form(
         web_client, page, "/otp/address", {"email": "new@example.jp", "email_confirm": "new@example.jp"}
@@ -304,6 +306,38 @@ def test_address_change_needs_confirmation_id_and_password(
     page = login(web_client, NUMBER, NEW)
     post_form(web_client, page, "/otp/send", {})
     assert smtp_server.sink.wait_for(4)["To"] == "new@example.jp"
+
+
+def test_address_change_needs_confirmation_id_and_password_from_the_send_page(
+    web_client: TestClient, web_database: WebDatabase, smtp_server: SmtpServer
+) -> None:
+    """P22: before the code, the confirmation ID and password first."""
+    registered_home(web_client, web_database, smtp_server)
+    web_client.cookies.clear()
+    page = login(web_client, NUMBER, NEW)
+    assert page.url.path == "/otp/send"
+    assert web_client.get("/otp/address").url.path == "/otp/address-check"
+    # the POST is held to the same rule as the page
+    refused = web_client.post(
+        "/otp/address",
+        data={"csrf_token": csrf_of(page), "email": "evil@example.jp", "email_confirm": "evil@example.jp"},
+    )
+    assert refused.url.path == "/otp/address-check"
+    page = web_client.get("/otp/address-check")
+    page = post_form(
+        web_client, page, "/otp/address-check", {"confirmation_id": CID, "confirmation_password": "x"}
+    )
+    assert page.status_code == 400 and "確認用IDまたは確認用パスワードが正しくありません" in page.text
+    page = post_form(
+        web_client, page, "/otp/address-check", {"confirmation_id": CID, "confirmation_password": CPW}
+    )
+    assert page.url.path == "/otp/address"
+    page = post_form(
+        web_client, page, "/otp/address", {"email": "new@example.jp", "email_confirm": "new@example.jp"}
+    )
+    page = post_form(web_client, page, "/otp/register/confirm", {})
+    assert "仮登録完了" in page.text
+    assert smtp_server.sink.wait_for(3)["To"] == "new@example.jp"
 
 
 def test_address_change_before_the_code(

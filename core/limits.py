@@ -1,0 +1,138 @@
+"""Per-number limits on guessing the one-time-password secrets, counted across logins.
+
+- Wrong one-time codes: at most ``limit`` in a window per number (default 10 in 24 h); the one
+  that reaches it invalidates the number's password, recovered the seed's way (a new temporary
+  password by phone). The count belongs to the credential's generation, so a new password starts
+  a new count.
+- Code mails: at most ``limit`` per number per window (default 10 per hour).
+- Wrong confirmation ID / password (address check, ID and password changes): at most ``limit`` in
+  a window (default 5 in 24 h); the one that reaches it locks the number's one-time-password
+  settings pages until a new temporary password is set for it by phone.
+
+Counters live in ``rate_counters`` (``core.throttle``), locks in ``number_locks``. The caller owns
+the session and the transaction; nothing here hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from core.audit import record_event
+from core.auth import identity_for
+from core.enums import AuditEventType, Channel
+from core.models import Credential, PhoneNumber
+from core.throttle import Budget, Taken, forget, take
+from core.web_models import NumberLock
+from core.web_sessions import phone_reset_since
+
+OTP_CODE_SCOPE = "otp_code"
+OTP_MAIL_SCOPE = "otp_mail"
+CONFIRMATION_SCOPE = "confirmation"
+OTP_SETTINGS_LOCK = "otp_settings"
+
+
+def _identity_phone(session: Session, number: str) -> PhoneNumber | None:
+    identity = identity_for(session, number)
+    return identity.phone if identity else None
+
+
+def _generation(session: Session, phone: PhoneNumber) -> int:
+    generation = session.scalar(select(Credential.generation).where(Credential.phone_number_id == phone.id))
+    return int(generation or 0)
+
+
+def credential_key(session: Session, number: str) -> str:
+    """``number:generation`` of the identity's credential (a new password starts a new count)."""
+    phone = _identity_phone(session, number)
+    if phone is None:
+        return f"{number}:-"
+    return f"{phone.number}:{_generation(session, phone)}"
+
+
+def take_code_check(session: Session, *, number: str, now: datetime, budget: Budget) -> Taken:
+    return take(session, scope=OTP_CODE_SCOPE, key=credential_key(session, number), now=now, budget=budget)
+
+
+def take_code_mail(session: Session, *, number: str, now: datetime, budget: Budget) -> Taken:
+    return take(session, scope=OTP_MAIL_SCOPE, key=number, now=now, budget=budget)
+
+
+def take_confirmation_check(session: Session, *, number: str, now: datetime, budget: Budget) -> Taken:
+    return take(
+        session, scope=CONFIRMATION_SCOPE, key=credential_key(session, number), now=now, budget=budget
+    )
+
+
+def invalidate_password(
+    session: Session, *, number: str, now: datetime, reason: str, channel: Channel | str = Channel.WEB
+) -> None:
+    """Invalidate the identity's credential (as 10 wrong passwords would)."""
+    phone = _identity_phone(session, number)
+    if phone is None:
+        return
+    session.execute(
+        update(Credential)
+        .where(Credential.phone_number_id == phone.id, Credential.invalidated_at.is_(None))
+        .values(invalidated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    record_event(
+        session,
+        event=AuditEventType.LOCKED,
+        at=now,
+        channel=channel,
+        outcome="locked",
+        number=phone.number,
+        contract_id=phone.contract_id,
+        detail=f"reason={reason}",
+    )
+
+
+def lock_otp_settings(
+    session: Session, *, number: str, now: datetime, channel: Channel | str = Channel.WEB
+) -> None:
+    phone = _identity_phone(session, number)
+    if phone is None:
+        return
+    if session.get(NumberLock, (phone.id, OTP_SETTINGS_LOCK)) is None:
+        session.add(
+            NumberLock(
+                phone_number_id=phone.id,
+                kind=OTP_SETTINGS_LOCK,
+                locked_at=now,
+                credential_generation=_generation(session, phone),
+            )
+        )
+        record_event(
+            session,
+            event=AuditEventType.LOCKED,
+            at=now,
+            channel=channel,
+            outcome="locked",
+            number=phone.number,
+            contract_id=phone.contract_id,
+            detail="otp_settings confirmation_failures",
+        )
+        session.flush()
+
+
+def otp_settings_locked(session: Session, *, number: str) -> bool:
+    """Locked, unless a new temporary password was set by phone since (which lifts the lock)."""
+    phone = _identity_phone(session, number)
+    if phone is None:
+        return False
+    lock = session.get(NumberLock, (phone.id, OTP_SETTINGS_LOCK), populate_existing=True)
+    if lock is None:
+        return False
+    if _generation(session, phone) == lock.credential_generation or not phone_reset_since(
+        session, number=phone.number, since=lock.locked_at
+    ):
+        return True
+    session.execute(
+        delete(NumberLock).where(NumberLock.phone_number_id == phone.id, NumberLock.kind == OTP_SETTINGS_LOCK)
+    )
+    forget(session, scope=CONFIRMATION_SCOPE, key=credential_key(session, number))
+    return False
