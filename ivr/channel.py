@@ -138,6 +138,11 @@ class Channel(Protocol):
 
     async def say_digits(self, number: str, *, interruptible: bool = False) -> str | None: ...
 
+    def discard_typed_ahead(self) -> None:
+        """Forget the key that stopped the last interruptible prompt (it will not start the next
+        entry)."""
+        ...
+
     async def set_variable(self, name: str, value: str) -> None: ...
 
     async def hang_up(self) -> None: ...
@@ -294,3 +299,6 @@ class KeyReadingChannel(ABC):
 
     async def say_digits(self, number: str, *, interruptible: bool = False) -> str | None:
         return await self.play(digit_prompts(number), interruptible=interruptible)
+
+    def discard_typed_ahead(self) -> None:
+        self._pending_key = None

@@ -73,9 +73,10 @@ class MenuSettings(BaseModel):
     max_wrong_entries: int = 3
     first_digit_timeout_seconds: float = 10.0
     inter_digit_timeout_seconds: float = 5.0
-    # A lone # this soon after a fixed-length entry's last key is the caller's habit of ending
-    # every entry with #: it is dropped once instead of counting as a wrong entry of the next step.
-    trailing_terminator_seconds: float = 1.0
+    # Keys this soon after an entry ended belong to it, not to the next step: a lone # after a
+    # fixed-length entry (the habit of ending every entry with #) is dropped once, and keys left
+    # over from a wrong (overlong) entry that stop "wrong-entry" are dropped and it plays again.
+    leftover_key_seconds: float = 1.0
     language: str = "ja"
 
 

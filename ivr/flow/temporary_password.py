@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 RESULT_VARIABLE = "IVR_RESULT"
 NUMBER_MAX_DIGITS = 15  # longer than any national number, so an overlong entry is seen as wrong
+LEFTOVER_KEYS_DROPPED = 4  # then "wrong-entry" plays once more, uninterruptible
 PASSWORD_DIGITS = 8  # seed 003: the entry ends at the 8th key; keys after it belong to the next step
 
 
@@ -276,11 +277,10 @@ class TemporaryPasswordCall:
     ) -> T:
         """Ask until an entry is accepted; the `max_wrong_entries`-th wrong one raises.
 
-        A fixed-length entry (no terminator) ends at its last key. A lone ``#`` that follows such an
-        entry within `menu.trailing_terminator_seconds` is the caller's habit of ending every entry
-        with ``#``, not an entry of this step: it is dropped, once, and the prompt asked again.
-        After a wrong entry, "wrong-entry" plays to the end (keys left over from the wrong entry
-        are dropped by Asterisk, so they cannot spoil the next try), then the prompts again.
+        A fixed-length entry ends at its last key. A lone ``#`` that follows such an entry within
+        `menu.leftover_key_seconds` is the caller's habit of ending every entry with ``#``, not an
+        entry of this step: it is dropped, once, and the prompt asked again. After a wrong entry,
+        see `_say_wrong_entry`.
         """
         self.report.last_step = step
         attempt = 1
@@ -303,7 +303,7 @@ class TemporaryPasswordCall:
                 and result.value == ""
                 and result.terminated
                 and previous_full is not None
-                and ended_at - previous_full <= self.menu.trailing_terminator_seconds
+                and ended_at - previous_full <= self.menu.leftover_key_seconds
             ):
                 forgiven = True
                 self.log.info("step_trailing_terminator_dropped", step=step.value, attempt=attempt)
@@ -320,7 +320,24 @@ class TemporaryPasswordCall:
                 raise _TooManyWrong(step)
             attempt += 1
             self._full_entry_at = None
-            await self._play(["wrong-entry"], interruptible=False)
+            await self._say_wrong_entry(ended_at)
+
+    async def _say_wrong_entry(self, entry_ended: float) -> None:
+        """Play "wrong-entry", interruptible: a key that stops it is the caller's retry and the first
+        key of the next try. Keys that stop it within `menu.leftover_key_seconds` of the wrong
+        entry's last key are left over from that entry (a 9th key, a trailing #): they are dropped
+        and "wrong-entry" plays again, so they cannot spoil the next try."""
+        last_key = entry_ended
+        for _ in range(LEFTOVER_KEYS_DROPPED):
+            self.report.prompts.append("wrong-entry")
+            key = await self.channel.play(["wrong-entry"], interruptible=True)
+            now = self.monotonic()
+            if key is None or now - last_key > self.menu.leftover_key_seconds:
+                return
+            self.channel.discard_typed_ahead()
+            last_key = now
+        self.report.prompts.append("wrong-entry")
+        await self.channel.play(["wrong-entry"], interruptible=False)
 
     def _log_entry(
         self, step: Step, attempt: int, result: CollectResult, *, accepted: bool, started: float, ended: float

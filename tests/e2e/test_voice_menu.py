@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.models import CallRecord, Credential, PhoneNumber
 from core.secrets import verify_secret
 from ivr.sipp import Caller, CallResult, ExpectHangup, HangUp, SendDigits, Wait, run_call, run_calls
-from tests.fixtures.voice import CONCURRENT_LINES, PASSWORDS_USED, VoiceDaemon
+from tests.fixtures.voice import CONCURRENT_LINES, E2E_INTER_DIGIT_TIMEOUT, PASSWORDS_USED, VoiceDaemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -80,8 +80,16 @@ def place(voice_daemon: VoiceDaemon, lab: Any, e2e_sessions: sessionmaker[Sessio
             voice_daemon.log_tail()
         )
         call_id, events = next(iter(calls.items()))
-        with e2e_sessions() as session:
-            record = session.scalars(select(CallRecord).where(CallRecord.call_id == call_id)).one_or_none()
+        record = None
+        deadline = time.monotonic() + 5  # records are written by a batching writer, within 200 ms
+        while time.monotonic() < deadline:
+            with e2e_sessions() as session:
+                record = session.scalars(
+                    select(CallRecord).where(CallRecord.call_id == call_id)
+                ).one_or_none()
+            if record is not None and record.outcome is not None:
+                break
+            time.sleep(0.05)
         return Heard(result, call_id, events, played, record)
 
     yield _place
@@ -213,27 +221,26 @@ def test_password_of_7_then_9_digits_then_a_good_one(place: Any, e2e_sessions: s
             SendDigits("1"),
             Wait(1.0),
             SendDigits(SEVEN),
-            Wait(4.5),  # the inter-digit timeout (3 s) ends the entry: 7 digits
-            SendDigits(NINE),  # 9 digits: wrong at once
-            Wait(1.5),
-            SendDigits(PASSWORD + "#"),
-            Wait(1.0),
-            SendDigits(PASSWORD),  # no #: taken after the inter-digit timeout
+            Wait(E2E_INTER_DIGIT_TIMEOUT + 1.5),  # the inter-digit timeout ends the entry: 7 is wrong
+            SendDigits(NINE),  # 9 keys: the first 8 are the password at once, the 9th starts the
+            Wait(0.5),  # confirmation, and the caller's confirmation (8 keys) is then wrong at once
+            SendDigits(NINE[:8]),
+            Wait(7.0),  # "wrong-entry", then the confirmation prompt again
+            SendDigits(NINE[:8]),
             ExpectHangup(within=60),
         ],
     )
     heard = place(caller)
-    assert heard.prompts.count("wrong-entry") == 2
     assert heard.prompts[-12:] == completion("0422001234")
-    steps = [(e["step"], e["result"]) for e in heard.events if e.get("event") == "step"]
+    steps = [(e["step"], e["result"], e.get("ended_by")) for e in heard.events if e.get("event") == "step"]
     assert steps == [
-        ("unit", "digits"),
-        ("password", "no_match"),
-        ("password", "no_match"),
-        ("password", "digits"),
-        ("confirm", "digits"),
+        ("unit", "digits", "max"),
+        ("password", "no_match", "timeout"),
+        ("password", "digits", "max"),
+        ("confirm", "no_match", "max"),
+        ("confirm", "digits", "max"),
     ]
-    assert_set(e2e_sessions, "0422001234", PASSWORD, before)
+    assert_set(e2e_sessions, "0422001234", NINE[:8], before)
     assert heard.record is not None and heard.record.wrong_entries == 2
 
 
@@ -350,6 +357,121 @@ def test_keys_typed_during_the_first_prompt_are_taken(
     assert "set-for-number-suffix" not in heard.prompts  # typed over the read-back
     assert_set(e2e_sessions, "0422001234", PASSWORD, before)
     assert heard.result.duration < 40
+
+
+def type_ahead_caller(caller_id: str, *entries: str, dtmf_mode: str, gap: float = 0.12) -> Caller:
+    """A caller who knows the menu: each entry typed 1.5 s into the prompt that asks for it (over
+    the prompt), keys `gap` apart, no # after a fixed-length entry."""
+    steps: list[Any] = [Wait(1.5)]
+    for entry in entries:
+        steps += [SendDigits(entry, tone=0.06, gap=gap - 0.06), Wait(1.5)]
+    steps.append(ExpectHangup(within=60))
+    return Caller(caller_id, steps=steps, dtmf_mode=dtmf_mode)
+
+
+def steps_of(heard: Heard) -> list[dict[str, Any]]:
+    return [e for e in heard.events if e.get("event") == "step"]
+
+
+@pytest.mark.parametrize("dtmf_mode", ["rfc4733", "info"])
+@pytest.mark.parametrize(
+    ("caller_id", "entries", "target"),
+    [
+        ("0300001111", ("1",), "0300001111"),
+        ("0300001111", ("2", "0300002222#"), "0300002222"),
+        ("0355501000", ("3", "0355501005#"), "0355501005"),
+    ],
+    ids=["unit1", "unit2", "unit3"],
+)
+def test_type_ahead_callers_without_hash_complete_and_never_wait(
+    place: Any,
+    e2e_sessions: sessionmaker[Session],
+    dtmf_mode: str,
+    caller_id: str,
+    entries: tuple[str, ...],
+    target: str,
+) -> None:
+    password = {"rfc4733": "27183904", "info": "31415926"}[dtmf_mode]
+    PASSWORDS_USED.add(password)
+    before = credential(e2e_sessions, target)
+    heard = place(type_ahead_caller(caller_id, *entries, password, password, dtmf_mode=dtmf_mode))
+    assert heard.record is not None and heard.record.outcome == "completed", voice_tail(heard)
+    assert heard.record.wrong_entries == 0
+    assert_set(e2e_sessions, target, password, before)
+    steps = steps_of(heard)
+    assert [e["result"] for e in steps] == ["digits"] * len(steps)
+    # every entry ended at its last key (or #), none by a timeout, and each was collected while
+    # the caller was still typing: no step waited after its entry was complete
+    assert all(e["ended_by"] in ("max", "terminator") for e in steps)
+    # 1.5 s into the prompt, 8 keys: a wait for more keys (the inter-digit timeout) would add 2 s
+    typing_ms = 1500 + 8 * 120 + 500
+    for e in steps:
+        if e["step"] in ("password", "confirm"):
+            assert e["duration_ms"] < typing_ms, e
+    assert heard.prompts[-12:] == completion(target)
+
+
+def voice_tail(heard: Heard) -> str:
+    return repr([(e.get("event"), e.get("step"), e.get("result")) for e in heard.events])
+
+
+def test_an_autodialler_typing_everything_at_once_loses_no_key(
+    place: Any, e2e_sessions: sessionmaker[Session]
+) -> None:
+    # the unit, the password and its confirmation as one burst of 17 keys 120 ms apart, during the
+    # first prompt: every entry ends at its last key and the next takes the keys after it
+    before = credential(e2e_sessions, "0422001234")
+    caller = Caller(
+        "0422001234",
+        steps=[
+            Wait(1.0),
+            SendDigits("1" + PASSWORD + PASSWORD, tone=0.06, gap=0.06),
+            ExpectHangup(within=60),
+        ],
+        dtmf_mode="info",
+    )
+    heard = place(caller)
+    assert heard.record is not None and heard.record.outcome == "completed", voice_tail(heard)
+    assert heard.record.wrong_entries == 0
+    assert_set(e2e_sessions, "0422001234", PASSWORD, before)
+
+
+def test_a_fastagi_peer_without_the_secret_sets_nothing(
+    voice_daemon: VoiceDaemon, e2e_sessions: sessionmaker[Session]
+) -> None:
+    """A local process posing as Asterisk: it sends a perfect AGI environment for a contract line
+    and answers every command as Asterisk would, but cannot answer the secret question."""
+    before = credential(e2e_sessions, "0300001111")
+    offset = voice_daemon.log_offset()
+    env = (
+        "agi_network: yes\nagi_network_script: temp-password\nagi_uniqueid: impostor.1\n"
+        "agi_callerid: 0300001111\nagi_dnid: 0363044747\nagi_extension: 0363044747\n\n"
+    )
+    sent: list[str] = []
+    with socket.create_connection(("127.0.0.1", voice_daemon.port), timeout=5) as sock:
+        sock.sendall(env.encode())
+        stream = sock.makefile("rwb")
+        keys = iter("1" + PASSWORD + PASSWORD)
+        while True:
+            line = stream.readline()
+            if not line:
+                break
+            command = line.decode().strip()
+            sent.append(command)
+            if command.startswith("GET VARIABLE"):
+                reply = "200 result=1 (guess-0123456789abcdefghijklmnopqrstuv)"
+            elif command.startswith("GET DATA"):
+                reply = "200 result=" + "".join(next(keys, "") for _ in range(8))
+            else:
+                reply = "200 result=0"
+            stream.write((reply + "\n").encode())
+            stream.flush()
+    assert len(sent) == 1 and sent[0].startswith("GET VARIABLE")  # then closed: nothing else ran
+    assert credential(e2e_sessions, "0300001111") == before
+    with e2e_sessions() as session:
+        assert session.scalars(select(CallRecord).where(CallRecord.call_id == "impostor.1")).first() is None
+    events = voice_daemon.events(offset)
+    assert any(e.get("reason") == "secret_mismatch" for e in events)
 
 
 # ------------------------------------------------------------------------------------- failures, load
