@@ -87,10 +87,8 @@ class CoreBackend:
                 return LoginOutcome("throttled", retry_after_seconds=taken.retry_after_seconds)
         if len(password) > self._limits.max_secret_chars:
             return LoginOutcome("wrong")  # longer than any password: refused without hashing it
-        with self._tx() as session:
-            result = auth.authenticate(
-                session, number=number, password=password, now=now, policy=self._policy
-            )
+        # no database lock across the hash: reserve the try, commit, check, settle (core.auth.log_in)
+        result = auth.log_in(self._sessions, number=number, password=password, now=now, policy=self._policy)
         if result.status == "ok" and taken is not None and client is not None:
             with self._tx() as session:
                 throttle.give_back(session, scope=LOGIN_CLIENT_SCOPE, key=client[:80], taken=taken)
