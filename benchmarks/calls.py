@@ -80,6 +80,7 @@ _ASTERISK_LINE = re.compile(
 )
 _PLAYING = re.compile(r"Playing '(?P<file>[^']+?)(?:\.(?:wav|slin|gsm|ulaw|alaw))?'")
 _CALLER = re.compile(r"IVR_CALLER_NUM_LC=(\d+)|lab-baseline call caller=(\d+)")
+_BASELINE_RESULT = re.compile(r"lab-baseline result=(\w+)")
 _CSRF = re.compile(r'name="csrf_token"\s+value="([^"]*)"')
 _EIGHT_DIGITS = re.compile(r"(?<![\w-])\d{8}(?![\w-])")  # not C-00000001 or carrier-00000001
 
@@ -361,6 +362,7 @@ class AsteriskCall:
     answered_at: float | None = None
     agi_at: float | None = None
     plays: list[tuple[float, str]] = field(default_factory=list)  # (epoch, prompt file)
+    result: str | None = None  # the baseline's "lab-baseline result=..." notice
 
 
 def asterisk_calls(text: str) -> tuple[dict[str, AsteriskCall], Counter[str]]:
@@ -385,6 +387,8 @@ def asterisk_calls(text: str) -> tuple[dict[str, AsteriskCall], Counter[str]]:
             call.agi_at = when
         elif played := _PLAYING.search(rest):
             call.plays.append((when, played.group("file")))
+        elif " NOTICE[" in line and (result := _BASELINE_RESULT.search(rest)):
+            call.result = result.group(1)
     return dict(calls), problems
 
 
@@ -427,6 +431,7 @@ class PhaseFigures:
     daemon_cpu: float = 0.0
     sipp_cpu: float = 0.0
     web_cpu: float = 0.0
+    bench_cpu: float = 0.0  # this process: the flood's HTTP clients
     asterisk_hwm: int | None = None
     daemon_hwm: int | None = None
     hash_cpu: float = 0.0
@@ -544,6 +549,15 @@ def measure_sipp(figures: PhaseFigures, results: Sequence[LoadResult]) -> dict[s
     figures.failures["not placed / not logged by SIPp"] += figures.calls - sum(len(r.calls) for r in results)
     figures.failures = +figures.failures
     return by_caller
+
+
+def count_outcomes(figures: PhaseFigures, sipp: dict[str, LoadCallResult], outcomes: dict[str, str]) -> None:
+    """A call is completed when SIPp saw the IVR hang up after the confirmation and the IVR says
+    ``completed`` (daemon: call_finished; baseline: its result notice) for that caller."""
+    for caller, call in sipp.items():
+        if call.completed and outcomes.get(caller) != "completed":
+            figures.completed -= 1
+            figures.failures[f"IVR outcome {outcomes.get(caller)}"] += 1
 
 
 def verify_passwords(url: str, plans: Sequence[LoadProcess]) -> int:
@@ -752,7 +766,7 @@ class Bench:
             flush=True,
         )
         cpu0 = (proc_cpu_seconds(self.asterisk_pid), proc_cpu_seconds(self.daemon.pid))
-        sipp0, web0 = children_cpu_seconds(), proc_cpu_seconds(self.web.pid)
+        sipp0, web0, self0 = children_cpu_seconds(), proc_cpu_seconds(self.web.pid), time.process_time()
         remaining = max(30.0, deadline - time.monotonic() - 60)
         results, flood_figures = asyncio.run(self._drive(plans, script, flood=flood, time_limit=remaining))
         # the last call records and log lines: wait for every call the daemon started to finish
@@ -762,6 +776,7 @@ class Bench:
         figures.daemon_cpu = proc_cpu_seconds(self.daemon.pid) - cpu0[1]
         figures.sipp_cpu = children_cpu_seconds() - sipp0
         figures.web_cpu = proc_cpu_seconds(self.web.pid) - web0 if flood else 0.0
+        figures.bench_cpu = time.process_time() - self0
         figures.asterisk_hwm = proc_status_kib(self.asterisk_pid or -1, "VmHWM")
         figures.daemon_hwm = proc_status_kib(self.daemon.pid or -1, "VmHWM")
         figures.flood = flood_figures
@@ -775,6 +790,13 @@ class Bench:
             calls = daemon_calls(daemon_events(self.daemon.log_path, daemon_mark))
             measure_daemon(figures, calls, {"unit": 1, "password": 8, "confirm": 8})
             measure_replies(figures, asterisk, calls, offset)
+            finished = {
+                str(c.caller): str(e.get("outcome"))
+                for c in calls.values()
+                for e in c.events
+                if e.get("event") == "call_finished"
+            }
+            count_outcomes(figures, sipp, finished)
             records, figures.wrong_records = record_figures(self.url, calls)
             if records != figures.outcomes:
                 figures.problems[f"call records {dict(records)} differ from the daemon log"] += 1
@@ -783,6 +805,9 @@ class Bench:
             notices = [line for line in asterisk_text.splitlines() if " NOTICE[" in line]
             figures.wrong_steps = sum("lab-baseline wrong" in line for line in notices)
             figures.outcomes = Counter(re.findall(r"lab-baseline result=(\w+)", "\n".join(notices)))
+            count_outcomes(
+                figures, sipp, {str(c.caller): str(c.result) for c in asterisk.values() if c.caller}
+            )
         if self.keep is not None:
             self.keep.mkdir(parents=True, exist_ok=True)
             # the baseline's throwaway digits are in Asterisk's verbose log: masked here
@@ -975,7 +1000,8 @@ def report(args: argparse.Namespace, phases: Sequence[PhaseFigures], commit: str
             print(
                 f"{p.name}: web flood {args.flood_connections} connections: {f.attempts} wrong logins in "
                 f"{f.seconds:.1f} s ({f.attempts / max(f.seconds, 0.001):.1f}/s), latency "
-                f"{p50_p99(f.latencies)}, statuses {dict(f.statuses)}; web CPU {p.web_cpu:.1f} s"
+                f"{p50_p99(f.latencies)}, statuses {dict(f.statuses)}; CPU: ivr web {p.web_cpu:.1f} s, "
+                f"the flood's clients {p.bench_cpu:.1f} s"
             )
         for problem, count in p.problems.most_common(8):
             print(f"{p.name}: {count} x {problem}")
