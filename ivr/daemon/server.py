@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import os
 import socket
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,7 +42,19 @@ MAX_LINE_BYTES = 4096
 # it; a dialplan global would be printed at verbose 2 and published as an AMI VarSet event.
 SECRET_VARIABLE = "AST_CONFIG(ivr-agi.conf,fastagi,secret)"
 
+# Asterisk reconnecting after an outage opens hundreds of connections at once (asyncio's default
+# backlog is 100; the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 4096
+HASH_THREAD_NICENESS = 10  # password hashes yield the CPU to the event loop's call commands
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _lower_priority() -> None:
+    """Run in each hashing thread: Linux schedules threads by their own nice value, so the argon2
+    work (tens of ms of CPU each) gives way to the event loop that answers every other call."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
 
 
 def parse_networks(entries: list[str]) -> list[Network]:
@@ -86,7 +100,7 @@ class FastAgiServer:
         self._extra_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._hash_pool = ThreadPoolExecutor(
-            max_workers=max(1, agi.hash_workers), thread_name_prefix="ivr-hash"
+            max_workers=max(1, agi.hash_workers), thread_name_prefix="ivr-hash", initializer=_lower_priority
         )
         self.log = structlog.get_logger("ivr.daemon")
 
@@ -103,14 +117,21 @@ class FastAgiServer:
     async def start(self) -> None:
         if self._sockets:  # handed over already bound (systemd socket activation)
             servers = [
-                await asyncio.start_server(self._on_connection, sock=sock, limit=MAX_LINE_BYTES)
+                await asyncio.start_server(
+                    self._on_connection, sock=sock, limit=MAX_LINE_BYTES, backlog=LISTEN_BACKLOG
+                )
                 for sock in self._sockets
             ]
             self._server = servers[0]
             self._extra_servers = servers[1:]
         else:
             self._server = await asyncio.start_server(
-                self._on_connection, self.agi.host, self.agi.port, limit=MAX_LINE_BYTES, reuse_address=True
+                self._on_connection,
+                self.agi.host,
+                self.agi.port,
+                limit=MAX_LINE_BYTES,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
             self._extra_servers = []
         self.log.info("fastagi_listening", host=self.agi.host, port=self.port)

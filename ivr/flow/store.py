@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 
 
 class CallStore(Protocol):
+    @property
+    def queues_call_records(self) -> bool:
+        """`start_call` / `finish_call` only queue (call them on the event loop, no thread)."""
+        ...
+
     def lookup_caller(self, caller_number: str) -> CallerLine | None: ...
 
     def number_on_contract(self, contract_id: int, number: str) -> bool: ...
@@ -78,6 +83,10 @@ class SqlCallStore:
     def sessions(self) -> sessionmaker[Session]:
         """The write session factory."""
         return self._sessions
+
+    @property
+    def queues_call_records(self) -> bool:
+        return self.records is not None
 
     def attach_records(self, writer: CallRecordWriter) -> None:
         """From now on ``start_call`` / ``finish_call`` queue into ``writer`` (the caller starts and

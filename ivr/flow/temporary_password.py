@@ -246,10 +246,12 @@ class TemporaryPasswordCall:
 
         # 6. Store durably, and only then say it is done.
         report.last_step = Step.SAVE
+        save_started = self.monotonic()
         password_hash = await asyncio.get_running_loop().run_in_executor(
             self.hash_executor, self.store.hash_password, password
         )
-        await asyncio.to_thread(
+        hashed = self.monotonic()
+        await asyncio.to_thread(  # the hash is done: no database lock is held across it
             self.store.save_temporary_password,
             line=line,
             unit=unit,
@@ -258,7 +260,13 @@ class TemporaryPasswordCall:
             now=self.clock(),
         )
         report.password_stored = True
-        self.log.info("temporary_password_stored", unit=unit.value, target_number=target)
+        self.log.info(
+            "temporary_password_stored",
+            unit=unit.value,
+            target_number=target,
+            hash_ms=round((hashed - save_started) * 1000),
+            store_ms=round((self.monotonic() - hashed) * 1000),
+        )
         report.last_step = Step.FAREWELL
         await self._play(["set-for-number-prefix", *read_back, "completed-suffix"], interruptible=False)
         return Outcome.COMPLETED
@@ -399,7 +407,8 @@ class TemporaryPasswordCall:
     async def _record_start(self) -> bool:
         report = self.report
         try:
-            await asyncio.to_thread(
+            await write_call_record(
+                self.store,
                 self.store.start_call,
                 call_id=report.call_id,
                 caller=report.caller,
@@ -414,7 +423,8 @@ class TemporaryPasswordCall:
     async def _record_finish(self) -> None:
         report = self.report
         try:
-            await asyncio.to_thread(
+            await write_call_record(
+                self.store,
                 self.store.finish_call,
                 call_id=report.call_id,
                 ended_at=report.ended_at or self.clock(),
@@ -426,6 +436,14 @@ class TemporaryPasswordCall:
             )
         except Exception as exc:
             self.log.error("call_record_finish_failed", error_type=type(exc).__name__)
+
+
+async def write_call_record(store: CallStore, method: Callable[..., None], **fields: Any) -> None:
+    """A call-record write: queued at once when the store batches them, else in a thread."""
+    if store.queues_call_records:
+        method(**fields)
+    else:
+        await asyncio.to_thread(method, **fields)
 
 
 async def _unit_key(entry: Digits) -> AuthUnit | None:
@@ -476,14 +494,16 @@ async def busy_call(channel: Channel, *, store: CallStore, clock: Callable[[], d
         except CallerHungUp:
             pass
         try:
-            await asyncio.to_thread(
+            await write_call_record(
+                store,
                 store.start_call,
                 call_id=channel.call_id,
                 caller=caller,
                 service_number=channel.service_number,
                 started_at=started,
             )
-            await asyncio.to_thread(
+            await write_call_record(
+                store,
                 store.finish_call,
                 call_id=channel.call_id,
                 ended_at=clock(),
