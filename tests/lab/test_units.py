@@ -18,7 +18,7 @@ from ivr.lab.config import (
     render_text,
 )
 from ivr.lab.rootfs import RootfsError, RootfsRecipe, host_debian_mirror
-from ivr.settings import Settings
+from ivr.settings import AgiSettings, SecretError, Settings, agi_secret
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, Wait
 from ivr.sipp.rtp import RtpEventStream
 from ivr.sipp.runner import parse_events
@@ -58,7 +58,7 @@ def test_recipe_key_changes_with_the_package_list() -> None:
 
 
 def test_repository_configuration_renders_completely(tmp_path: Path) -> None:
-    settings = Settings()
+    settings = Settings(data_dir=tmp_path / "data")
     written = render_config(tmp_path, placeholder_values(settings, PATHS, (4573, 4574)))
     names = {p.name for p in written}
     assert {"asterisk.conf", "modules.conf", "pjsip.conf", "manager.conf", "extensions.conf"} <= names
@@ -202,3 +202,31 @@ def test_prune_removes_other_trees_but_not_the_current_one(tmp_path: Path) -> No
     assert removed == {"rootfs-0000000000000000"}  # prompts kept: without a tree, no way to tell
     assert lab.root.is_dir() and (tmp_path / "prompts-old").is_dir()
     assert not (tmp_path / "rootfs-0000000000000000.build.log").exists()
+
+
+def test_the_dialplan_reaches_the_daemon_only_on_privileged_ports() -> None:
+    settings = Settings()
+    assert settings.agi.port < 1024 and settings.lab.agi_fallback_port < 1024
+
+
+def test_the_fastagi_secret_is_only_in_asterisks_own_0600_file(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    secret = agi_secret(settings)
+    assert agi_secret(Settings(data_dir=tmp_path / "data")) == secret  # made once, then read
+    assert (tmp_path / "data" / "agi-secret").stat().st_mode & 0o777 == 0o600
+    etc = tmp_path / "etc"
+    written = render_config(etc, placeholder_values(settings, PATHS, (573, 574)))
+    holders = [p.name for p in written if secret in p.read_text()]
+    assert holders == ["ivr-agi.conf"]  # not the dialplan (globals are logged), not the AGI URL
+    assert (etc / "ivr-agi.conf").stat().st_mode & 0o777 == 0o600
+    assert "load => func_config.so" in (etc / "modules.conf").read_text()
+
+
+def test_an_explicit_secret_wins_and_a_weak_one_is_refused(tmp_path: Path) -> None:
+    strong = "x" * 40
+    assert agi_secret(Settings(data_dir=tmp_path, agi=AgiSettings(secret=strong))) == strong
+    assert not (tmp_path / "agi-secret").exists()
+    with pytest.raises(SecretError):
+        agi_secret(Settings(data_dir=tmp_path, agi=AgiSettings(secret="short")))
+    with pytest.raises(SecretError):
+        agi_secret(Settings(data_dir=tmp_path, agi=AgiSettings(secret="has space and ) paren " * 3)))
