@@ -1,7 +1,7 @@
 """One typed settings object, built once at the entry point and passed down.
 
 Values come from environment variables (prefix ``IVR_``, nested sections with ``__``, e.g.
-``IVR_AGI__PORT=4573``) and, if ``IVR_CONFIG`` names a TOML file, from that file (environment wins).
+``IVR_AGI__PORT=573``) and, if ``IVR_CONFIG`` names a TOML file, from that file (environment wins).
 Each area owns its section class below; nothing reads the environment anywhere else.
 """
 

@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
         "serve", help="run the FastAGI daemon (temporary-password line) and the AMI listener"
     )
     parser.add_argument("--host", help="address to listen on (default: settings agi.host)")
-    parser.add_argument("--port", type=int, help="FastAGI port (default: settings agi.port, 4573)")
+    parser.add_argument("--port", type=int, help="FastAGI port (default: settings agi.port, 573)")
     parser.add_argument("--no-ami", action="store_true", help="do not connect to the Asterisk Manager")
     parser.add_argument("--grace", type=float, default=15.0, help="seconds calls may finish on shutdown")
     parser.set_defaults(func=serve)
