@@ -1,13 +1,13 @@
 """Counted budgets shared through the database: N events per (scope, key) per window.
 
 A window starts with the first event counted and lasts ``window_seconds``; within it at most
-``limit`` events are taken, after that :func:`take` refuses until the window ends. Taking is one
-conditional ``UPDATE … WHERE count < limit`` (or the restart of an ended window), so concurrent
-takers on any number of processes never overshoot the limit, on SQLite and on PostgreSQL. A taker
+``limit`` events are taken, after that :func:`take` refuses until the window ends. Taking reads
+and writes the counter under its row lock, so concurrent takers on any number of processes never
+overshoot the limit, on SQLite and on PostgreSQL. A taker
 whose event turns out not to count (a login that succeeded) gives it back with :func:`give_back`.
 
 The caller owns the session and the transaction; nothing here hashes or sleeps. Decisions on a
-row's state are the pure functions :func:`window_open` and :func:`retry_after_seconds`.
+counter's state are the pure function :func:`decide`.
 """
 
 from __future__ import annotations
@@ -51,62 +51,52 @@ def retry_after_seconds(window_started_at: datetime, now: datetime, budget: Budg
     return max(1, math.ceil((end - now).total_seconds()))
 
 
-def _insert_first(session: Session, scope: str, key: str, now: datetime, budget: Budget) -> bool:
+def decide(count: int, window_started_at: datetime, now: datetime, budget: Budget) -> Taken:
+    """Whether one more event fits a counter in this state (pure): a counter whose window has
+    ended starts a new one with this event."""
+    if not window_open(window_started_at, now, budget):
+        return Taken(budget.limit >= 1, 1, now, 0 if budget.limit >= 1 else budget.window_seconds)
+    if count < budget.limit:
+        return Taken(True, count + 1, window_started_at)
+    return Taken(False, count, window_started_at, retry_after_seconds(window_started_at, now, budget))
+
+
+def _ensure_row(session: Session, scope: str, key: str, now: datetime, budget: Budget) -> None:
     values = {
         "scope": scope,
         "key": key,
         "window_started_at": now,
         "expires_at": now + timedelta(seconds=budget.window_seconds),
-        "count": 1,
+        "count": 0,
     }
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = session.execute(insert(RateCounter).values(**values).on_conflict_do_nothing())
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    session.execute(insert(RateCounter).values(**values).on_conflict_do_nothing())
 
 
 def take(session: Session, *, scope: str, key: str, now: datetime, budget: Budget) -> Taken:
-    """Count one event if the budget allows it (see the module docstring)."""
-    for _ in range(3):
-        counted = session.execute(
+    """Count one event if the budget allows it. The counter row is locked (``FOR UPDATE`` on
+    PostgreSQL; SQLite's write transaction holds the database) from the read to the write, so
+    concurrent takers on any number of processes never overshoot the limit."""
+    _ensure_row(session, scope, key, now, budget)
+    count, started = session.execute(
+        select(RateCounter.count, RateCounter.window_started_at)
+        .where(RateCounter.scope == scope, RateCounter.key == key)
+        .with_for_update()
+    ).one()
+    taken = decide(count, started, now, budget)
+    if taken.allowed:
+        session.execute(
             update(RateCounter)
-            .where(
-                RateCounter.scope == scope,
-                RateCounter.key == key,
-                RateCounter.expires_at > now,
-                RateCounter.count < budget.limit,
-            )
-            .values(count=RateCounter.count + 1)
-            .returning(RateCounter.count, RateCounter.window_started_at)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
-        if counted is not None:
-            return Taken(True, counted[0], counted[1])
-        restarted = session.execute(
-            update(RateCounter)
-            .where(RateCounter.scope == scope, RateCounter.key == key, RateCounter.expires_at <= now)
+            .where(RateCounter.scope == scope, RateCounter.key == key)
             .values(
-                count=1,
-                window_started_at=now,
-                expires_at=now + timedelta(seconds=budget.window_seconds),
+                count=taken.count,
+                window_started_at=taken.window_started_at,
+                expires_at=taken.window_started_at + timedelta(seconds=budget.window_seconds),
             )
-            .returning(RateCounter.window_started_at)
             .execution_options(synchronize_session=False)
-        ).one_or_none()
-        if restarted is not None:
-            return Taken(budget.limit >= 1, 1, restarted[0])
-        row = session.execute(
-            select(RateCounter.count, RateCounter.window_started_at).where(
-                RateCounter.scope == scope, RateCounter.key == key
-            )
-        ).one_or_none()
-        if row is not None:
-            return Taken(False, row[0], row[1], retry_after_seconds(row[1], now, budget))
-        if budget.limit >= 1 and _insert_first(session, scope, key, now, budget):
-            return Taken(True, 1, now)
-        if budget.limit < 1:
-            return Taken(False, 0, now, budget.window_seconds)
-    raise RuntimeError("rate counter kept changing under us")  # pragma: no cover
+        )
+    return taken
 
 
 def give_back(session: Session, *, scope: str, key: str, taken: Taken) -> None:

@@ -45,6 +45,12 @@ def run_web(args: argparse.Namespace, settings: Settings) -> int:
         log.error("web_schema_not_current", hint="run `ivr db upgrade` first")
         print("ivr web: the database schema is missing or old; run `ivr db upgrade` first", file=sys.stderr)
         return 2
+    from ivr.settings import WebSettings
+
+    if settings.web.secret_key.get_secret_value() == WebSettings().secret_key.get_secret_value():
+        log.warning("web_secret_key_default", hint="set IVR_WEB__SECRET_KEY to a long random value")
+    if not settings.web.cookie_secure:
+        log.warning("web_cookie_not_secure", hint="behind HTTPS set IVR_WEB__COOKIE_SECURE=true")
     app = create_app(settings)
     log.info(
         "web_listening",
