@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
-from core.db import downgrade_database, head_revision, schema_is_current, upgrade_database
+from core.db import HEAD_REVISION, downgrade_database, head_revision, schema_is_current, upgrade_database
 from core.models import Base
 
 
@@ -15,6 +15,19 @@ def test_schema_matches_models(db_engine: Engine) -> None:
     with db_engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_the_head_constant_is_alembics_head() -> None:
+    # schema_is_current compares with HEAD_REVISION (no alembic import on a call's start-up)
+    assert head_revision() == HEAD_REVISION
+
+
+def test_an_older_schema_is_not_current(db_url: str, db_engine: Engine) -> None:
+    downgrade_database(db_url, "0001")
+    db_engine.dispose()
+    assert not schema_is_current(db_engine)
+    upgrade_database(db_url)
+    db_engine.dispose()
 
 
 def test_downgrade_and_upgrade_again(db_url: str, db_engine: Engine) -> None:
