@@ -464,3 +464,22 @@ async def test_a_server_without_a_secret_cannot_be_built(
 ) -> None:
     with pytest.raises(ValueError):
         FastAgiServer(AgiSettings(port=0), menu_settings, call_store, secret="")
+
+
+async def test_a_burst_of_300_connections_at_once_is_served_with_the_default_settings(
+    call_store: SqlCallStore, menu_settings: MenuSettings, voice_sessions: sessionmaker[Session]
+) -> None:
+    # Asterisk reconnecting after an outage: hundreds of calls connect at the same moment
+    agi = AgiSettings(host="127.0.0.1", port=0)
+    srv = FastAgiServer(agi, menu_settings, call_store, secret=SECRET)
+    await srv.start()
+    try:
+        callers = [FakeAsterisk(keys=["9", "9", "9"]) for _ in range(300)]
+        await asyncio.gather(
+            *(c.call(srv.port, environment(uniqueid=f"burst.{n}")) for n, c in enumerate(callers))
+        )
+        assert sum(srv.rejected.values()) == 0, srv.rejected
+        assert all(c.call_commands[-2:] == ["SET VARIABLE IVR_RESULT too_many_wrong_unit", "EXEC Hangup 16"]
+                   for c in callers)  # fmt: skip
+    finally:
+        await srv.stop(grace_seconds=0.5)
