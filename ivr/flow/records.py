@@ -110,7 +110,7 @@ class CallRecordWriter:
             if closed:
                 log.warning("call_records_closed_after_restart", count=closed, node=self.node)
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="call-record-writer", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="ivr_call_records", daemon=True)
             self._thread.start()
         return closed
 
