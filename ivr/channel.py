@@ -196,15 +196,17 @@ class KeyReadingChannel(ABC):
     (``res/res_agi.c`` ``run_agi``), so an entry is collected inside Asterisk, by as few commands
     as the protocol allows:
 
-    - ``_stream(prompt, escape)``: ``STREAM FILE`` with every key as an escape digit, for each
-      prompt but the last (a key stops it: barge-in; the key is the entry's first).
+    - ``_stream(prompts, interruptible)``: a list of prompt files as ONE command: ``EXEC
+      Background a&b&c`` when any key may stop it (barge-in: the key is the entry's first), ``EXEC
+      Playback a&b&c`` when it must be heard to the end.
     - ``_gather(prompt, wait, max_digits)``: ``GET DATA`` with the last prompt (or none after a
       barge-in), which plays it interruptibly and collects up to ``max_digits`` keys, ending at once
       at the last one or on ``#``, or after ``wait`` without a key.
 
-    An entry with a one-file prompt is one command; with a longer prompt, one per file before the
-    last. The only places a key can be lost are the gaps between commands: after a barge-in on an
-    earlier prompt file (one round trip), and between an entry's end and the next command.
+    An entry is one command when its prompt is one file, two when it is longer (the read-back of a
+    number, then the last file). The only places a key can be lost are the gaps between commands:
+    after a barge-in on the first command of a two-command entry (one round trip), and between an
+    entry's end and the next command.
     """
 
     _pending_key: str | None = None
@@ -241,23 +243,24 @@ class KeyReadingChannel(ABC):
         return self._service_number
 
     @abstractmethod
-    async def _stream(self, prompt: str, escape: str) -> str | None:
-        """Play one prompt; returns the key that stopped it (one of `escape`), or None."""
+    async def _stream(self, prompts: Sequence[str], interruptible: bool) -> str | None:
+        """Play prompt files in order, as one command; returns the key that stopped them (only
+        when `interruptible`), or None."""
 
     @abstractmethod
     async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:
         """Play `prompt` (if any) interruptibly and collect keys inside Asterisk (GET DATA)."""
 
     async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None:
-        escape = ALL_KEYS if interruptible else ""
         for prompt in prompts:
             if not PROMPT_ID.fullmatch(prompt):
                 raise ValueError(f"not a prompt id: {prompt!r}")
-            key = await self._stream(prompt, escape)
-            if key is not None:
-                self._pending_key = key
-                return key
-        return None
+        if not prompts:
+            return None
+        key = await self._stream(prompts, interruptible)
+        if key is not None:
+            self._pending_key = key
+        return key
 
     async def collect_digits(
         self,
@@ -276,11 +279,8 @@ class KeyReadingChannel(ABC):
             if not PROMPT_ID.fullmatch(prompt):
                 raise ValueError(f"not a prompt id: {prompt!r}")
         key, self._pending_key = self._pending_key, None
-        if key is None:
-            for prompt in prompts[:-1]:
-                key = await self._stream(prompt, ALL_KEYS)
-                if key is not None:
-                    break
+        if key is None and len(prompts) > 1:
+            key = await self._stream(prompts[:-1], True)
         if key is not None:  # barge-in before the last prompt: the entry has begun
             if key == GATHER_TERMINATOR:
                 return Digits("", terminated=True)

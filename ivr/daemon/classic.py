@@ -14,13 +14,20 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
 
 import structlog
-from asterisk.agi import AGI, AGIAppError, AGIError, AGIHangup, AGIUnknownError
+from asterisk.agi import AGI, AGIAppError, AGIHangup, AGIUnknownError
 
-from ivr.agi.protocol import ReplyParser, Response, build_command, get_data_result, raise_for_reply
+from ivr.agi.protocol import (
+    ReplyParser,
+    Response,
+    build_command,
+    get_data_result,
+    key_from_result,
+    raise_for_reply,
+)
 from ivr.channel import (
     PROMPT_DIRECTORY,
     CallerHungUp,
@@ -76,16 +83,15 @@ class ClassicAgiChannel(KeyReadingChannel):
         except AGIAppError as exc:
             raise CallerHungUp() from exc
 
-    async def _stream(self, prompt: str, escape: str) -> str | None:
-        try:
-            key = await self._run(self.agi.stream_file, f"{PROMPT_DIRECTORY}/{prompt}", escape)
-        except AGIAppError:  # -1: a hangup, or a file Asterisk cannot open
-            await self._after_failed_playback(prompt)
-            return None
-        except AGIError as exc:
-            raise ChannelError("STREAM FILE failed") from exc
-        self.log.debug("prompt", prompt=prompt, interrupted=bool(key))
-        return str(key) if key else None
+    async def _stream(self, prompts: Sequence[str], interruptible: bool) -> str | None:
+        files = "&".join(f"{PROMPT_DIRECTORY}/{prompt}" for prompt in prompts)
+        application = "Background" if interruptible else "Playback"
+        reply = await self._run(self._raw_command, build_command("EXEC", application, files))
+        if reply.result == "-1":
+            raise CallerHungUp()
+        key = key_from_result(reply) if interruptible else None
+        self.log.debug("prompts", prompts=list(prompts), interrupted=key is not None)
+        return key
 
     async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:
         file = f"{PROMPT_DIRECTORY}/{prompt}" if prompt else ""

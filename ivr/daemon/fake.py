@@ -1,6 +1,6 @@
 """A scripted `Channel` for unit tests (the way httpx swaps a transport).
 
-The fake implements only the primitives the real adapters implement (`_stream`: STREAM FILE,
+The fake implements only the primitives the real adapters implement (`_stream`: Background/Playback,
 `_gather`: GET DATA) and emulates them as Asterisk behaves, so unit tests run the real collection
 rules of `ivr.channel.KeyReadingChannel`. The script is what the caller does, in order:
 
@@ -124,17 +124,18 @@ class FakeChannel(KeyReadingChannel):
             self._typed = item
 
     # -- the primitives (STREAM FILE, GET DATA)
-    async def _stream(self, prompt: str, escape: str) -> str | None:
+    async def _stream(self, prompts: Sequence[str], interruptible: bool) -> str | None:
         self._check_alive()
         self._silent = False
-        self._start_prompt(prompt)
-        if self._typed and escape and self._typed[0] in escape:
-            key, self._typed = self._typed[0], self._typed[1:]
-            return key  # stopped at once: not heard
-        self.prompts.append(prompt)
-        self.now += PROMPT_SECONDS
-        if not escape:
-            self._typed = ""  # keys during a prompt that cannot be interrupted are dropped
+        for prompt in prompts:
+            self._start_prompt(prompt)
+            if self._typed and interruptible:
+                key, self._typed = self._typed[0], self._typed[1:]
+                return key  # stopped at once: not heard
+            self.prompts.append(prompt)
+            self.now += PROMPT_SECONDS
+            if not interruptible:
+                self._typed = ""  # keys during a prompt that cannot be interrupted are dropped
         return None
 
     async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:

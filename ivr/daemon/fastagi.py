@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 import structlog
 
@@ -128,13 +129,17 @@ class FastAgiChannel(KeyReadingChannel):
         if reply.result == "-1":
             raise CallerHungUp()
 
-    async def _stream(self, prompt: str, escape: str) -> str | None:
-        reply = await self.connection.command("STREAM", "FILE", f"{PROMPT_DIRECTORY}/{prompt}", escape)
+    async def _stream(self, prompts: Sequence[str], interruptible: bool) -> str | None:
+        # One command for the whole list: Background stops at any key and returns it (AGI's EXEC
+        # sets AST_FLAG_DISABLE_WORKAROUNDS, so the key is never taken as an extension);
+        # Playback cannot be interrupted. Either skips a file it cannot open (Asterisk logs it).
+        files = "&".join(f"{PROMPT_DIRECTORY}/{prompt}" for prompt in prompts)
+        application = "Background" if interruptible else "Playback"
+        reply = await self.connection.command("EXEC", application, files)
         if reply.result == "-1":
-            await self._after_failed_playback(prompt)
-            return None
-        key = key_from_result(reply)
-        self.log.debug("prompt", prompt=prompt, interrupted=key is not None)
+            raise CallerHungUp()
+        key = key_from_result(reply) if interruptible else None
+        self.log.debug("prompts", prompts=list(prompts), interrupted=key is not None)
         return key
 
     async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:

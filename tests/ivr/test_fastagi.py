@@ -95,6 +95,13 @@ class FakeAsterisk:
             return ["200 result=0"]
         if verb == "GET DATA":
             return [self._get_data(words)]
+        if verb in ("EXEC BACKGROUND", "EXEC PLAYBACK"):
+            files = [f.removeprefix("ivr/") for f in words[2].strip('"').split("&")]
+            if any(f in self.missing_prompts for f in files):
+                return ["200 result=0"]  # Background stops at the file it cannot open
+            if verb == "EXEC BACKGROUND" and self.keys and self.keys[0] is not None:
+                return [f"200 result={ord(self.keys.pop(0))}"]  # type: ignore[arg-type]
+            return ["200 result=0"]
         if verb == "STREAM FILE":
             name = words[2]
             if name.removeprefix("ivr/") in self.missing_prompts:
@@ -147,7 +154,9 @@ class FakeAsterisk:
         played = []
         for c in self.commands:
             words = c.split()
-            if c.startswith("STREAM FILE") or (c.startswith("GET DATA") and words[2] != '""'):
+            if c.startswith(("EXEC Background", "EXEC Playback")):
+                played += [f.removeprefix("ivr/") for f in words[2].strip('"').split("&")]
+            elif c.startswith("STREAM FILE") or (c.startswith("GET DATA") and words[2] != '""'):
                 played.append(words[2].removeprefix("ivr/"))
         return played
 
@@ -203,20 +212,20 @@ async def test_a_whole_call_with_barge_in(
     await asterisk.call(server.port)
     assert asterisk.commands[0] == SECRET_COMMAND
     assert asterisk.call_commands[0] == "ANSWER"
-    # "1" was collected by the GET DATA that played choose-unit; "4" interrupted the first prompt
-    # of the password step, and one GET DATA without a prompt took the other 7 keys
-    assert asterisk.call_commands[1] == "GET DATA ivr/choose-unit 300 1"
-    assert asterisk.prompts[:2] == ["choose-unit", "set-for-number-prefix"]
-    assert "set-for-number-suffix" not in asterisk.prompts
-    assert 'GET DATA "" 300 7' in asterisk.call_commands
-    assert not any(c.startswith("WAIT FOR DIGIT") for c in asterisk.commands)
-    assert asterisk.prompts[-12:] == [
-        "set-for-number-prefix",
-        *[f"digit-{d}" for d in "0300001111"],
-        "completed-suffix",
+    # "1" was collected by the GET DATA that played choose-unit; "4" interrupted the read-back of
+    # the password step (one Background for all its files), and one GET DATA without a prompt took
+    # the other 7 keys; the confirmation is one GET DATA; the completion one Playback
+    read_back = "&".join(f"ivr/{p}" for p in ["set-for-number-prefix", *[f"digit-{d}" for d in "0300001111"]])
+    assert asterisk.call_commands == [
+        "ANSWER",
+        "GET DATA ivr/choose-unit 300 1",
+        f'EXEC Background "{read_back}"',
+        'GET DATA "" 300 7',
+        "GET DATA ivr/confirm-password 300 8",
+        f'EXEC Playback "{read_back}&ivr/completed-suffix"',
+        "SET VARIABLE IVR_RESULT completed",
+        "EXEC Hangup 16",
     ]
-    assert asterisk.commands[-2:] == ["SET VARIABLE IVR_RESULT completed", "EXEC Hangup 16"]
-    assert 'STREAM FILE ivr/completed-suffix ""' in asterisk.commands
     rec = await wait_for_record(voice_sessions, "1700000000.7")
     assert rec.outcome == "completed"
     assert len(credentials(voice_sessions)) == 1
