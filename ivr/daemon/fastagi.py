@@ -139,7 +139,11 @@ class FastAgiChannel(KeyReadingChannel):
         if reply.result == "-1":
             raise CallerHungUp()
         key = key_from_result(reply) if interruptible else None
-        self.log.debug("prompts", prompts=list(prompts), interrupted=key is not None)
+        if key is None:
+            for prompt in prompts:
+                self.log.debug("prompt", prompt=prompt, interrupted=False)
+        else:  # Asterisk does not say at which file: the ones before it were heard
+            self.log.debug("prompts_interrupted", prompts=list(prompts))
         return key
 
     async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:

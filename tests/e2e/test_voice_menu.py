@@ -46,7 +46,15 @@ class Heard:
 
     @property
     def prompts(self) -> list[str]:
-        return [e["prompt"] for e in self.events if e.get("event") == "prompt"]
+        """Prompts the daemon played: heard to the end, or started and stopped by a key (of a
+        list stopped by a key, Asterisk does not say at which file: its first one counts)."""
+        played: list[str] = []
+        for e in self.events:
+            if e.get("event") == "prompt":
+                played.append(e["prompt"])
+            elif e.get("event") == "prompts_interrupted":
+                played.append(e["prompts"][0])
+        return played
 
     @property
     def finished(self) -> dict[str, Any]:
