@@ -43,6 +43,7 @@ from core.rules import (
     scope_numbers,
 )
 from core.secrets import SecretHasher, default_hasher
+from core.tries import reserve_try
 
 __all__ = [
     "AttemptTicket",
@@ -184,24 +185,20 @@ def reserve_attempt(session: Session, *, credential: Credential, policy: PolicyL
     limit = max_failures(credential.kind, policy)
     generation = credential.generation
     stored_hash = credential.secret_hash
-    reserved = session.execute(
-        update(Credential)
-        .where(
-            Credential.id == credential.id,
-            Credential.generation == generation,
-            Credential.failures < limit,
-            Credential.invalidated_at.is_(None),
-        )
-        .values(failures=Credential.failures + 1)
-        .returning(Credential.failures)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    reserved = reserve_try(
+        session,
+        Credential.failures,
+        Credential.id == credential.id,
+        Credential.generation == generation,
+        Credential.invalidated_at.is_(None),
+        limit=limit,
+    )
     credential_id = credential.id
     if credential in session:
         session.expire(credential)
     if reserved is None:
         return None
-    return AttemptTicket(credential_id, generation, stored_hash, limit, int(reserved))
+    return AttemptTicket(credential_id, generation, stored_hash, limit, reserved)
 
 
 def check_attempt(ticket: AttemptTicket, password: str, hasher: SecretHasher) -> tuple[bool, str | None]:

@@ -52,6 +52,7 @@ from core.password_rules import confirmation_id_violations, confirmation_passwor
 from core.policy import DEFAULT_POLICY, PolicyLike
 from core.rules import is_within
 from core.secrets import SecretHasher, default_hasher
+from core.tries import reserve_try
 
 CODE_DIGITS = 6
 TOKEN_BYTES = 24  # 192 bits
@@ -476,18 +477,14 @@ def verify_code(
     if not is_within(latest.created_at, now, policy.otp_code_validity_seconds):
         return "expired"
     limit = policy.otp_code_max_failures
-    reserved = session.execute(
-        update(OtpLoginAttempt)
-        .where(
-            OtpLoginAttempt.id == attempt.id,
-            OtpLoginAttempt.failures < limit,
-            OtpLoginAttempt.voided_at.is_(None),
-            OtpLoginAttempt.completed_at.is_(None),
-        )
-        .values(failures=OtpLoginAttempt.failures + 1)
-        .returning(OtpLoginAttempt.failures)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    reserved = reserve_try(
+        session,
+        OtpLoginAttempt.failures,
+        OtpLoginAttempt.id == attempt.id,
+        OtpLoginAttempt.voided_at.is_(None),
+        OtpLoginAttempt.completed_at.is_(None),
+        limit=limit,
+    )
     if reserved is None:
         return "too_many"
     cleaned = (code or "").strip()
