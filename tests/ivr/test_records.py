@@ -247,21 +247,26 @@ class Daemon:
         self.process = None
 
 
+def _call_to_its_first_command(port: int, call_id: str) -> socket.socket:
+    """Play Asterisk: send the environment, prove the secret, then leave the daemon waiting on its
+    next command reply (mid-call). Closing the returned socket hangs up."""
+    peer = socket.create_connection(("127.0.0.1", port), timeout=10)
+    peer.sendall(_environment(call_id))
+    with peer.makefile("rb") as reader:
+        while True:
+            command = reader.readline().decode().strip()
+            assert command, "the daemon closed the call"
+            if command.startswith("GET VARIABLE"):
+                peer.sendall(f"200 result=1 ({SECRET})\n".encode())
+                continue
+            return peer  # the flow's first command (ANSWER or a prompt): leave it unanswered
+
+
 def _call_until_the_record_is_written(
     port: int, call_id: str, sessions: sessionmaker[Session]
 ) -> socket.socket:
-    """Play Asterisk: send the environment, prove the secret, then leave the daemon waiting on its
-    next command reply (mid-call) until the call record is in the database."""
-    peer = socket.create_connection(("127.0.0.1", port), timeout=10)
-    peer.sendall(_environment(call_id))
-    reader = peer.makefile("rb")
-    while True:
-        command = reader.readline().decode().strip()
-        assert command, "the daemon closed the call"
-        if command.startswith("GET VARIABLE"):
-            peer.sendall(f"200 result=1 ({SECRET})\n".encode())
-            continue
-        break  # the flow's first command (ANSWER or a prompt): leave it unanswered
+    """:func:`_call_to_its_first_command`, then wait until the call record is in the database."""
+    peer = _call_to_its_first_command(port, call_id)
     wait_until(lambda: record(sessions, call_id) is not None, timeout=5)
     return peer
 
@@ -317,17 +322,7 @@ def test_sigterm_writes_the_queued_records(
     daemon.env["IVR_AGI__CALL_RECORD_FLUSH_SECONDS"] = "3600"  # only the shutdown flush can write it
     daemon.start()
     try:
-        peer = socket.create_connection(("127.0.0.1", port), timeout=10)
-        peer.sendall(_environment("1700000000.77"))
-        reader = peer.makefile("rb")
-        while True:
-            command = reader.readline().decode().strip()
-            assert command
-            if command.startswith("GET VARIABLE"):
-                peer.sendall(f"200 result=1 ({SECRET})\n".encode())
-                continue
-            break
-        reader.close()
+        peer = _call_to_its_first_command(port, "1700000000.77")
         peer.close()  # the caller hangs up mid-call: the flow finishes and queues its record
         assert daemon.process is not None
         daemon.process.send_signal(signal.SIGTERM)
