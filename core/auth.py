@@ -21,7 +21,7 @@ from typing import Any, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.audit import record_event
+from core.audit import Audit
 from core.directory import contract_number_list, find_number, number_row_on_contract
 from core.enums import AuditEventType, AuthUnit, Channel, CredentialKind, CredentialState, OtpUsage
 from core.models import Contract, Credential, OtpSettings, PhoneNumber
@@ -43,6 +43,7 @@ from core.rules import (
     scope_numbers,
 )
 from core.secrets import SecretHasher, default_hasher
+from core.tries import reserve_try
 
 __all__ = [
     "AttemptTicket",
@@ -153,6 +154,11 @@ def identity_for(session: Session, number: str) -> Identity | None:
     return Identity(login_number=row.number, contract=contract, phone=phone)
 
 
+def _identity_audit(session: Session, identity: Identity, *, now: datetime, channel: Channel | str) -> Audit:
+    """Audit records about a login: the number it logs in with and its contract."""
+    return Audit(session, now, channel, identity.login_number, identity.contract.id)
+
+
 def _fresh_credential(session: Session, phone_number_id: int) -> Credential | None:
     return session.scalars(
         select(Credential)
@@ -179,24 +185,20 @@ def reserve_attempt(session: Session, *, credential: Credential, policy: PolicyL
     limit = max_failures(credential.kind, policy)
     generation = credential.generation
     stored_hash = credential.secret_hash
-    reserved = session.execute(
-        update(Credential)
-        .where(
-            Credential.id == credential.id,
-            Credential.generation == generation,
-            Credential.failures < limit,
-            Credential.invalidated_at.is_(None),
-        )
-        .values(failures=Credential.failures + 1)
-        .returning(Credential.failures)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    reserved = reserve_try(
+        session,
+        Credential.failures,
+        Credential.id == credential.id,
+        Credential.generation == generation,
+        Credential.invalidated_at.is_(None),
+        limit=limit,
+    )
     credential_id = credential.id
     if credential in session:
         session.expire(credential)
     if reserved is None:
         return None
-    return AttemptTicket(credential_id, generation, stored_hash, limit, int(reserved))
+    return AttemptTicket(credential_id, generation, stored_hash, limit, reserved)
 
 
 def check_attempt(ticket: AttemptTicket, password: str, hasher: SecretHasher) -> tuple[bool, str | None]:
@@ -317,41 +319,17 @@ def _login_before_check(
     Unknown identities must have spent the dummy check's time already."""
     if view.identity is None or view.credential is None:
         identity = view.identity
-        record_event(
-            session,
-            event=AuditEventType.LOGIN_FAILURE,
-            at=now,
-            channel=channel,
-            outcome="wrong",
-            number=view.audit_number,
-            contract_id=identity.contract.id if identity else None,
-            detail="unknown_identity" if identity is None else "no_credential",
+        contract_id = identity.contract.id if identity else None
+        Audit(session, now, channel, view.audit_number, contract_id).record(
+            AuditEventType.LOGIN_FAILURE, "wrong", "unknown_identity" if identity is None else "no_credential"
         )
         return LoginResult(status="wrong")
-    identity, credential = view.identity, view.credential
+    audit = _identity_audit(session, view.identity, now=now, channel=channel)
     if view.state is CredentialState.INVALIDATED:
-        record_event(
-            session,
-            event=AuditEventType.LOGIN_FAILURE,
-            at=now,
-            channel=channel,
-            outcome="locked",
-            number=identity.login_number,
-            contract_id=identity.contract.id,
-            detail=f"kind={credential.kind}",
-        )
+        audit.record(AuditEventType.LOGIN_FAILURE, "locked", f"kind={view.credential.kind}")
         return LoginResult(status="locked", remaining_attempts=0, **view.base)
     if view.state is CredentialState.EXPIRED:
-        record_event(
-            session,
-            event=AuditEventType.LOGIN_FAILURE,
-            at=now,
-            channel=channel,
-            outcome="expired",
-            number=identity.login_number,
-            contract_id=identity.contract.id,
-            detail="temporary_expired",
-        )
+        audit.record(AuditEventType.LOGIN_FAILURE, "expired", "temporary_expired")
         return LoginResult(status="expired", **view.base)
     return None
 
@@ -371,28 +349,11 @@ def _login_after_check(
     identity, credential = view.identity, view.credential
     contract = identity.contract
     kind = credential.kind
+    audit = _identity_audit(session, identity, now=now, channel=channel)
     if status != "ok":
-        record_event(
-            session,
-            event=AuditEventType.LOGIN_FAILURE,
-            at=now,
-            channel=channel,
-            outcome=status,
-            number=identity.login_number,
-            contract_id=contract.id,
-            detail=f"kind={kind} remaining={remaining}",
-        )
+        audit.record(AuditEventType.LOGIN_FAILURE, status, f"kind={kind} remaining={remaining}")
         if status == "locked" and remaining == 0:
-            record_event(
-                session,
-                event=AuditEventType.LOCKED,
-                at=now,
-                channel=channel,
-                outcome="locked",
-                number=identity.login_number,
-                contract_id=contract.id,
-                detail=f"kind={kind}",
-            )
+            audit.record(AuditEventType.LOCKED, "locked", f"kind={kind}")
         return LoginResult(status=status, remaining_attempts=remaining, **view.base)
 
     change = must_change_password(credential, now, policy)
@@ -400,15 +361,8 @@ def _login_after_check(
     if change:
         reason = "temporary" if kind is CredentialKind.TEMPORARY else "expired"
     otp = view.otp
-    record_event(
-        session,
-        event=AuditEventType.LOGIN_SUCCESS,
-        at=now,
-        channel=channel,
-        outcome="ok",
-        number=identity.login_number,
-        contract_id=contract.id,
-        detail=f"kind={kind}" + (f" must_change={reason}" if reason else ""),
+    audit.record(
+        AuditEventType.LOGIN_SUCCESS, "ok", f"kind={kind}" + (f" must_change={reason}" if reason else "")
     )
     return LoginResult(
         status="ok",
@@ -561,6 +515,7 @@ def change_password(
         raise UnknownIdentity("no login identity for this number")
     contract = identity.contract
     credential = _fresh_credential(session, identity.phone.id)
+    audit = _identity_audit(session, identity, now=now, channel=channel)
 
     if current_password is not None:
         status: str
@@ -583,15 +538,7 @@ def change_password(
                     hasher=hasher,
                 )
         if status != "ok":
-            record_event(
-                session,
-                event=AuditEventType.PASSWORD_CHANGED,
-                at=now,
-                channel=channel,
-                outcome=f"current_{status}",
-                number=identity.login_number,
-                contract_id=contract.id,
-            )
+            audit.record(AuditEventType.PASSWORD_CHANGED, f"current_{status}")
             raise CurrentPasswordWrong(status)
         credential = _fresh_credential(session, identity.phone.id)
 
@@ -602,16 +549,7 @@ def change_password(
         verify=hasher.verify,
     )
     if reasons:
-        record_event(
-            session,
-            event=AuditEventType.PASSWORD_CHANGED,
-            at=now,
-            channel=channel,
-            outcome="rejected",
-            number=identity.login_number,
-            contract_id=contract.id,
-            detail=",".join(reasons),
-        )
+        audit.record(AuditEventType.PASSWORD_CHANGED, "rejected", ",".join(reasons))
         raise PasswordRuleError(reasons)
 
     previous = credential.kind if credential else None
@@ -625,16 +563,7 @@ def change_password(
         expires_at=permanent_expiry(now, policy),
         channel=channel,
     )
-    record_event(
-        session,
-        event=AuditEventType.PASSWORD_CHANGED,
-        at=now,
-        channel=channel,
-        outcome="ok",
-        number=identity.login_number,
-        contract_id=contract.id,
-        detail=f"from={previous or 'none'}",
-    )
+    audit.record(AuditEventType.PASSWORD_CHANGED, "ok", f"from={previous or 'none'}")
     session.flush()
 
 
@@ -750,16 +679,10 @@ def change_unit(
         )
         if status != "ok":
             problems[number] = "wrong_password" if status == "wrong" else status
+    audit = Audit(session, now, channel, login, contract_id)
     if problems:
-        record_event(
-            session,
-            event=AuditEventType.UNIT_CHANGED,
-            at=now,
-            channel=channel,
-            outcome="rejected",
-            number=login,
-            contract_id=contract_id,
-            detail=",".join(f"{k}={v}" for k, v in problems.items()),
+        audit.record(
+            AuditEventType.UNIT_CHANGED, "rejected", ",".join(f"{k}={v}" for k, v in problems.items())
         )
         raise UnitChangeError(problems)
 
@@ -779,16 +702,7 @@ def change_unit(
             _copy_credential(source, contract_phone.id, session, now)
     contract.auth_unit = new_unit
     contract.unit_changed_at = now
-    record_event(
-        session,
-        event=AuditEventType.UNIT_CHANGED,
-        at=now,
-        channel=channel,
-        outcome="ok",
-        number=login,
-        contract_id=contract_id,
-        detail=f"{old_unit}->{new_unit}",
-    )
+    audit.record(AuditEventType.UNIT_CHANGED, "ok", f"{old_unit}->{new_unit}")
     session.flush()
 
 

@@ -11,7 +11,7 @@ what its own node left open (:func:`close_open_call_records`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, insert, select, update
@@ -92,6 +92,16 @@ class CallFinish:
 
 
 CallEvent = CallStart | CallFinish
+
+
+def write_call_event(session: Session, event: CallEvent, *, node: str | None) -> None:
+    """One start (:func:`start_call_record`, stamped with ``node``) or finish
+    (:func:`finish_call_record`) on its own, unbatched. Does NOT commit."""
+    if isinstance(event, CallStart):
+        start_call_record(session, **asdict(event), node=node)
+    else:
+        finish_call_record(session, **asdict(event))
+
 
 _ID_CHUNK = 500  # call ids per IN (...) query
 

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from core.audit import record_event
+from core.audit import Audit
 from core.directory import find_number
 from core.enums import AuditEventType, AuthUnit, Channel, CredentialState, OtpUsage, Service
 from core.models import Contract, PhoneNumber, ServiceSubscription
@@ -264,15 +264,8 @@ def import_contracts(session: Session, text: str, *, now: datetime) -> ImportSum
                 ServiceSubscription(service=s) for s in services if s not in {x.service for x in row.services}
             ]
         session.flush()
-        record_event(
-            session,
-            event=AuditEventType.CONTRACT_IMPORTED,
-            at=now,
-            channel=Channel.CLI,
-            outcome="ok",
-            number=spec.contract_number,
-            contract_id=contract.id,
-            detail=f"numbers={len(spec.numbers)}",
+        Audit(session, now, Channel.CLI, spec.contract_number, contract.id).record(
+            AuditEventType.CONTRACT_IMPORTED, "ok", f"numbers={len(spec.numbers)}"
         )
     session.flush()
     return summary

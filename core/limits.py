@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from core.audit import record_event
+from core.audit import Audit
 from core.auth import identity_for
 from core.enums import AuditEventType, Channel
 from core.models import Credential, PhoneNumber
@@ -79,15 +79,8 @@ def invalidate_password(
         .values(invalidated_at=now)
         .execution_options(synchronize_session=False)
     )
-    record_event(
-        session,
-        event=AuditEventType.LOCKED,
-        at=now,
-        channel=channel,
-        outcome="locked",
-        number=phone.number,
-        contract_id=phone.contract_id,
-        detail=f"reason={reason}",
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.LOCKED, "locked", f"reason={reason}"
     )
 
 
@@ -106,15 +99,8 @@ def lock_otp_settings(
                 credential_generation=_generation(session, phone),
             )
         )
-        record_event(
-            session,
-            event=AuditEventType.LOCKED,
-            at=now,
-            channel=channel,
-            outcome="locked",
-            number=phone.number,
-            contract_id=phone.contract_id,
-            detail="otp_settings confirmation_failures",
+        Audit.of_phone(session, phone, at=now, channel=channel).record(
+            AuditEventType.LOCKED, "locked", "otp_settings confirmation_failures"
         )
         session.flush()
 

@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.audit import record_event
+from core.audit import Audit
 from core.directory import find_number
 from core.enums import AuditEventType, Channel, OtpUsage
 from core.models import OtpCode, OtpLoginAttempt, OtpRegistration, OtpSettings, PhoneNumber
@@ -52,6 +52,7 @@ from core.password_rules import confirmation_id_violations, confirmation_passwor
 from core.policy import DEFAULT_POLICY, PolicyLike
 from core.rules import is_within
 from core.secrets import SecretHasher, default_hasher
+from core.tries import reserve_try
 
 CODE_DIGITS = 6
 TOKEN_BYTES = 24  # 192 bits
@@ -186,15 +187,8 @@ def decline_otp(
     previous = settings.usage
     settings.usage = OtpUsage.NOT_USED
     settings.declined_at = now
-    record_event(
-        session,
-        event=AuditEventType.OTP_DECLINED,
-        at=now,
-        channel=channel,
-        outcome="ok",
-        number=phone.number,
-        contract_id=phone.contract_id,
-        detail=f"from={previous}",
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.OTP_DECLINED, "ok", f"from={previous}"
     )
     session.flush()
 
@@ -205,15 +199,8 @@ def choose_otp(session: Session, *, number: str, now: datetime, channel: Channel
     settings = _settings(session, phone)
     previous = settings.usage
     settings.usage = OtpUsage.USED
-    record_event(
-        session,
-        event=AuditEventType.OTP_USAGE_CHANGED,
-        at=now,
-        channel=channel,
-        outcome="ok",
-        number=phone.number,
-        contract_id=phone.contract_id,
-        detail=f"{previous}->used",
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.OTP_USAGE_CHANGED, "ok", f"{previous}->used"
     )
     session.flush()
 
@@ -252,15 +239,10 @@ def _new_registration(
     )
     session.add(registration)
     session.flush()
-    record_event(
-        session,
-        event=AuditEventType.OTP_REGISTRATION_STARTED,
-        at=now,
-        channel=channel,
-        outcome="ok",
-        number=phone.number,
-        contract_id=phone.contract_id,
-        detail="address_change" if confirmation_id_hash is None else "registration",
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.OTP_REGISTRATION_STARTED,
+        "ok",
+        "address_change" if confirmation_id_hash is None else "registration",
     )
     return f"{registration.id}.{secret}"
 
@@ -394,15 +376,7 @@ def complete_registration(
         settings.confirmation_password_hash = registration.confirmation_password_hash
     settings.registered_at = now
     settings.usage = OtpUsage.USED
-    record_event(
-        session,
-        event=AuditEventType.OTP_REGISTERED,
-        at=now,
-        channel=channel,
-        outcome="ok",
-        number=phone.number,
-        contract_id=phone.contract_id,
-    )
+    Audit.of_phone(session, phone, at=now, channel=channel).record(AuditEventType.OTP_REGISTERED, "ok")
     session.flush()
     return LinkResult("ok", number=phone.number, mail_address=registration.mail_address)
 
@@ -458,15 +432,8 @@ def issue_code(
     session.add(
         OtpCode(attempt_id=attempt.id, code_hash=hasher.hash(code), created_at=now, expires_at=expires_at)
     )
-    record_event(
-        session,
-        event=AuditEventType.OTP_CODE_ISSUED,
-        at=now,
-        channel=channel,
-        outcome="ok",
-        number=phone.number,
-        contract_id=phone.contract_id,
-        detail=f"n={len(issued) + 1}",
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.OTP_CODE_ISSUED, "ok", f"n={len(issued) + 1}"
     )
     session.flush()
     return IssuedCode(code=code, mail_address=settings.mail_address, expires_at=expires_at)
@@ -492,6 +459,7 @@ def verify_code(
     if row is None or attempt is None or attempt.phone_number_id != row.id:
         hasher.dummy_verify(code)
         return "none"
+    audit = Audit.of_phone(session, row, at=now, channel=channel)
     if attempt.voided_at is not None:
         return "too_many"
     if attempt.completed_at is not None:
@@ -509,18 +477,14 @@ def verify_code(
     if not is_within(latest.created_at, now, policy.otp_code_validity_seconds):
         return "expired"
     limit = policy.otp_code_max_failures
-    reserved = session.execute(
-        update(OtpLoginAttempt)
-        .where(
-            OtpLoginAttempt.id == attempt.id,
-            OtpLoginAttempt.failures < limit,
-            OtpLoginAttempt.voided_at.is_(None),
-            OtpLoginAttempt.completed_at.is_(None),
-        )
-        .values(failures=OtpLoginAttempt.failures + 1)
-        .returning(OtpLoginAttempt.failures)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    reserved = reserve_try(
+        session,
+        OtpLoginAttempt.failures,
+        OtpLoginAttempt.id == attempt.id,
+        OtpLoginAttempt.voided_at.is_(None),
+        OtpLoginAttempt.completed_at.is_(None),
+        limit=limit,
+    )
     if reserved is None:
         return "too_many"
     cleaned = (code or "").strip()
@@ -539,15 +503,7 @@ def verify_code(
             .values(completed_at=now, failures=OtpLoginAttempt.failures - 1)
             .execution_options(synchronize_session=False)
         )
-        record_event(
-            session,
-            event=AuditEventType.OTP_CODE_ACCEPTED,
-            at=now,
-            channel=channel,
-            outcome="ok",
-            number=row.number,
-            contract_id=row.contract_id,
-        )
+        audit.record(AuditEventType.OTP_CODE_ACCEPTED, "ok")
         session.expire(attempt)
         return "ok"
     if reserved >= limit:
@@ -557,27 +513,10 @@ def verify_code(
             .values(voided_at=now)
             .execution_options(synchronize_session=False)
         )
-        record_event(
-            session,
-            event=AuditEventType.OTP_ATTEMPT_VOIDED,
-            at=now,
-            channel=channel,
-            outcome="too_many",
-            number=row.number,
-            contract_id=row.contract_id,
-        )
+        audit.record(AuditEventType.OTP_ATTEMPT_VOIDED, "too_many")
         session.expire(attempt)
         return "too_many"
-    record_event(
-        session,
-        event=AuditEventType.OTP_CODE_REJECTED,
-        at=now,
-        channel=channel,
-        outcome="wrong",
-        number=row.number,
-        contract_id=row.contract_id,
-        detail=f"remaining={limit - reserved}",
-    )
+    audit.record(AuditEventType.OTP_CODE_REJECTED, "wrong", f"remaining={limit - reserved}")
     session.expire(attempt)
     return "wrong"
 
@@ -603,14 +542,8 @@ def check_confirmation(
     id_ok = hasher.verify(id_hash or "", confirmation_id)
     password_ok = hasher.verify(password_hash or "", confirmation_password)
     ok = id_ok and password_ok
-    record_event(
-        session,
-        event=AuditEventType.OTP_CONFIRMATION_CHECKED,
-        at=now,
-        channel=channel,
-        outcome="ok" if ok else "wrong",
-        number=phone.number,
-        contract_id=phone.contract_id,
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.OTP_CONFIRMATION_CHECKED, "ok" if ok else "wrong"
     )
     return ok
 
@@ -643,15 +576,10 @@ def _change_confirmation(
     if not reasons:
         assert settings is not None
         setattr(settings, attribute, hasher.hash(new))
-    record_event(
-        session,
-        event=AuditEventType.OTP_CONFIRMATION_CHANGED,
-        at=now,
-        channel=channel,
-        outcome="ok" if not reasons else "rejected",
-        number=phone.number,
-        contract_id=phone.contract_id,
-        detail=f"{which} " + ",".join(reasons),
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.OTP_CONFIRMATION_CHANGED,
+        "ok" if not reasons else "rejected",
+        f"{which} " + ",".join(reasons),
     )
     session.flush()
     return reasons

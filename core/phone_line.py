@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from core.audit import record_event
+from core.audit import Audit
 from core.call_records import (  # the voice menu's call records, re-exported
     finish_call_record,
     get_call_record,
@@ -180,28 +180,11 @@ def set_temporary_password(
     )
     credential.last_success_at = None
 
+    audit = Audit(session, now, channel, number, contract_id)
     previous_unit = contract.auth_unit
     if previous_unit != unit:
         contract.auth_unit = unit
         contract.unit_changed_at = now
-        record_event(
-            session,
-            event=AuditEventType.UNIT_CHANGED,
-            at=now,
-            channel=channel,
-            outcome="ok",
-            number=number,
-            contract_id=contract_id,
-            detail=f"{previous_unit}->{unit}",
-        )
-    record_event(
-        session,
-        event=AuditEventType.TEMPORARY_SET,
-        at=now,
-        channel=channel,
-        outcome="ok",
-        number=number,
-        contract_id=contract_id,
-        detail=f"unit={unit}",
-    )
+        audit.record(AuditEventType.UNIT_CHANGED, "ok", f"{previous_unit}->{unit}")
+    audit.record(AuditEventType.TEMPORARY_SET, "ok", f"unit={unit}")
     session.flush()

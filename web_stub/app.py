@@ -1884,6 +1884,10 @@ class WebApp:
             login_number=session.number,
             now=now,
         )
+
+        def refused(errors: list[str]) -> Response:
+            return self._unit_form(request, session, new_unit, numbers, errors, 400)
+
         passwords = {n: form.get(f"password_{n}", "") for n in numbers}
         upload = (await request.form()).get("csv")  # the bulk file (33 numbers or more, seed P15-P17)
         if isinstance(upload, UploadFile) and len(numbers) >= BULK_THRESHOLD:
@@ -1891,30 +1895,15 @@ class WebApp:
                 await upload.read(BULK_MAX_BYTES + 1), allowed=set(numbers), column="現在のパスワード"
             )
             if errors:
-                return self._unit_form(request, session, new_unit, numbers, bound_errors(errors), 400)
+                return refused(bound_errors(errors))
             passwords = {number: password for _, number, password in rows}
             passwords.update({n: "" for n in numbers if n not in passwords})
         if self.too_long(*passwords.values()):
-            too_long = [n for n, p in passwords.items() if self.too_long(p)]
-            problems = {n: "wrong_password" for n in too_long}
-            return self._unit_form(
-                request,
-                session,
-                new_unit,
-                numbers,
-                msg.unit_change_problems(problems, self.service_number),
-                400,
-            )
+            too_long = {n: "wrong_password" for n, p in passwords.items() if self.too_long(p)}
+            return refused(msg.unit_change_problems(too_long, self.service_number))
         missing = [n for n, p in passwords.items() if not p]
         if missing:
-            return self._unit_form(
-                request,
-                session,
-                new_unit,
-                numbers,
-                [f"{n} のパスワードを入力してください。" for n in missing],
-                400,
-            )
+            return refused([f"{n} のパスワードを入力してください。" for n in missing])
         problems = await run_in_threadpool(
             self.backend.change_unit,
             contract_id=session.contract_id,
@@ -1932,14 +1921,7 @@ class WebApp:
                     else msg.temporary_expired_message(self.service_number)
                 )
                 return self.end_session_with(request, session, "認証単位変更", text)
-            return self._unit_form(
-                request,
-                session,
-                new_unit,
-                numbers,
-                msg.unit_change_problems(problems, self.service_number),
-                400,
-            )
+            return refused(msg.unit_change_problems(problems, self.service_number))
         log.info("web_unit_changed", number=session.number, old_unit=session.unit, new_unit=new_unit)
         old_label = UNIT_LABELS.get(session.unit or "", "")
         session.end()

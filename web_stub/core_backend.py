@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import datetime
 from typing import cast
 
@@ -113,16 +114,8 @@ class CoreBackend:
     # ------------------------------------------------------------------ sessions
     @staticmethod
     def _record(row: web_sessions.LoginSession) -> SessionRecord:
-        return SessionRecord(
-            stage=row.stage,
-            number=row.number,
-            contract_id=row.contract_id,
-            unit=row.unit,
-            role=row.role,
-            created_at=row.created_at,
-            data=row.data,
-            sealed=row.sealed,
-        )
+        """The row's columns of the record's field names."""
+        return SessionRecord(**{column.name: getattr(row, column.name) for column in fields(SessionRecord)})
 
     def session_open(
         self, *, id_hash: str, now: datetime, stage: str, number: str, data: str, sealed: str | None

@@ -31,13 +31,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.call_records import (
-    CallEvent,
-    CallFinish,
-    CallStart,
-    close_open_call_records,
-    write_call_record_batch,
-)
+from core.call_records import CallEvent, close_open_call_records, write_call_record_batch
 
 SYSTEM_ERROR = "system_error"
 DEFAULT_FLUSH_SECONDS = 0.1
@@ -151,25 +145,9 @@ class CallRecordWriter:
             return len(self._pending)
 
     # ------------------------------------------------------------------ the flow's side
-    def start_call(
-        self, *, call_id: str, caller: str | None, service_number: str | None, started_at: datetime
-    ) -> None:
-        self._enqueue(CallStart(call_id, caller, service_number, started_at))
-
-    def finish_call(
-        self,
-        *,
-        call_id: str,
-        ended_at: datetime,
-        outcome: str,
-        unit: str | None,
-        target_number: str | None,
-        last_step: str | None,
-        wrong_entries: int,
-    ) -> None:
-        self._enqueue(CallFinish(call_id, ended_at, outcome, unit, target_number, last_step, wrong_entries))
-
-    def _enqueue(self, event: CallEvent) -> None:
+    def queue(self, event: CallEvent) -> None:
+        """Queue a call's start or finish (``SqlCallStore.start_call`` / ``finish_call`` with this
+        writer attached): a lock held for microseconds, no database round trip."""
         with self._cond:
             if len(self._pending) >= self._max_pending:
                 self._pending.popleft()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.call_records import CallEvent, CallFinish, CallStart
 from core.enums import AuthUnit
 from core.phone_line import CallerLine
 
@@ -131,22 +132,7 @@ class SqlCallStore:
     def start_call(
         self, *, call_id: str, caller: str | None, service_number: str | None, started_at: datetime
     ) -> None:
-        if self.records is not None:
-            self.records.start_call(
-                call_id=call_id, caller=caller, service_number=service_number, started_at=started_at
-            )
-            return
-        from core.call_records import start_call_record
-
-        with self._sessions() as session, session.begin():
-            start_call_record(
-                session,
-                call_id=call_id,
-                caller=caller,
-                service_number=service_number,
-                started_at=started_at,
-                node=self.node,
-            )
+        self._record(CallStart(call_id, caller, service_number, started_at))
 
     def finish_call(
         self,
@@ -159,27 +145,14 @@ class SqlCallStore:
         last_step: str | None,
         wrong_entries: int,
     ) -> None:
+        self._record(CallFinish(call_id, ended_at, outcome, unit, target_number, last_step, wrong_entries))
+
+    def _record(self, event: CallEvent) -> None:
+        """Queue the event into the attached writer, or write and commit it at once."""
         if self.records is not None:
-            self.records.finish_call(
-                call_id=call_id,
-                ended_at=ended_at,
-                outcome=outcome,
-                unit=unit,
-                target_number=target_number,
-                last_step=last_step,
-                wrong_entries=wrong_entries,
-            )
+            self.records.queue(event)
             return
-        from core.call_records import finish_call_record
+        from core.call_records import write_call_event
 
         with self._sessions() as session, session.begin():
-            finish_call_record(
-                session,
-                call_id=call_id,
-                ended_at=ended_at,
-                outcome=outcome,
-                unit=unit,
-                target_number=target_number,
-                last_step=last_step,
-                wrong_entries=wrong_entries,
-            )
+            write_call_event(session, event, node=self.node)

@@ -25,7 +25,6 @@ message trace is written.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import re
@@ -40,7 +39,7 @@ from xml.sax.saxutils import quoteattr
 
 from ivr.sipp.model import Caller, CallResult, DtmfMode, ExpectHangup, SendDigits
 from ivr.sipp.rtp import PACKET_SECONDS, RtpEventStream
-from ivr.sipp.runner import SippError, Target, parse_events
+from ivr.sipp.runner import SippError, Target, parse_events, read_log, run_sipp, write_scenario
 from ivr.sipp.scenario import _Builder, _cdata
 
 CALLER_PLACEHOLDER = "CALLERFIELD0"  # a valid SIP user part, replaced by [field0] in the XML
@@ -406,43 +405,23 @@ async def arun_load(
     workdir = Path(tempfile.mkdtemp(prefix="ivr-sipp-load-"))  # mode 0700
     try:
         xml, pcaps = render_load_scenario(process, script, workdir)
-        (workdir / "scenario.xml").write_text(xml, encoding="iso-8859-1")
-        for name, data in pcaps.items():
-            (workdir / name).write_bytes(data)
+        write_scenario(workdir, xml, pcaps)
         csv_path = workdir / "calls.csv"
         csv_path.touch(mode=0o600)
         csv_path.write_text(injection_csv(process), encoding="ascii")
         argv = sipp_argv(process, target, workdir, tag=uuid.uuid4().hex[:12], time_limit=limit)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=workdir,
-        )
-        try:
-            _stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=limit + 30)
-        except (TimeoutError, asyncio.CancelledError):
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
-        seconds = loop.time() - started
-        events = workdir / "events.log"
-        text = events.read_text(errors="replace") if events.exists() else ""
-        errors = workdir / "errors.log"
-        error_text = errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
+        sipp = await run_sipp(argv, workdir, kill_after=limit + 30, capture_stdout=False)
+        text = read_log(workdir / "events.log")
+        error_text = read_log(workdir / "errors.log")[-2000:]
         if keep_dir is not None:
             _keep(workdir, keep_dir, process.name)
         return LoadResult(
             process.name,
             parse_load_log(text, process, script),
-            proc.returncode or 0,
-            seconds,
+            sipp.exit_code,
+            sipp.seconds,
             errors=error_text,
-            stderr=stderr.decode(errors="replace")[-2000:],
+            stderr=sipp.stderr.decode(errors="replace")[-2000:],
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,51 @@ _SIP = re.compile(r"^SIP (\d{3}) (\d+)\s*$")
 
 class SippError(RuntimeError):
     """SIPp could not be run."""
+
+
+@dataclass(frozen=True)
+class SippExit:
+    """How one SIPp process ended."""
+
+    exit_code: int
+    stdout: bytes  # empty unless captured
+    stderr: bytes
+    seconds: float
+
+
+def write_scenario(workdir: Path, xml: str, pcaps: Mapping[str, bytes]) -> None:
+    """``scenario.xml`` (SIPp reads it as ISO-8859-1) and the RTP captures it plays, in ``workdir``."""
+    (workdir / "scenario.xml").write_text(xml, encoding="iso-8859-1")
+    for name, data in pcaps.items():
+        (workdir / name).write_bytes(data)
+
+
+def read_log(path: Path) -> str:
+    """A log SIPp wrote, or ``""`` when it wrote none."""
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+async def run_sipp(
+    argv: Sequence[str], workdir: Path, *, kill_after: float, capture_stdout: bool
+) -> SippExit:
+    """Run SIPp in ``workdir`` to its end. After ``kill_after`` seconds, or when the task is
+    cancelled, SIPp is killed and the error raised."""
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE if capture_stdout else asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=workdir,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=kill_after)
+    except (TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    return SippExit(proc.returncode or 0, stdout or b"", stderr or b"", time.monotonic() - started)
 
 
 @dataclass(frozen=True)
@@ -109,9 +154,7 @@ async def arun_call(
     workdir = Path(tempfile.mkdtemp(prefix="ivr-sipp-"))
     try:
         rendered = render_scenario(caller, call_id, workdir)
-        (workdir / "scenario.xml").write_text(rendered.xml, encoding="iso-8859-1")
-        for name, data in rendered.pcaps.items():
-            (workdir / name).write_bytes(data)
+        write_scenario(workdir, rendered.xml, rendered.pcaps)
         sip_port, media_port = _PORTS.take(caller.source_ip)
         limit = planned_seconds(caller)
         argv = [
@@ -133,41 +176,20 @@ async def arun_call(
         ]  # fmt: skip
         if trace_messages:
             argv += ["-trace_msg", "-message_file", str(workdir / "messages.log")]
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=workdir,
-        )
-        try:
-            stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=limit + 15)
-        except (TimeoutError, asyncio.CancelledError):
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
-        elapsed = time.monotonic() - started
+        sipp = await run_sipp(argv, workdir, kill_after=limit + 15, capture_stdout=True)
+        stdout, stderr = sipp.stdout.decode(errors="replace"), sipp.stderr.decode(errors="replace")
         result = parse_events(
-            (workdir / "events.log").read_text(errors="replace") if (workdir / "events.log").exists() else "",
+            read_log(workdir / "events.log"),
             caller=caller,
             call_id=call_id,
-            exit_code=proc.returncode or 0,
-            fallback_duration=elapsed,
+            exit_code=sipp.exit_code,
+            fallback_duration=sipp.seconds,
         )
         if result.error is not None and "logged nothing" in result.error:
-            result.error += ": " + (stderr.decode(errors="replace") + stdout.decode(errors="replace"))[-800:]
-        if result.error is None and proc.returncode not in (0,):
-            errors = (
-                (workdir / "errors.log").read_text(errors="replace")
-                if (workdir / "errors.log").exists()
-                else ""
-            )
-            detail = (
-                errors.strip() or stderr.decode(errors="replace").strip() or stdout.decode(errors="replace")
-            )
-            result.error = f"sipp exit {proc.returncode}: {detail[-800:]}"
+            result.error += ": " + (stderr + stdout)[-800:]
+        if result.error is None and sipp.exit_code != 0:
+            detail = read_log(workdir / "errors.log").strip() or stderr.strip() or stdout
+            result.error = f"sipp exit {sipp.exit_code}: {detail[-800:]}"
         if keep_logs:
             result.log_dir = str(workdir)
         return result

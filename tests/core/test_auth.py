@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -72,25 +73,18 @@ def login(
     now: datetime,
     policy: CredentialPolicy | None = None,
 ) -> LoginResult:
+    attempt: dict[str, Any] = {
+        "number": number,
+        "password": password,
+        "now": now,
+        "policy": policy or CredentialPolicy(),
+        "hasher": hasher,
+    }
     if _LOGIN_MODE["mode"] == "in_steps":
         with strict_hash_guard():
-            return log_in(
-                sessions,
-                number=number,
-                password=password,
-                now=now,
-                policy=policy or CredentialPolicy(),
-                hasher=hasher,
-            )
+            return log_in(sessions, **attempt)
     with sessions() as session, session.begin():
-        return authenticate(
-            session,
-            number=number,
-            password=password,
-            now=now,
-            policy=policy or CredentialPolicy(),
-            hasher=hasher,
-        )
+        return authenticate(session, **attempt)
 
 
 def set_permanent(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,24 +43,17 @@ def _storm(sessions: sessionmaker[Session], hasher: SecretHasher, now: datetime,
 
     def attempt(i: int) -> str:
         barrier.wait()
+        wrong: dict[str, Any] = {
+            "number": SEED_ADDITIONAL,
+            "password": f"wrong{i:03d}x",
+            "now": now,
+            "policy": CredentialPolicy(),
+            "hasher": hasher,
+        }
         if mode == "in_steps":
-            return log_in(
-                sessions,
-                number=SEED_ADDITIONAL,
-                password=f"wrong{i:03d}x",
-                now=now,
-                policy=CredentialPolicy(),
-                hasher=hasher,
-            ).status
+            return log_in(sessions, **wrong).status
         with sessions() as session, session.begin():
-            return authenticate(
-                session,
-                number=SEED_ADDITIONAL,
-                password=f"wrong{i:03d}x",
-                now=now,
-                policy=CredentialPolicy(),
-                hasher=hasher,
-            ).status
+            return authenticate(session, **wrong).status
 
     with ThreadPoolExecutor(max_workers=ATTEMPTS) as pool:
         return list(pool.map(attempt, range(ATTEMPTS)))

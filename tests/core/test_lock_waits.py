@@ -176,19 +176,37 @@ def _hash_cpu_seconds(hasher: SecretHasher) -> float:
     return best
 
 
-@pytest.mark.timeout(240)
-def test_the_phone_line_does_not_wait_for_web_logins(web_and_phone: tuple[Engine, Engine]) -> None:
+@dataclass
+class Storm:
+    """The web's logins prepared (:func:`_prepare`), the phone's engine, and one check's CPU time."""
+
+    web_sessions: sessionmaker[Session]
+    phone: Engine
+    hasher: InFlightHasher
+    now: datetime
+    one_hash_cpu: float
+
+    def run(self, login: Callable[[str, str], str]) -> tuple[PhoneFigures, list[str]]:
+        return _storm(self.web_sessions, self.phone, self.hasher, login, self.now)
+
+
+@pytest.fixture
+def storm(web_and_phone: tuple[Engine, Engine]) -> Storm:
     web, phone = web_and_phone
     now = datetime.now(UTC)
     hasher = InFlightHasher()
-    web_sessions = _prepare(web, hasher, now)
-    one_hash_cpu = _hash_cpu_seconds(hasher)
+    return Storm(_prepare(web, hasher, now), phone, hasher, now, _hash_cpu_seconds(hasher))
+
+
+@pytest.mark.timeout(240)
+def test_the_phone_line_does_not_wait_for_web_logins(storm: Storm) -> None:
+    web_sessions, now, hasher, one_hash_cpu = storm.web_sessions, storm.now, storm.hasher, storm.one_hash_cpu
 
     def stepwise(number: str, password: str) -> str:
         return log_in(web_sessions, number=number, password=password, now=now, hasher=hasher).status
 
     with strict_hash_guard():  # any hash inside a write transaction raises here: none did
-        figures, statuses = _storm(web_sessions, phone, hasher, stepwise, now)
+        figures, statuses = storm.run(stepwise)
     assert statuses.count("ok") == LOGINS and statuses.count("wrong") == 2 * LOGINS
     assert figures.writes_during_hashes >= 5, figures
     # no web transaction spent a hash's CPU while holding the lock (independent of the load)
@@ -198,20 +216,16 @@ def test_the_phone_line_does_not_wait_for_web_logins(web_and_phone: tuple[Engine
 
 
 @pytest.mark.timeout(240)
-def test_the_wait_measurement_sees_a_lock_held_across_the_hash(web_and_phone: tuple[Engine, Engine]) -> None:
+def test_the_wait_measurement_sees_a_lock_held_across_the_hash(storm: Storm) -> None:
     """Control: the one-transaction login holds SQLite's write lock across its check, and the
     instruments show it (what the assertions above would see on the old code)."""
-    web, phone = web_and_phone
-    now = datetime.now(UTC)
-    hasher = InFlightHasher()
-    web_sessions = _prepare(web, hasher, now)
-    one_hash_cpu = _hash_cpu_seconds(hasher)
+    web_sessions, now, hasher, one_hash_cpu = storm.web_sessions, storm.now, storm.hasher, storm.one_hash_cpu
 
     def one_transaction(number: str, password: str) -> str:
         with web_sessions() as session, session.begin():
             return authenticate(session, number=number, password=password, now=now, hasher=hasher).status
 
-    figures, statuses = _storm(web_sessions, phone, hasher, one_transaction, now)
+    figures, statuses = storm.run(one_transaction)
     assert statuses.count("ok") == LOGINS
     assert figures.web_max_hold_cpu > one_hash_cpu / 2, (figures, one_hash_cpu)
     assert figures.max_wait > figures.web_max_hold_cpu, figures

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -28,8 +25,7 @@ from core.secrets import verify_secret
 from ivr.sipp import Caller, ExpectHangup, SendDigits, Wait, run_calls
 from tests.e2e.test_voice_menu import credential
 from tests.fixtures.voice import CONCURRENT_LINES, PASSWORDS_USED, VoiceDaemon
-from tests.fixtures.web import free_port
-from tests.web.test_cli import IVR, env_for
+from tests.fixtures.web import ivr_web
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -41,33 +37,10 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SAVE_WAIT_LIMIT_MS = 1000  # generous for a loaded CI machine; the old code waited up to 18,600
 
 
-@contextmanager
-def web_process(database_url: str) -> Iterator[str]:
-    port = free_port()
-    env = env_for(database_url, port)
-    env.update(
-        {
-            "IVR_HASH_GUARD": "raise",  # a hash inside a write transaction fails the request
-            "IVR_WEB__LOGIN_FAILURES_PER_CLIENT": "100000000",  # the flood is not throttled away
-        }
-    )
-    process = subprocess.Popen([*IVR, "web"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/login", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "ivr web exited"
-            assert time.monotonic() < deadline, "ivr web did not start"
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+WEB_ENV = {
+    "IVR_HASH_GUARD": "raise",  # a hash inside a write transaction fails the request
+    "IVR_WEB__LOGIN_FAILURES_PER_CLIENT": "100000000",  # the flood is not throttled away
+}
 
 
 class Flood:
@@ -134,7 +107,7 @@ def test_calls_complete_while_the_web_login_is_flooded(
     lines = CONCURRENT_LINES[:CALLS]
     before = {n: credential(e2e_sessions, n) for n in lines}
     offset = voice_daemon.log_offset()
-    with web_process(e2e_database) as base, Flood(base) as flood:
+    with ivr_web(e2e_database, env=WEB_ENV) as base, Flood(base) as flood:
         results = run_calls([type_ahead(n) for n in lines])
         during = sum(flood.statuses.values())
     assert all(r.error is None and r.answered for r in results), [r.error for r in results]

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.call_records import get_call_record
+from core.call_records import CallFinish, CallStart, get_call_record
 from core.db import make_engine, make_session_factory
 from core.models import CallRecord
 from ivr.flow.records import CallRecordWriter, attach_records_writer, default_node_id
@@ -75,8 +75,8 @@ def commits_on(engine: Engine) -> list[int]:
     return seen
 
 
-def finish(writer: Any, call_id: str, outcome: str = "completed") -> None:
-    writer.finish_call(
+def finished(call_id: str, outcome: str = "completed") -> CallFinish:
+    return CallFinish(
         call_id=call_id,
         ended_at=NOW + timedelta(seconds=30),
         outcome=outcome,
@@ -87,6 +87,10 @@ def finish(writer: Any, call_id: str, outcome: str = "completed") -> None:
     )
 
 
+def started(call_id: str, caller: str | None = None) -> CallStart:
+    return CallStart(call_id=call_id, caller=caller, service_number=None, started_at=NOW)
+
+
 def test_the_store_queues_records_without_a_database_round_trip(
     engine: Engine, sessions: sessionmaker[Session]
 ) -> None:
@@ -95,7 +99,15 @@ def test_the_store_queues_records_without_a_database_round_trip(
     assert writer is not None and store.records is writer
     seen = statements_on(engine)
     store.start_call(call_id="c1", caller="0300001111", service_number="0363044747", started_at=NOW)
-    finish(store, "c1")
+    store.finish_call(
+        call_id="c1",
+        ended_at=NOW + timedelta(seconds=30),
+        outcome="completed",
+        unit="line",
+        target_number="0300001111",
+        last_step="farewell",
+        wrong_entries=0,
+    )
     assert seen == []  # nothing touched the database on the caller's path
     writer.start(close_stale=False)
     try:
@@ -113,7 +125,7 @@ def test_records_are_written_within_200_ms(sessions: sessionmaker[Session]) -> N
         for i in range(5):
             call_id = f"timed-{i}"
             queued = time.monotonic()
-            writer.start_call(call_id=call_id, caller=None, service_number=None, started_at=NOW)
+            writer.queue(started(call_id))
             wait_until(lambda call_id=call_id: record(sessions, call_id) is not None, timeout=5)
             assert time.monotonic() - queued < 0.2
     finally:
@@ -123,14 +135,14 @@ def test_records_are_written_within_200_ms(sessions: sessionmaker[Session]) -> N
 def test_close_writes_what_is_queued(sessions: sessionmaker[Session]) -> None:
     writer = CallRecordWriter(sessions, node="n", flush_seconds=3600)  # would linger for an hour
     writer.start(close_stale=False)
-    writer.start_call(call_id="late", caller=None, service_number=None, started_at=NOW)
-    finish(writer, "late", "caller_hung_up")
+    writer.queue(started("late"))
+    writer.queue(finished("late", "caller_hung_up"))
     assert writer.close(timeout=10)
     assert not writer.running
     written = record(sessions, "late")
     assert written is not None and written.outcome == "caller_hung_up"
     # after close a record is still written (at once, in the caller's thread), not lost
-    writer.start_call(call_id="after", caller=None, service_number=None, started_at=NOW)
+    writer.queue(started("after"))
     assert record(sessions, "after") is not None
 
 
@@ -140,8 +152,8 @@ def test_a_burst_of_500_records_is_one_transaction(engine: Engine, sessions: ses
     commits = commits_on(engine)
     try:
         for i in range(250):
-            writer.start_call(call_id=f"b{i}", caller="0300001111", service_number=None, started_at=NOW)
-            finish(writer, f"b{i}")
+            writer.queue(started(f"b{i}", caller="0300001111"))
+            writer.queue(finished(f"b{i}"))
         assert writer.flush(10)
         assert len(commits) == 1 and writer.batches == 1
         with sessions() as session:
@@ -155,7 +167,7 @@ def test_a_failed_batch_is_kept_and_retried(sessions: sessionmaker[Session], voi
     broken = make_session_factory(make_engine(voice_db_url.replace("voice.sqlite3", "missing/no.sqlite3")))
     writer = CallRecordWriter(broken, node="n", flush_seconds=0.01)
     writer.start(close_stale=False)
-    writer.start_call(call_id="kept", caller=None, service_number=None, started_at=NOW)
+    writer.queue(started("kept"))
     wait_until(lambda: writer.failures >= 1)
     assert writer.pending == 1  # not dropped
     writer._sessions = sessions  # the database is back
@@ -235,21 +247,26 @@ class Daemon:
         self.process = None
 
 
+def _call_to_its_first_command(port: int, call_id: str) -> socket.socket:
+    """Play Asterisk: send the environment, prove the secret, then leave the daemon waiting on its
+    next command reply (mid-call). Closing the returned socket hangs up."""
+    peer = socket.create_connection(("127.0.0.1", port), timeout=10)
+    peer.sendall(_environment(call_id))
+    with peer.makefile("rb") as reader:
+        while True:
+            command = reader.readline().decode().strip()
+            assert command, "the daemon closed the call"
+            if command.startswith("GET VARIABLE"):
+                peer.sendall(f"200 result=1 ({SECRET})\n".encode())
+                continue
+            return peer  # the flow's first command (ANSWER or a prompt): leave it unanswered
+
+
 def _call_until_the_record_is_written(
     port: int, call_id: str, sessions: sessionmaker[Session]
 ) -> socket.socket:
-    """Play Asterisk: send the environment, prove the secret, then leave the daemon waiting on its
-    next command reply (mid-call) until the call record is in the database."""
-    peer = socket.create_connection(("127.0.0.1", port), timeout=10)
-    peer.sendall(_environment(call_id))
-    reader = peer.makefile("rb")
-    while True:
-        command = reader.readline().decode().strip()
-        assert command, "the daemon closed the call"
-        if command.startswith("GET VARIABLE"):
-            peer.sendall(f"200 result=1 ({SECRET})\n".encode())
-            continue
-        break  # the flow's first command (ANSWER or a prompt): leave it unanswered
+    """:func:`_call_to_its_first_command`, then wait until the call record is in the database."""
+    peer = _call_to_its_first_command(port, call_id)
     wait_until(lambda: record(sessions, call_id) is not None, timeout=5)
     return peer
 
@@ -305,17 +322,7 @@ def test_sigterm_writes_the_queued_records(
     daemon.env["IVR_AGI__CALL_RECORD_FLUSH_SECONDS"] = "3600"  # only the shutdown flush can write it
     daemon.start()
     try:
-        peer = socket.create_connection(("127.0.0.1", port), timeout=10)
-        peer.sendall(_environment("1700000000.77"))
-        reader = peer.makefile("rb")
-        while True:
-            command = reader.readline().decode().strip()
-            assert command
-            if command.startswith("GET VARIABLE"):
-                peer.sendall(f"200 result=1 ({SECRET})\n".encode())
-                continue
-            break
-        reader.close()
+        peer = _call_to_its_first_command(port, "1700000000.77")
         peer.close()  # the caller hangs up mid-call: the flow finishes and queues its record
         assert daemon.process is not None
         daemon.process.send_signal(signal.SIGTERM)

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.fixtures.web import WebDatabase, free_port
-
-IVR = [sys.executable, "-m", "ivr.cli.main"]
-
-
-def env_for(database_url: str, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
-    env.update({"IVR_DATABASE_URL": database_url, "IVR_WEB__PORT": str(port), "IVR_LOG_FORMAT": "json"})
-    return env
+from tests.fixtures.web import IVR, WebDatabase, env_for, free_port
 
 
 def test_ivr_web_serves_the_login_page(web_database: WebDatabase) -> None:

@@ -4,6 +4,8 @@ nothing secret in a row, and a cookieless flood costs no row."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select, text
@@ -35,6 +37,17 @@ def browser(app: Any) -> TestClient:
     return TestClient(app, base_url="http://127.0.0.1", follow_redirects=True)
 
 
+@contextmanager
+def logged_in_twice(web_app: Any, web_client: TestClient, web_database: WebDatabase) -> Iterator[TestClient]:
+    """The contract (line unit) logged in with its own password on ``web_client`` and in another
+    browser, which is yielded."""
+    web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
+    first_login(web_client, CONTRACT, TEMP, NEW)
+    with browser(web_app) as other:
+        assert login(other, CONTRACT, NEW).url.path == "/home"
+        yield other
+
+
 def test_the_row_is_keyed_by_a_hash_of_the_cookie_and_holds_no_cookie(
     web_client: TestClient, web_database: WebDatabase
 ) -> None:
@@ -52,10 +65,7 @@ def test_the_row_is_keyed_by_a_hash_of_the_cookie_and_holds_no_cookie(
 def test_a_password_change_ends_the_other_sessions_of_that_credential(
     web_app: Any, web_client: TestClient, web_database: WebDatabase
 ) -> None:
-    web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
-    first_login(web_client, CONTRACT, TEMP, NEW)
-    with browser(web_app) as other:
-        assert login(other, CONTRACT, NEW).url.path == "/home"
+    with logged_in_twice(web_app, web_client, web_database) as other:
         page = web_client.get("/password")
         page = post_form(
             web_client,
@@ -98,10 +108,7 @@ def test_a_phone_reset_ends_that_numbers_sessions_and_the_contract_numbers_ends_
 def test_a_unit_change_ends_every_session_of_the_contract(
     web_app: Any, web_client: TestClient, web_database: WebDatabase
 ) -> None:
-    web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
-    first_login(web_client, CONTRACT, TEMP, NEW)
-    with browser(web_app) as other:
-        assert login(other, CONTRACT, NEW).url.path == "/home"
+    with logged_in_twice(web_app, web_client, web_database) as other:
         page = web_client.get("/settings/unit/number")
         page = post_form(web_client, page, "/settings/unit/number", {"password_0300001111": NEW})
         assert "「電話番号単位」に変更しました" in page.text

@@ -4,44 +4,15 @@ throttle, and a restart keeps a customer logged in."""
 from __future__ import annotations
 
 import re
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 
-from tests.fixtures.web import WebDatabase, free_port
-from tests.web.test_cli import IVR, env_for
+from tests.fixtures.web import WebDatabase, free_port, ivr_web
 
 CONTRACT = "0300001111"
 TEMP = "48151623"
 NEW = "abc13579"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@contextmanager
-def ivr_web(database_url: str, port: int, **env: str) -> Iterator[str]:
-    environment = env_for(database_url, port)
-    environment.update(env)
-    process = subprocess.Popen(
-        [*IVR, "web"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, "ivr web exited"
-                assert time.monotonic() < deadline, "ivr web did not start"
-                time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def submit(client: httpx.Client, page: httpx.Response, path: str, data: dict[str, str]) -> httpx.Response:
@@ -53,8 +24,8 @@ def submit(client: httpx.Client, page: httpx.Response, path: str, data: dict[str
 def test_two_processes_share_sessions_and_a_restart_keeps_the_login(web_database: WebDatabase) -> None:
     web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
     port_a, port_b = free_port(), free_port()
-    with ivr_web(web_database.url, port_b) as b:
-        with ivr_web(web_database.url, port_a) as a, httpx.Client(base_url=a) as browser:
+    with ivr_web(web_database.url, port=port_b) as b:
+        with ivr_web(web_database.url, port=port_a) as a, httpx.Client(base_url=a) as browser:
             page = submit(browser, browser.get("/login"), "/login", {"number": CONTRACT, "password": TEMP})
             assert page.url.path == "/password/required"
             page = submit(
@@ -71,7 +42,7 @@ def test_two_processes_share_sessions_and_a_restart_keeps_the_login(web_database
         other = httpx.get(f"{b}/home", cookies={"ivr_session": cookie})
         assert other.status_code == 200 and 'data-number="0300001111"' in other.text
         # … and so does the first one after a restart
-        with ivr_web(web_database.url, port_a) as a:
+        with ivr_web(web_database.url, port=port_a) as a:
             again = httpx.get(f"{a}/home", cookies={"ivr_session": cookie})
             assert again.status_code == 200 and 'data-number="0300001111"' in again.text
             # a logout on one process ends the session on both
@@ -83,8 +54,8 @@ def test_the_login_throttle_holds_across_two_processes(web_database: WebDatabase
     web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
     limit = {"IVR_WEB__LOGIN_FAILURES_PER_CLIENT": "3"}
     with (
-        ivr_web(web_database.url, free_port(), **limit) as a,
-        ivr_web(web_database.url, free_port(), **limit) as b,
+        ivr_web(web_database.url, env=limit) as a,
+        ivr_web(web_database.url, env=limit) as b,
     ):
         for base in (a, b, a):
             wrong = httpx.post(f"{base}/api/login", json={"number": CONTRACT, "password": "wrong123"})
