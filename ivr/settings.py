@@ -100,6 +100,9 @@ class WebSettings(BaseModel):
     session_idle_timeout_seconds: int = 15 * 60
     cookie_secure: bool = False
     secret_key: SecretStr = SecretStr("change-me-in-production-ivr-web-secret")
+    # `ivr web` lowers its CPU priority by this much (os.nice): beside the FastAGI daemon on one
+    # machine, a login flood then cannot starve the callers' password hashes (nice 10). 0: as is.
+    niceness: int = Field(default=15, ge=0, le=19)
     # --- limits (web_stub, docs/web.md "Security")
     session_absolute_lifetime_seconds: int = 8 * 3600  # a session ends this long after login
     trusted_proxies: list[str] = []  # addresses/networks whose X-Forwarded-For is believed

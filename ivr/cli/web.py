@@ -51,6 +51,12 @@ def run_web(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("web_secret_key_default", hint="set IVR_WEB__SECRET_KEY to a long random value")
     if not settings.web.cookie_secure:
         log.warning("web_cookie_not_secure", hint="behind HTTPS set IVR_WEB__COOKIE_SECURE=true")
+    if settings.web.niceness:
+        # On a machine shared with the FastAGI daemon the phone line comes first: a login flood
+        # must not take the CPU the callers' password hashes need (the daemon hashes at nice 10).
+        import os
+
+        os.nice(settings.web.niceness)
     app = create_app(settings)
     log.info(
         "web_listening",
