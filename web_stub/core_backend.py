@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import auth, limits, otp, throttle, web_sessions
-from core.db import make_engine, make_session_factory
+from core.db import make_engine, make_session_factory, read_session_factory_for
 from core.enums import AuthUnit, CredentialState
 from core.models import PhoneNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
@@ -171,22 +171,21 @@ class CoreBackend:
     def change_password(
         self, *, number: str, current_password: str, new_password: str, now: datetime
     ) -> list[str]:
-        with self._tx() as session:
-            try:
-                auth.change_password(
-                    session,
-                    number=number,
-                    new_password=new_password,
-                    current_password=current_password,
-                    now=now,
-                    policy=self._policy,
-                )
-            except auth.CurrentPasswordWrong as exc:
-                return {"wrong": ["current_wrong"], "expired": ["temporary_expired"]}.get(
-                    exc.status, ["locked"]
-                )
-            except auth.PasswordRuleError as exc:
-                return list(exc.reasons)
+        """No lock across a hash: the current password's try is reserved and committed, then both
+        passwords are checked and the new one hashed, then one transaction stores (core.auth)."""
+        try:
+            auth.change_password_in_steps(
+                self._sessions,
+                number=number,
+                new_password=new_password,
+                current_password=current_password,
+                now=now,
+                policy=self._policy,
+            )
+        except auth.CurrentPasswordWrong as exc:
+            return {"wrong": ["current_wrong"], "expired": ["temporary_expired"]}.get(exc.status, ["locked"])
+        except auth.PasswordRuleError as exc:
+            return list(exc.reasons)
         return []
 
     def scope(self, *, contract_id: int, unit: str, number: str) -> list[NumberServices]:
@@ -244,23 +243,25 @@ class CoreBackend:
             }
 
     def bulk_change_passwords(self, *, rows: list[tuple[str, str]], now: datetime) -> dict[int, list[str]]:
+        """All or nothing. Every row is checked and hashed first (a read-only session, no write
+        transaction open), then one transaction stores them all."""
         problems: dict[int, list[str]] = {}
-        with self._sessions() as session:
-            session.begin()
+        changes: list[auth.PasswordChange] = []
+        with read_session_factory_for(self._sessions)() as session, session.begin():
             for index, (number, password) in enumerate(rows):
                 try:
-                    with session.begin_nested():
-                        auth.change_password(
-                            session, number=number, new_password=password, now=now, policy=self._policy
-                        )
+                    changes.append(
+                        auth.prepare_password_change(session, number=number, new_password=password)
+                    )
                 except auth.PasswordRuleError as exc:
                     problems[index] = list(exc.reasons)
                 except auth.UnknownIdentity:
                     problems[index] = ["not_in_scope"]
-            if problems:
-                session.rollback()
-            else:
-                session.commit()
+        if problems:
+            return problems
+        with self._tx() as session:
+            for change in changes:
+                auth.apply_password_change(session, change, now=now, policy=self._policy)
         return problems
 
     def bulk_otp_settings(

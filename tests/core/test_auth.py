@@ -16,7 +16,7 @@ from core.auth import (
     UnitChangeError,
     UnknownIdentity,
     authenticate,
-    change_password,
+    change_password_in_steps,
     change_unit,
     credential_state_for,
     log_in,
@@ -90,8 +90,7 @@ def login(
 def set_permanent(
     sessions: Sessions, hasher: SecretHasher, number: str, password: str, now: datetime
 ) -> None:
-    with sessions() as session, session.begin():
-        change_password(session, number=number, new_password=password, now=now, hasher=hasher)
+    change_password_in_steps(sessions, number=number, new_password=password, now=now, hasher=hasher)
 
 
 def test_temporary_login_forces_a_change(
@@ -249,9 +248,9 @@ def test_change_password_consumes_the_temporary_and_checks_rules(
     sample_db: Sessions, fast_hasher: SecretHasher, set_temporary: SetTemporary, core_now: datetime
 ) -> None:
     set_temporary(SEED_ADDITIONAL, "24681357", at=core_now)
-    with sample_db() as session, session.begin(), pytest.raises(PasswordRuleError) as info:
-        change_password(
-            session, number=SEED_ADDITIONAL, new_password="a0300001111", now=core_now, hasher=fast_hasher
+    with pytest.raises(PasswordRuleError) as info:
+        change_password_in_steps(
+            sample_db, number=SEED_ADDITIONAL, new_password="a0300001111", now=core_now, hasher=fast_hasher
         )
     assert "contains_phone_number" in info.value.reasons
     assert "a0300001111" not in str(info.value)
@@ -260,9 +259,9 @@ def test_change_password_consumes_the_temporary_and_checks_rules(
     result = login(sample_db, fast_hasher, SEED_ADDITIONAL, "k7m2p9q4z", core_now)
     assert result.status == "ok" and not result.must_change_password
     assert result.credential_kind is CredentialKind.PERMANENT
-    with sample_db() as session, session.begin(), pytest.raises(PasswordRuleError) as same:
-        change_password(
-            session, number=SEED_ADDITIONAL, new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
+    with pytest.raises(PasswordRuleError) as same:
+        change_password_in_steps(
+            sample_db, number=SEED_ADDITIONAL, new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
         )
     assert same.value.reasons == ["same_as_current"]
 
@@ -272,38 +271,36 @@ def test_change_password_with_current_password_counts_failures(
 ) -> None:
     set_temporary(SEED_ADDITIONAL, "24681357", at=core_now)
     set_permanent(sample_db, fast_hasher, SEED_ADDITIONAL, "k7m2p9q4z", core_now)
-    with sample_db() as session, session.begin():
-        with pytest.raises(CurrentPasswordWrong) as info:
-            change_password(
-                session,
-                number=SEED_ADDITIONAL,
-                new_password="r5t8w2e6q",
-                current_password="nope1234",
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert info.value.status == "wrong"
-    with sample_db() as session:
-        credential = credential_of(session, SEED_ADDITIONAL)
-        assert credential is not None and credential.failures == 1
-    with sample_db() as session, session.begin():
-        change_password(
-            session,
+    with pytest.raises(CurrentPasswordWrong) as info:
+        change_password_in_steps(
+            sample_db,
             number=SEED_ADDITIONAL,
             new_password="r5t8w2e6q",
-            current_password="k7m2p9q4z",
+            current_password="nope1234",
             now=core_now,
             hasher=fast_hasher,
         )
+    assert info.value.status == "wrong"
+    with sample_db() as session:
+        credential = credential_of(session, SEED_ADDITIONAL)
+        assert credential is not None and credential.failures == 1
+    change_password_in_steps(
+        sample_db,
+        number=SEED_ADDITIONAL,
+        new_password="r5t8w2e6q",
+        current_password="k7m2p9q4z",
+        now=core_now,
+        hasher=fast_hasher,
+    )
     assert login(sample_db, fast_hasher, SEED_ADDITIONAL, "r5t8w2e6q", core_now).status == "ok"
 
 
 def test_change_password_for_an_unknown_identity(
     sample_db: Sessions, fast_hasher: SecretHasher, core_now: datetime
 ) -> None:
-    with sample_db() as session, pytest.raises(UnknownIdentity):
-        change_password(
-            session, number="0399999999", new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
+    with pytest.raises(UnknownIdentity):
+        change_password_in_steps(
+            sample_db, number="0399999999", new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
         )
 
 

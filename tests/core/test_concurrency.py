@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.auth import authenticate, change_password, log_in
+from core.auth import authenticate, change_password_in_steps, log_in
 from core.policy import CredentialPolicy
 from core.secrets import SecretHasher
 from tests.core.conftest import SEED_ADDITIONAL, SetTemporary, credential_of
@@ -89,10 +89,9 @@ def test_50_concurrent_wrong_attempts_on_a_permanent_password(
     mode: str,
 ) -> None:
     set_temporary(SEED_ADDITIONAL, "24681357", at=core_now)
-    with sample_db() as session, session.begin():
-        change_password(
-            session, number=SEED_ADDITIONAL, new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
-        )
+    change_password_in_steps(
+        sample_db, number=SEED_ADDITIONAL, new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
+    )
     counting = CountingHasher(fast_hasher)
     statuses = _storm(sample_db, counting, core_now, mode)
     assert counting.checks == 10
