@@ -56,7 +56,7 @@ __all__ = [
     "apply_password_change",
     "authenticate",
     "change_password_in_steps",
-    "change_unit",
+    "change_unit_in_steps",
     "check_attempt",
     "confirmation_id_violations",
     "confirmation_password_violations",
@@ -709,33 +709,21 @@ def _copy_credential(source: Credential, target_phone_id: int, session: Session,
     )
 
 
-def change_unit(
+def _unit_change_reservations(
     session: Session,
     *,
     contract_id: int,
     new_unit: AuthUnit,
-    login_number: str,
+    login: str,
     passwords: Mapping[str, str],
     now: datetime,
-    policy: PolicyLike = DEFAULT_POLICY,
-    hasher: SecretHasher | None = None,
-    channel: Channel | str = Channel.WEB,
-) -> None:
-    """Change the contract's authentication unit (seed 003 P14–P21).
-
-    ``passwords`` maps each number of :func:`unit_change_password_numbers` to its current password;
-    each is checked (counting like a login). Which password holds afterwards:
-    - line -> number or admin/user: the line password, for every number;
-    - number or admin/user -> line: the password the login used (the login number's);
-    - number <-> admin/user: each number keeps its own.
-    Raises :class:`UnitChangeError`; does NOT commit.
-    """
-    hasher = hasher or default_hasher()
-    new_unit = AuthUnit(new_unit)
+    policy: PolicyLike,
+) -> tuple[AuthUnit, dict[str, str], dict[str, AttemptTicket]]:
+    """Check the request (raises :class:`UnitChangeError` before any try is spent) and reserve one
+    try per password to check. Returns (old unit, problems so far, tickets by number)."""
     contract = session.get(Contract, contract_id)
     if contract is None:
         raise UnitChangeError({"*": "not_allowed"})
-    login = normalize_number(login_number)
     old_unit = contract.auth_unit
     if new_unit is old_unit:
         raise UnitChangeError({"*": "same_unit"})
@@ -744,22 +732,14 @@ def change_unit(
         raise UnitChangeError({"*": "not_allowed"})
     if old_unit is AuthUnit.ADMIN_USER and login != contract.contract_number:
         raise UnitChangeError({"*": "not_allowed"})  # a user may not change the contract's unit
-
     needed = unit_change_password_numbers(
         session, contract_id=contract_id, new_unit=new_unit, login_number=login, now=now, policy=policy
     )
-    given = {}
-    for raw, value in passwords.items():
-        try:
-            given[normalize_number(raw)] = value
-        except InvalidPhoneNumber:
-            continue
+    missing = {number: "password_required" for number in needed if number not in passwords}
+    if missing:
+        raise UnitChangeError(missing)
     problems: dict[str, str] = {}
-    for number in needed:
-        if number not in given:
-            problems[number] = "password_required"
-    if problems:
-        raise UnitChangeError(problems)
+    tickets: dict[str, AttemptTicket] = {}
     for number in needed:
         phone = number_row_on_contract(session, contract_id, number)
         assert phone is not None
@@ -767,25 +747,27 @@ def change_unit(
         state = credential_state(credential, now, policy)
         if credential is None or state is CredentialState.NONE:
             problems[number] = "wrong_password"
-            continue
-        if state is CredentialState.INVALIDATED:
+        elif state is CredentialState.INVALIDATED:
             problems[number] = "locked"
-            continue
-        if state is CredentialState.EXPIRED:
+        elif state is CredentialState.EXPIRED:
             problems[number] = "expired"
-            continue
-        status, _ = _checked_verify(
-            session, credential=credential, password=given[number], now=now, policy=policy, hasher=hasher
-        )
-        if status != "ok":
-            problems[number] = "wrong_password" if status == "wrong" else status
-    audit = Audit(session, now, channel, login, contract_id)
-    if problems:
-        audit.record(
-            AuditEventType.UNIT_CHANGED, "rejected", ",".join(f"{k}={v}" for k, v in problems.items())
-        )
-        raise UnitChangeError(problems)
+        else:
+            ticket = reserve_attempt(session, credential=credential, policy=policy)
+            if ticket is None:
+                problems[number] = "locked"
+            else:
+                tickets[number] = ticket
+    return old_unit, problems, tickets
 
+
+def _apply_unit_change(
+    session: Session, *, contract_id: int, old_unit: AuthUnit, new_unit: AuthUnit, login: str, now: datetime
+) -> bool:
+    """Copy the passwords the new unit needs and set it (False: the unit changed meanwhile)."""
+    contract = session.get(Contract, contract_id, populate_existing=True)
+    if contract is None or contract.auth_unit is not old_unit:
+        return False
+    numbers = contract_number_list(session, contract_id)
     contract_phone = number_row_on_contract(session, contract_id, contract.contract_number)
     login_phone = number_row_on_contract(session, contract_id, login)
     assert contract_phone is not None and login_phone is not None
@@ -802,8 +784,73 @@ def change_unit(
             _copy_credential(source, contract_phone.id, session, now)
     contract.auth_unit = new_unit
     contract.unit_changed_at = now
-    audit.record(AuditEventType.UNIT_CHANGED, "ok", f"{old_unit}->{new_unit}")
-    session.flush()
+    return True
+
+
+def change_unit_in_steps(
+    sessions: sessionmaker[Session],
+    *,
+    contract_id: int,
+    new_unit: AuthUnit,
+    login_number: str,
+    passwords: Mapping[str, str],
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    hasher: SecretHasher | None = None,
+    channel: Channel | str = Channel.WEB,
+) -> None:
+    """Change the contract's authentication unit (seed 003 P14–P21), with no lock across a hash.
+
+    ``passwords`` maps each number of :func:`unit_change_password_numbers` to its current password;
+    each is checked, counting like a login: a write transaction checks the request and reserves one
+    try per password (committed), the passwords are checked with no transaction open, and a second
+    transaction settles the tries and changes the unit (or audits the refusal). Which password holds
+    afterwards:
+    - line -> number or admin/user: the line password, for every number;
+    - number or admin/user -> line: the password the login used (the login number's);
+    - number <-> admin/user: each number keeps its own.
+    Raises :class:`UnitChangeError` (after committing the counted tries); nothing hashes here but
+    the checks, and the credentials are copied hash and all.
+    """
+    hasher = hasher or default_hasher()
+    new_unit = AuthUnit(new_unit)
+    login = normalize_number(login_number)
+    given = {}
+    for raw, value in passwords.items():
+        try:
+            given[normalize_number(raw)] = value
+        except InvalidPhoneNumber:
+            continue
+    with sessions() as session, session.begin():
+        old_unit, problems, tickets = _unit_change_reservations(
+            session,
+            contract_id=contract_id,
+            new_unit=new_unit,
+            login=login,
+            passwords=given,
+            now=now,
+            policy=policy,
+        )
+    checked = {number: check_attempt(ticket, given[number], hasher)[0] for number, ticket in tickets.items()}
+    with sessions() as session, session.begin():
+        for number, ticket in tickets.items():
+            status, _ = settle_attempt(session, ticket, ok=checked[number], now=now)
+            if status != "ok":
+                problems[number] = "wrong_password" if status == "wrong" else status
+        audit = Audit(session, now, channel, login, contract_id)
+        if not problems and not _apply_unit_change(
+            session, contract_id=contract_id, old_unit=old_unit, new_unit=new_unit, login=login, now=now
+        ):
+            problems["*"] = "not_allowed"  # the unit was changed meanwhile
+        if problems:
+            audit.record(
+                AuditEventType.UNIT_CHANGED, "rejected", ",".join(f"{k}={v}" for k, v in problems.items())
+            )
+        else:
+            audit.record(AuditEventType.UNIT_CHANGED, "ok", f"{old_unit}->{new_unit}")
+            session.flush()
+    if problems:
+        raise UnitChangeError(problems)
 
 
 def is_permanent_expired(credential: Credential, now: datetime, policy: PolicyLike = DEFAULT_POLICY) -> bool:

@@ -219,19 +219,18 @@ class CoreBackend:
     def change_unit(
         self, *, contract_id: int, new_unit: str, login_number: str, passwords: dict[str, str], now: datetime
     ) -> dict[str, str]:
-        with self._tx() as session:
-            try:
-                auth.change_unit(
-                    session,
-                    contract_id=contract_id,
-                    new_unit=AuthUnit(new_unit),
-                    login_number=login_number,
-                    passwords=passwords,
-                    now=now,
-                    policy=self._policy,
-                )
-            except auth.UnitChangeError as exc:
-                return dict(exc.problems)  # the transaction commits: the tries were counted
+        try:  # no lock across a hash: tries reserved and committed, checked, then settled
+            auth.change_unit_in_steps(
+                self._sessions,
+                contract_id=contract_id,
+                new_unit=AuthUnit(new_unit),
+                login_number=login_number,
+                passwords=passwords,
+                now=now,
+                policy=self._policy,
+            )
+        except auth.UnitChangeError as exc:
+            return dict(exc.problems)  # the tries were counted and committed
         return {}
 
     def password_marks(self, *, numbers: list[str], now: datetime) -> dict[str, bool]:

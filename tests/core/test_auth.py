@@ -17,7 +17,7 @@ from core.auth import (
     UnknownIdentity,
     authenticate,
     change_password_in_steps,
-    change_unit,
+    change_unit_in_steps,
     credential_state_for,
     log_in,
     login_scope,
@@ -35,6 +35,7 @@ from tests.core.conftest import (
     credential_of,
     unit_of,
 )
+from tests.fixtures.db import hashing_in_write_transaction_allowed
 
 Sessions = sessionmaker[Session]
 
@@ -83,7 +84,7 @@ def login(
     if _LOGIN_MODE["mode"] == "in_steps":
         with strict_hash_guard():
             return log_in(sessions, **attempt)
-    with sessions() as session, session.begin():
+    with hashing_in_write_transaction_allowed(), sessions() as session, session.begin():
         return authenticate(session, **attempt)
 
 
@@ -309,7 +310,7 @@ def test_unit_change_line_to_number_copies_the_line_password(
 ) -> None:
     set_temporary(SEED_CONTRACT, "24681357", unit=AuthUnit.LINE, at=core_now)
     set_permanent(sample_db, fast_hasher, SEED_CONTRACT, "k7m2p9q4z", core_now)
-    with sample_db() as session, session.begin():
+    with sample_db() as session:
         contract_id = contract_id_of(session, SEED_CONTRACT)
         assert unit_change_password_numbers(
             session,
@@ -318,26 +319,26 @@ def test_unit_change_line_to_number_copies_the_line_password(
             login_number=SEED_CONTRACT,
             now=core_now,
         ) == [SEED_CONTRACT]
-        with pytest.raises(UnitChangeError) as wrong:
-            change_unit(
-                session,
-                contract_id=contract_id,
-                new_unit=AuthUnit.NUMBER,
-                login_number=SEED_CONTRACT,
-                passwords={SEED_CONTRACT: "nope1234"},
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert wrong.value.problems == {SEED_CONTRACT: "wrong_password"}
-        change_unit(
-            session,
+    with pytest.raises(UnitChangeError) as wrong:
+        change_unit_in_steps(
+            sample_db,
             contract_id=contract_id,
             new_unit=AuthUnit.NUMBER,
             login_number=SEED_CONTRACT,
-            passwords={SEED_CONTRACT: "k7m2p9q4z"},
+            passwords={SEED_CONTRACT: "nope1234"},
             now=core_now,
             hasher=fast_hasher,
         )
+    assert wrong.value.problems == {SEED_CONTRACT: "wrong_password"}
+    change_unit_in_steps(
+        sample_db,
+        contract_id=contract_id,
+        new_unit=AuthUnit.NUMBER,
+        login_number=SEED_CONTRACT,
+        passwords={SEED_CONTRACT: "k7m2p9q4z"},
+        now=core_now,
+        hasher=fast_hasher,
+    )
     with sample_db() as session:
         assert unit_of(session, SEED_CONTRACT) is AuthUnit.NUMBER
     for number in (SEED_CONTRACT, SEED_ADDITIONAL):
@@ -351,28 +352,28 @@ def test_unit_change_number_to_line_needs_every_password_and_keeps_the_login_one
     set_temporary(SEED_ADDITIONAL, "13572468", unit=AuthUnit.NUMBER, at=core_now)
     set_permanent(sample_db, fast_hasher, SEED_CONTRACT, "k7m2p9q4z", core_now)
     set_permanent(sample_db, fast_hasher, SEED_ADDITIONAL, "r5t8w2e6q", core_now)
-    with sample_db() as session, session.begin():
+    with sample_db() as session:
         contract_id = contract_id_of(session, SEED_CONTRACT)
-        with pytest.raises(UnitChangeError) as missing:
-            change_unit(
-                session,
-                contract_id=contract_id,
-                new_unit=AuthUnit.LINE,
-                login_number=SEED_ADDITIONAL,
-                passwords={SEED_ADDITIONAL: "r5t8w2e6q"},
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert missing.value.problems == {SEED_CONTRACT: "password_required"}
-        change_unit(
-            session,
+    with pytest.raises(UnitChangeError) as missing:
+        change_unit_in_steps(
+            sample_db,
             contract_id=contract_id,
             new_unit=AuthUnit.LINE,
             login_number=SEED_ADDITIONAL,
-            passwords={SEED_CONTRACT: "k7m2p9q4z", SEED_ADDITIONAL: "r5t8w2e6q"},
+            passwords={SEED_ADDITIONAL: "r5t8w2e6q"},
             now=core_now,
             hasher=fast_hasher,
         )
+    assert missing.value.problems == {SEED_CONTRACT: "password_required"}
+    change_unit_in_steps(
+        sample_db,
+        contract_id=contract_id,
+        new_unit=AuthUnit.LINE,
+        login_number=SEED_ADDITIONAL,
+        passwords={SEED_CONTRACT: "k7m2p9q4z", SEED_ADDITIONAL: "r5t8w2e6q"},
+        now=core_now,
+        hasher=fast_hasher,
+    )
     # line unit: log in with the contract number and the password the login used
     assert login(sample_db, fast_hasher, SEED_CONTRACT, "r5t8w2e6q", core_now).status == "ok"
     assert login(sample_db, fast_hasher, SEED_ADDITIONAL, "r5t8w2e6q", core_now).status == "wrong"
@@ -383,39 +384,39 @@ def test_admin_user_to_number_keeps_each_password_and_users_may_not_change_it(
 ) -> None:
     set_temporary(SEED_CONTRACT, "24681357", unit=AuthUnit.ADMIN_USER, at=core_now)
     set_temporary(SEED_ADDITIONAL, "13572468", unit=AuthUnit.ADMIN_USER, at=core_now)
-    with sample_db() as session, session.begin():
+    with sample_db() as session:
         contract_id = contract_id_of(session, SEED_CONTRACT)
-        with pytest.raises(UnitChangeError) as user:
-            change_unit(
-                session,
-                contract_id=contract_id,
-                new_unit=AuthUnit.NUMBER,
-                login_number=SEED_ADDITIONAL,
-                passwords={SEED_ADDITIONAL: "13572468"},
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert user.value.problems == {"*": "not_allowed"}
-        with pytest.raises(UnitChangeError) as same:
-            change_unit(
-                session,
-                contract_id=contract_id,
-                new_unit=AuthUnit.ADMIN_USER,
-                login_number=SEED_CONTRACT,
-                passwords={},
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert same.value.problems == {"*": "same_unit"}
-        change_unit(
-            session,
+    with pytest.raises(UnitChangeError) as user:
+        change_unit_in_steps(
+            sample_db,
             contract_id=contract_id,
             new_unit=AuthUnit.NUMBER,
-            login_number=SEED_CONTRACT,
-            passwords={SEED_CONTRACT: "24681357"},
+            login_number=SEED_ADDITIONAL,
+            passwords={SEED_ADDITIONAL: "13572468"},
             now=core_now,
             hasher=fast_hasher,
         )
+    assert user.value.problems == {"*": "not_allowed"}
+    with pytest.raises(UnitChangeError) as same:
+        change_unit_in_steps(
+            sample_db,
+            contract_id=contract_id,
+            new_unit=AuthUnit.ADMIN_USER,
+            login_number=SEED_CONTRACT,
+            passwords={},
+            now=core_now,
+            hasher=fast_hasher,
+        )
+    assert same.value.problems == {"*": "same_unit"}
+    change_unit_in_steps(
+        sample_db,
+        contract_id=contract_id,
+        new_unit=AuthUnit.NUMBER,
+        login_number=SEED_CONTRACT,
+        passwords={SEED_CONTRACT: "24681357"},
+        now=core_now,
+        hasher=fast_hasher,
+    )
     assert login(sample_db, fast_hasher, SEED_CONTRACT, "24681357", core_now).role == "number"
     assert login(sample_db, fast_hasher, SEED_ADDITIONAL, "13572468", core_now).role == "number"
 
