@@ -14,7 +14,7 @@ SQLite (writers serialised by ``BEGIN IMMEDIATE``) and on PostgreSQL (row locks)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -49,12 +49,14 @@ __all__ = [
     "AttemptTicket",
     "CurrentPasswordWrong",
     "LoginResult",
+    "PasswordChange",
     "PasswordRuleError",
     "UnitChangeError",
     "UnknownIdentity",
+    "apply_password_change",
     "authenticate",
-    "change_password",
-    "change_unit",
+    "change_password_in_steps",
+    "change_unit_in_steps",
     "check_attempt",
     "confirmation_id_violations",
     "confirmation_password_violations",
@@ -63,6 +65,7 @@ __all__ = [
     "log_in",
     "login_scope",
     "password_rule_violations",
+    "prepare_password_change",
     "reserve_attempt",
     "settle_attempt",
     "unit_change_password_numbers",
@@ -439,14 +442,8 @@ def log_in(
 
     A process that dies between 2 and 4 leaves the try counted as wrong (fail safe).
     """
-    from core.db import read_session_factory_for
-
     hasher = hasher or default_hasher()
-    try:
-        readers = read_session_factory_for(sessions)
-    except TypeError:  # bound to a connection, not an engine: read in a write session
-        readers = sessions
-    with readers() as session, session.begin():
+    with _readers(sessions)() as session, session.begin():
         view = _read_login(session, number, now, policy)
     if view.identity is None or view.credential is None:
         hasher.dummy_verify(password)
@@ -491,8 +488,100 @@ def credential_state_for(
     return credential_state(_fresh_credential(session, identity.phone.id), now, policy)
 
 
-def change_password(
+@dataclass(frozen=True)
+class PasswordChange:
+    """A new password checked against the rules and hashed (:func:`prepare_password_change`),
+    ready for :func:`apply_password_change`; holds no ORM object."""
+
+    phone_number_id: int
+    login_number: str
+    contract_id: int
+    new_hash: str = field(repr=False)
+    #: the credential generation the change was checked against (None: there was no credential)
+    generation: int | None
+
+
+@dataclass(frozen=True)
+class _PasswordTarget:
+    identity: Identity
+    credential: Credential | None
+    customer_numbers: list[str]
+
+
+def _password_target(session: Session, number: str) -> _PasswordTarget:
+    identity = identity_for(session, number)
+    if identity is None:
+        raise UnknownIdentity("no login identity for this number")
+    credential = _fresh_credential(session, identity.phone.id)
+    return _PasswordTarget(identity, credential, contract_number_list(session, identity.contract.id))
+
+
+def _prepared_change(target: _PasswordTarget, new_password: str, hasher: SecretHasher) -> PasswordChange:
+    """The rules (raises :class:`PasswordRuleError`) and the new hash. Slow: no transaction open."""
+    credential = target.credential
+    reasons = password_rule_violations(
+        new_password,
+        current_hash=credential.secret_hash if credential else None,
+        customer_numbers=target.customer_numbers,
+        verify=hasher.verify,
+    )
+    if reasons:
+        raise PasswordRuleError(reasons)
+    return PasswordChange(
+        phone_number_id=target.identity.phone.id,
+        login_number=target.identity.login_number,
+        contract_id=target.identity.contract.id,
+        new_hash=hasher.hash(new_password),
+        generation=credential.generation if credential else None,
+    )
+
+
+def prepare_password_change(
+    session: Session, *, number: str, new_password: str, hasher: SecretHasher | None = None
+) -> PasswordChange:
+    """Read the identity that logs in with ``number`` (raises :class:`UnknownIdentity`) in
+    ``session`` (a read-only one will do), check the new password against every rule (raises
+    :class:`PasswordRuleError` with every reason, none audited) and hash it. The rule "not the
+    current password" and the hash are argon2: call it with no write transaction open."""
+    return _prepared_change(_password_target(session, number), new_password, hasher or default_hasher())
+
+
+def apply_password_change(
     session: Session,
+    change: PasswordChange,
+    *,
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    channel: Channel | str = Channel.WEB,
+    same_generation: bool = False,
+) -> bool:
+    """Store a prepared change as the identity's permanent password (consumes a temporary one,
+    resets the failure count) and audit it; nothing here hashes. ``same_generation``: only if the
+    credential is still the one the change was checked against (returns False, nothing written,
+    when another password was set meanwhile); otherwise the change wins, as the admin's does."""
+    credential = _fresh_credential(session, change.phone_number_id)
+    if same_generation and (credential.generation if credential else None) != change.generation:
+        return False
+    previous = credential.kind if credential else None
+    if credential is None:
+        credential = Credential(phone_number_id=change.phone_number_id, generation=0)
+        session.add(credential)
+    credential.replace_secret(
+        kind=CredentialKind.PERMANENT,
+        secret_hash=change.new_hash,
+        set_at=now,
+        expires_at=permanent_expiry(now, policy),
+        channel=channel,
+    )
+    Audit(session, now, channel, change.login_number, change.contract_id).record(
+        AuditEventType.PASSWORD_CHANGED, "ok", f"from={previous or 'none'}"
+    )
+    session.flush()
+    return True
+
+
+def change_password_in_steps(
+    sessions: sessionmaker[Session],
     *,
     number: str,
     new_password: str,
@@ -502,69 +591,80 @@ def change_password(
     current_password: str | None = None,
     channel: Channel | str = Channel.WEB,
 ) -> None:
-    """Set the permanent password of the identity that logs in with ``number``.
+    """Set the permanent password of the identity that logs in with ``number``, with no lock held
+    across a hash (it owns its transactions, hence the session factory).
 
     Consumes a temporary password; resets the failure count; the new password may not break any
-    rule (raises :class:`PasswordRuleError` with every reason). With ``current_password`` the current
-    one is checked first, counting like a login (raises :class:`CurrentPasswordWrong`); without it
-    the caller has already authenticated (logged-in session, admin bulk change). Does NOT commit.
-    """
-    hasher = hasher or default_hasher()
-    identity = identity_for(session, number)
-    if identity is None:
-        raise UnknownIdentity("no login identity for this number")
-    contract = identity.contract
-    credential = _fresh_credential(session, identity.phone.id)
-    audit = _identity_audit(session, identity, now=now, channel=channel)
+    rule (raises :class:`PasswordRuleError` with every reason, audited). With ``current_password``
+    the current one is checked first, counting like a login (raises :class:`CurrentPasswordWrong`,
+    audited): as in :func:`log_in`, the try is reserved in a committed transaction, checked with
+    none open, and settled in the transaction that stores the new password (if the password was
+    changed meanwhile, ``CurrentPasswordWrong("wrong")`` and nothing is stored). Without it the
+    caller has already authenticated (logged-in session). Raises :class:`UnknownIdentity`.
 
+    Steps: a read-only session reads the identity; [reserve the try, commit; check]; check the rules
+    and hash the new password; one write transaction settles the try and stores (or audits the
+    refusal)."""
+    hasher = hasher or default_hasher()
+    with _readers(sessions)() as session, session.begin():
+        target = _password_target(session, number)
+    identity, credential = target.identity, target.credential
+    status = "ok"
+    ticket: AttemptTicket | None = None
     if current_password is not None:
-        status: str
+        state = credential_state(credential, now, policy) if credential else None
         if credential is None:
             hasher.dummy_verify(current_password)
             status = "wrong"
+        elif state is CredentialState.INVALIDATED:
+            status = "locked"
+        elif state is CredentialState.EXPIRED:
+            status = "expired"
         else:
-            state = credential_state(credential, now, policy)
-            if state is CredentialState.INVALIDATED:
+            with sessions() as session, session.begin():
+                ticket = reserve_attempt(session, credential=credential, policy=policy)
+            if ticket is None:
                 status = "locked"
-            elif state is CredentialState.EXPIRED:
-                status = "expired"
             else:
-                status, _ = _checked_verify(
-                    session,
-                    credential=credential,
-                    password=current_password,
-                    now=now,
-                    policy=policy,
-                    hasher=hasher,
-                )
+                ok, _rehash = check_attempt(ticket, current_password, hasher)  # replaced below anyway
+                status = "ok" if ok else "wrong"
+    change: PasswordChange | None = None
+    rules: PasswordRuleError | None = None
+    if status == "ok":
+        try:
+            change = _prepared_change(target, new_password, hasher)
+        except PasswordRuleError as exc:
+            rules = exc
+    with sessions() as session, session.begin():
+        audit = _identity_audit(session, identity, now=now, channel=channel)
+        if ticket is not None:
+            status, _ = settle_attempt(session, ticket, ok=status == "ok", now=now)
+        if (
+            status == "ok"
+            and change is not None
+            and not apply_password_change(
+                session, change, now=now, policy=policy, channel=channel, same_generation=ticket is not None
+            )
+        ):
+            status = "wrong"  # another password was set since the check: this one is no longer current
         if status != "ok":
             audit.record(AuditEventType.PASSWORD_CHANGED, f"current_{status}")
-            raise CurrentPasswordWrong(status)
-        credential = _fresh_credential(session, identity.phone.id)
+        elif rules is not None:
+            audit.record(AuditEventType.PASSWORD_CHANGED, "rejected", ",".join(rules.reasons))
+    if status != "ok":
+        raise CurrentPasswordWrong(status)
+    if rules is not None:
+        raise rules
 
-    reasons = password_rule_violations(
-        new_password,
-        current_hash=credential.secret_hash if credential else None,
-        customer_numbers=contract_number_list(session, contract.id),
-        verify=hasher.verify,
-    )
-    if reasons:
-        audit.record(AuditEventType.PASSWORD_CHANGED, "rejected", ",".join(reasons))
-        raise PasswordRuleError(reasons)
 
-    previous = credential.kind if credential else None
-    if credential is None:
-        credential = Credential(phone_number_id=identity.phone.id, generation=0)
-        session.add(credential)
-    credential.replace_secret(
-        kind=CredentialKind.PERMANENT,
-        secret_hash=hasher.hash(new_password),
-        set_at=now,
-        expires_at=permanent_expiry(now, policy),
-        channel=channel,
-    )
-    audit.record(AuditEventType.PASSWORD_CHANGED, "ok", f"from={previous or 'none'}")
-    session.flush()
+def _readers(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Read-only sessions on the same engine (the write factory itself if bound to a connection)."""
+    from core.db import read_session_factory_for
+
+    try:
+        return read_session_factory_for(sessions)
+    except TypeError:
+        return sessions
 
 
 def unit_change_password_numbers(
@@ -609,33 +709,21 @@ def _copy_credential(source: Credential, target_phone_id: int, session: Session,
     )
 
 
-def change_unit(
+def _unit_change_reservations(
     session: Session,
     *,
     contract_id: int,
     new_unit: AuthUnit,
-    login_number: str,
+    login: str,
     passwords: Mapping[str, str],
     now: datetime,
-    policy: PolicyLike = DEFAULT_POLICY,
-    hasher: SecretHasher | None = None,
-    channel: Channel | str = Channel.WEB,
-) -> None:
-    """Change the contract's authentication unit (seed 003 P14–P21).
-
-    ``passwords`` maps each number of :func:`unit_change_password_numbers` to its current password;
-    each is checked (counting like a login). Which password holds afterwards:
-    - line -> number or admin/user: the line password, for every number;
-    - number or admin/user -> line: the password the login used (the login number's);
-    - number <-> admin/user: each number keeps its own.
-    Raises :class:`UnitChangeError`; does NOT commit.
-    """
-    hasher = hasher or default_hasher()
-    new_unit = AuthUnit(new_unit)
+    policy: PolicyLike,
+) -> tuple[AuthUnit, dict[str, str], dict[str, AttemptTicket]]:
+    """Check the request (raises :class:`UnitChangeError` before any try is spent) and reserve one
+    try per password to check. Returns (old unit, problems so far, tickets by number)."""
     contract = session.get(Contract, contract_id)
     if contract is None:
         raise UnitChangeError({"*": "not_allowed"})
-    login = normalize_number(login_number)
     old_unit = contract.auth_unit
     if new_unit is old_unit:
         raise UnitChangeError({"*": "same_unit"})
@@ -644,22 +732,14 @@ def change_unit(
         raise UnitChangeError({"*": "not_allowed"})
     if old_unit is AuthUnit.ADMIN_USER and login != contract.contract_number:
         raise UnitChangeError({"*": "not_allowed"})  # a user may not change the contract's unit
-
     needed = unit_change_password_numbers(
         session, contract_id=contract_id, new_unit=new_unit, login_number=login, now=now, policy=policy
     )
-    given = {}
-    for raw, value in passwords.items():
-        try:
-            given[normalize_number(raw)] = value
-        except InvalidPhoneNumber:
-            continue
+    missing = {number: "password_required" for number in needed if number not in passwords}
+    if missing:
+        raise UnitChangeError(missing)
     problems: dict[str, str] = {}
-    for number in needed:
-        if number not in given:
-            problems[number] = "password_required"
-    if problems:
-        raise UnitChangeError(problems)
+    tickets: dict[str, AttemptTicket] = {}
     for number in needed:
         phone = number_row_on_contract(session, contract_id, number)
         assert phone is not None
@@ -667,25 +747,27 @@ def change_unit(
         state = credential_state(credential, now, policy)
         if credential is None or state is CredentialState.NONE:
             problems[number] = "wrong_password"
-            continue
-        if state is CredentialState.INVALIDATED:
+        elif state is CredentialState.INVALIDATED:
             problems[number] = "locked"
-            continue
-        if state is CredentialState.EXPIRED:
+        elif state is CredentialState.EXPIRED:
             problems[number] = "expired"
-            continue
-        status, _ = _checked_verify(
-            session, credential=credential, password=given[number], now=now, policy=policy, hasher=hasher
-        )
-        if status != "ok":
-            problems[number] = "wrong_password" if status == "wrong" else status
-    audit = Audit(session, now, channel, login, contract_id)
-    if problems:
-        audit.record(
-            AuditEventType.UNIT_CHANGED, "rejected", ",".join(f"{k}={v}" for k, v in problems.items())
-        )
-        raise UnitChangeError(problems)
+        else:
+            ticket = reserve_attempt(session, credential=credential, policy=policy)
+            if ticket is None:
+                problems[number] = "locked"
+            else:
+                tickets[number] = ticket
+    return old_unit, problems, tickets
 
+
+def _apply_unit_change(
+    session: Session, *, contract_id: int, old_unit: AuthUnit, new_unit: AuthUnit, login: str, now: datetime
+) -> bool:
+    """Copy the passwords the new unit needs and set it (False: the unit changed meanwhile)."""
+    contract = session.get(Contract, contract_id, populate_existing=True)
+    if contract is None or contract.auth_unit is not old_unit:
+        return False
+    numbers = contract_number_list(session, contract_id)
     contract_phone = number_row_on_contract(session, contract_id, contract.contract_number)
     login_phone = number_row_on_contract(session, contract_id, login)
     assert contract_phone is not None and login_phone is not None
@@ -702,8 +784,73 @@ def change_unit(
             _copy_credential(source, contract_phone.id, session, now)
     contract.auth_unit = new_unit
     contract.unit_changed_at = now
-    audit.record(AuditEventType.UNIT_CHANGED, "ok", f"{old_unit}->{new_unit}")
-    session.flush()
+    return True
+
+
+def change_unit_in_steps(
+    sessions: sessionmaker[Session],
+    *,
+    contract_id: int,
+    new_unit: AuthUnit,
+    login_number: str,
+    passwords: Mapping[str, str],
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    hasher: SecretHasher | None = None,
+    channel: Channel | str = Channel.WEB,
+) -> None:
+    """Change the contract's authentication unit (seed 003 P14–P21), with no lock across a hash.
+
+    ``passwords`` maps each number of :func:`unit_change_password_numbers` to its current password;
+    each is checked, counting like a login: a write transaction checks the request and reserves one
+    try per password (committed), the passwords are checked with no transaction open, and a second
+    transaction settles the tries and changes the unit (or audits the refusal). Which password holds
+    afterwards:
+    - line -> number or admin/user: the line password, for every number;
+    - number or admin/user -> line: the password the login used (the login number's);
+    - number <-> admin/user: each number keeps its own.
+    Raises :class:`UnitChangeError` (after committing the counted tries); nothing hashes here but
+    the checks, and the credentials are copied hash and all.
+    """
+    hasher = hasher or default_hasher()
+    new_unit = AuthUnit(new_unit)
+    login = normalize_number(login_number)
+    given = {}
+    for raw, value in passwords.items():
+        try:
+            given[normalize_number(raw)] = value
+        except InvalidPhoneNumber:
+            continue
+    with sessions() as session, session.begin():
+        old_unit, problems, tickets = _unit_change_reservations(
+            session,
+            contract_id=contract_id,
+            new_unit=new_unit,
+            login=login,
+            passwords=given,
+            now=now,
+            policy=policy,
+        )
+    checked = {number: check_attempt(ticket, given[number], hasher)[0] for number, ticket in tickets.items()}
+    with sessions() as session, session.begin():
+        for number, ticket in tickets.items():
+            status, _ = settle_attempt(session, ticket, ok=checked[number], now=now)
+            if status != "ok":
+                problems[number] = "wrong_password" if status == "wrong" else status
+        audit = Audit(session, now, channel, login, contract_id)
+        if not problems and not _apply_unit_change(
+            session, contract_id=contract_id, old_unit=old_unit, new_unit=new_unit, login=login, now=now
+        ):
+            problems["*"] = "not_allowed"  # the unit was changed meanwhile
+        if problems:
+            audit.record(
+                AuditEventType.UNIT_CHANGED, "rejected", ",".join(f"{k}={v}" for k, v in problems.items())
+            )
+        else:
+            audit.record(AuditEventType.UNIT_CHANGED, "ok", f"{old_unit}->{new_unit}")
+            session.flush()
+    if problems:
+        raise UnitChangeError(problems)
 
 
 def is_permanent_expired(credential: Credential, now: datetime, policy: PolicyLike = DEFAULT_POLICY) -> bool:

@@ -1,7 +1,10 @@
 """One-time passwords (two-step login), per login identity (seed 003 P8–P10, P22–P27).
 
-All synchronous, all argon2 (run in a thread from async code); the caller owns the session and
-commits. Statuses are plain strings so the web can map them to messages.
+Statuses are plain strings so the web can map them to messages. No database lock is ever held
+across a hash (``core.secrets``): new secrets are hashed before the transaction that stores them
+(``prepare_*``), and secrets are checked with no transaction open, between a transaction that reads
+(or reserves a try) and one that records the result. Functions taking a ``Session`` never hash;
+those taking a session factory (``*_in_steps``) own their transactions.
 
 Settings and state
     ``otp_state(session, *, number) -> OtpState``  status ``unchosen`` | ``off`` | ``pending`` | ``on``
@@ -9,29 +12,36 @@ Settings and state
     ``choose_otp(session, *, number, now)``   the customer wants it; status ``pending`` until registered
 
 Registration (仮登録 -> mailed link -> 本登録; link valid 24 h, single use, token stored hashed)
-    ``start_registration(session, *, number, mail_address, confirmation_id, confirmation_password,
-      now, policy=..., hasher=None) -> str``  the plain link token (≥128 bits random) to mail;
-      raises :class:`OtpInputError` (``problems``: field -> reason codes). A newer registration
+    ``prepare_registration(*, mail_address, confirmation_id, confirmation_password, hasher=None)``
+      checks the input (raises :class:`OtpInputError`, ``problems``: field -> reason codes) and
+      hashes; then ``start_registration(session, *, number, registration, now, ...) -> str`` stores
+      it and returns the plain link token (≥128 bits random) to mail. A newer registration
       supersedes older pending ones.
-    ``start_address_change(session, *, number, mail_address, now, ...) -> str``  same, keeping the
-      registered confirmation ID/password (check them first with ``check_confirmation``)
-    ``complete_registration(session, *, token, now, ...) -> LinkResult``  status ``ok`` | ``expired``
-      | ``used`` | ``unknown`` (superseded links are ``unknown``)
+    ``prepare_address_change(*, mail_address)`` + ``start_address_change(session, *, number,
+      registration, now, ...) -> str``  same, keeping the registered confirmation ID/password
+      (check them first)
+    ``complete_registration_in_steps(sessions, *, token, now, ...) -> LinkResult``  status ``ok`` |
+      ``expired`` | ``used`` | ``unknown`` (superseded links are ``unknown``)
 
 Login codes (6 digits, valid 300 s, single use, bound to the login attempt id the web chose)
-    ``issue_code(session, *, number, login_attempt_id, now, ...) -> IssuedCode(code, mail_address,
-      expires_at)``  sending again supersedes the previous code of that attempt; raises
-      :class:`OtpNotAvailable` (``reason``: ``not_registered``, ``attempt_closed``, ``too_many_codes``)
-    ``verify_code(session, *, number, login_attempt_id, code, now, ...) -> str``  ``ok`` | ``wrong`` |
-      ``expired`` | ``used`` | ``too_many`` | ``none``; ``otp_code_max_failures`` wrong codes (counted
-      atomically per attempt) void the attempt: the customer logs in again.
+    ``prepare_code(hasher)`` + ``issue_code(session, *, number, login_attempt_id, code, now, ...) ->
+      IssuedCode(code, mail_address, expires_at)``  sending again supersedes the previous code of
+      that attempt; raises :class:`OtpNotAvailable` (``reason``: ``not_registered``,
+      ``attempt_closed``, ``too_many_codes``)
+    ``verify_code_in_steps(sessions, *, number, login_attempt_id, code, now, ...) -> str``  ``ok`` |
+      ``wrong`` | ``expired`` | ``used`` | ``too_many`` | ``none``; ``otp_code_max_failures`` wrong
+      codes (reserved atomically per attempt before the check) void the attempt: the customer logs
+      in again. Its steps, for callers that count more in the same transactions (the web):
+      ``reserve_code_check`` (commit), ``code_matches`` (no transaction), ``settle_code_check``.
 
 Confirmation ID / password (needed to change the receiving address)
-    ``check_confirmation(session, *, number, confirmation_id, confirmation_password, now, ...) -> bool``
-    ``change_confirmation_id(session, *, number, current, new, now, ...) -> list[str]``
-    ``change_confirmation_password(session, *, number, current, new, now, ...) -> list[str]``
-      ``[]`` when changed; else ``current_wrong``, ``same_as_current`` or the rule codes of
-      ``core.password_rules``.
+    ``check_confirmation_in_steps(sessions, *, number, confirmation_id, confirmation_password, now,
+      ...) -> bool``; steps ``confirmation_hashes``, ``confirmation_matches``,
+      ``record_confirmation_check``
+    ``change_confirmation_id_in_steps`` / ``change_confirmation_password_in_steps(sessions, *,
+      number, current, new, now, ...) -> list[str]``  ``[]`` when changed; else ``current_wrong``,
+      ``same_as_current`` or the rule codes of ``core.password_rules``; steps
+      ``prepare_confirmation_change`` (checks and hashes), ``apply_confirmation_change``.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit import Audit
 from core.directory import find_number
@@ -205,16 +215,65 @@ def choose_otp(session: Session, *, number: str, now: datetime, channel: Channel
     session.flush()
 
 
+@dataclass(frozen=True)
+class NewRegistration:
+    """A checked registration input with its secrets already hashed (:func:`prepare_registration`,
+    :func:`prepare_address_change`): the link's secret and, for a registration, the confirmation
+    ID / password hashes."""
+
+    mail_address: str
+    secret: str = field(repr=False)
+    token_hash: str = field(repr=False)
+    confirmation_id_hash: str | None = field(default=None, repr=False)
+    confirmation_password_hash: str | None = field(default=None, repr=False)
+
+
+def prepare_registration(
+    *, mail_address: str, confirmation_id: str, confirmation_password: str, hasher: SecretHasher | None = None
+) -> NewRegistration:
+    """Check the input (raises :class:`OtpInputError`, ``problems``: field -> reason codes) and hash
+    the link secret and the confirmation ID / password. Slow: call it with no transaction open,
+    then pass the result to :func:`start_registration`."""
+    hasher = hasher or default_hasher()
+    problems: dict[str, list[str]] = {}
+    for name, found in (
+        ("mail_address", mail_address_problems(mail_address)),
+        ("confirmation_id", confirmation_id_violations(confirmation_id)),
+        ("confirmation_password", confirmation_password_violations(confirmation_password)),
+    ):
+        if found:
+            problems[name] = found
+    if problems:
+        raise OtpInputError(problems)
+    secret = _random.token_urlsafe(TOKEN_BYTES)
+    return NewRegistration(
+        mail_address=mail_address,
+        secret=secret,
+        token_hash=hasher.hash(secret),
+        confirmation_id_hash=hasher.hash(confirmation_id),
+        confirmation_password_hash=hasher.hash(confirmation_password),
+    )
+
+
+def prepare_address_change(*, mail_address: str, hasher: SecretHasher | None = None) -> NewRegistration:
+    """Check a new receiving address and hash its link secret (slow: no transaction open), for
+    :func:`start_address_change`."""
+    found = mail_address_problems(mail_address)
+    if found:
+        raise OtpInputError({"mail_address": found})
+    secret = _random.token_urlsafe(TOKEN_BYTES)
+    return NewRegistration(
+        mail_address=mail_address, secret=secret, token_hash=(hasher or default_hasher()).hash(secret)
+    )
+
+
 def _new_registration(
     session: Session,
     *,
     phone: PhoneNumber,
-    mail_address: str,
-    confirmation_id_hash: str | None,
-    confirmation_password_hash: str | None,
+    prepared: NewRegistration,
     now: datetime,
     policy: PolicyLike,
-    hasher: SecretHasher,
     channel: Channel | str,
 ) -> str:
     session.execute(
@@ -227,13 +286,12 @@ def _new_registration(
         .values(superseded_at=now)
         .execution_options(synchronize_session=False)
     )
-    secret = _random.token_urlsafe(TOKEN_BYTES)
     registration = OtpRegistration(
         phone_number_id=phone.id,
-        token_hash=hasher.hash(secret),
-        mail_address=mail_address,
-        confirmation_id_hash=confirmation_id_hash,
-        confirmation_password_hash=confirmation_password_hash,
+        token_hash=prepared.token_hash,
+        mail_address=prepared.mail_address,
+        confirmation_id_hash=prepared.confirmation_id_hash,
+        confirmation_password_hash=prepared.confirmation_password_hash,
         created_at=now,
         expires_at=now + timedelta(seconds=policy.registration_link_validity_seconds),
     )
@@ -242,56 +300,37 @@ def _new_registration(
     Audit.of_phone(session, phone, at=now, channel=channel).record(
         AuditEventType.OTP_REGISTRATION_STARTED,
         "ok",
-        "address_change" if confirmation_id_hash is None else "registration",
+        "address_change" if prepared.confirmation_id_hash is None else "registration",
     )
-    return f"{registration.id}.{secret}"
+    return f"{registration.id}.{prepared.secret}"
 
 
 def start_registration(
     session: Session,
     *,
     number: str,
-    mail_address: str,
-    confirmation_id: str,
-    confirmation_password: str,
+    registration: NewRegistration,
     now: datetime,
     policy: PolicyLike = DEFAULT_POLICY,
-    hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
     replace_registered: bool = False,
 ) -> str:
-    """Provisional registration; returns the link token to mail (only its hash is stored).
+    """Provisional registration of ``registration`` (from :func:`prepare_registration`; nothing
+    here hashes); returns the link token to mail (only its hash is stored).
 
     Only for a number without a registration: a registered number changes its address with
     :func:`start_address_change` and its confirmation ID/password with their own functions (which
     need the current ones); raises :class:`OtpNotAvailable` ``already_registered``. The admin's bulk
     settings (seed P27) pass ``replace_registered=True``."""
-    hasher = hasher or default_hasher()
-    problems: dict[str, list[str]] = {}
-    for name, found in (
-        ("mail_address", mail_address_problems(mail_address)),
-        ("confirmation_id", confirmation_id_violations(confirmation_id)),
-        ("confirmation_password", confirmation_password_violations(confirmation_password)),
-    ):
-        if found:
-            problems[name] = found
-    if problems:
-        raise OtpInputError(problems)
+    if registration.confirmation_id_hash is None or registration.confirmation_password_hash is None:
+        raise ValueError("a registration needs its confirmation ID and password (prepare_registration)")
     phone = _phone(session, number)
     settings = _settings(session, phone)
     if settings.confirmation_id_hash is not None and not replace_registered:
         raise OtpNotAvailable("already_registered")
     settings.usage = OtpUsage.USED
     return _new_registration(
-        session,
-        phone=phone,
-        mail_address=mail_address,
-        confirmation_id_hash=hasher.hash(confirmation_id),
-        confirmation_password_hash=hasher.hash(confirmation_password),
-        now=now,
-        policy=policy,
-        hasher=hasher,
-        channel=channel,
+        session, phone=phone, prepared=registration, now=now, policy=policy, channel=channel
     )
 
 
@@ -299,36 +338,33 @@ def start_address_change(
     session: Session,
     *,
     number: str,
-    mail_address: str,
+    registration: NewRegistration,
     now: datetime,
     policy: PolicyLike = DEFAULT_POLICY,
-    hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
 ) -> str:
-    """A new receiving address for a registered identity; the same link procedure applies."""
-    hasher = hasher or default_hasher()
-    found = mail_address_problems(mail_address)
-    if found:
-        raise OtpInputError({"mail_address": found})
+    """A new receiving address (from :func:`prepare_address_change`) for a registered identity;
+    the same link procedure applies; the registered confirmation ID/password stay."""
+    if registration.confirmation_id_hash is not None or registration.confirmation_password_hash is not None:
+        raise ValueError("an address change keeps the confirmation ID and password (prepare_address_change)")
     phone = _phone(session, number)
     settings = _settings(session, phone)
     if settings.confirmation_id_hash is None:
         raise OtpNotAvailable("not_registered")
     return _new_registration(
-        session,
-        phone=phone,
-        mail_address=mail_address,
-        confirmation_id_hash=None,
-        confirmation_password_hash=None,
-        now=now,
-        policy=policy,
-        hasher=hasher,
-        channel=channel,
+        session, phone=phone, prepared=registration, now=now, policy=policy, channel=channel
     )
 
 
-def complete_registration(
-    session: Session,
+def _link_registration_id(token: str) -> tuple[int | None, str]:
+    registration_id, _, secret = (token or "").partition(".")
+    if registration_id.isdigit() and len(registration_id) < 18 and secret:
+        return int(registration_id), secret
+    return None, secret
+
+
+def complete_registration_in_steps(
+    sessions: sessionmaker[Session],
     *,
     token: str,
     now: datetime,
@@ -336,53 +372,79 @@ def complete_registration(
     hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
 ) -> LinkResult:
-    """Open the mailed link: valid 24 h (``now < created + 24 h``), once."""
+    """Open the mailed link: valid 24 h (``now < created + 24 h``), once.
+
+    The link's hash is read in a read-only session and checked with no transaction open; a short
+    write transaction then claims the registration (single use: a conditional UPDATE on the hash
+    that was checked) and stores its settings."""
     hasher = hasher or default_hasher()
-    registration_id, _, secret = (token or "").partition(".")
-    registration = (
-        session.get(OtpRegistration, int(registration_id), populate_existing=True)
-        if registration_id.isdigit() and len(registration_id) < 18 and secret
-        else None
-    )
-    if registration is None or not hasher.verify(registration.token_hash, secret):
-        if registration is None:
-            hasher.dummy_verify(secret)
+    registration_id, secret = _link_registration_id(token)
+    token_hash: str | None = None
+    if registration_id is not None:
+        with _readers(sessions)() as session, session.begin():
+            token_hash = session.scalar(
+                select(OtpRegistration.token_hash).where(OtpRegistration.id == registration_id)
+            )
+    if token_hash is None:
+        hasher.dummy_verify(secret)
         return LinkResult("unknown")
-    phone = session.get(PhoneNumber, registration.phone_number_id)
-    assert phone is not None
-    if registration.superseded_at is not None:
-        return LinkResult("unknown", number=phone.number)
-    if registration.consumed_at is not None:
-        return LinkResult("used", number=phone.number)
-    if not is_within(registration.created_at, now, policy.registration_link_validity_seconds):
-        return LinkResult("expired", number=phone.number)
-    claimed = session.execute(
-        update(OtpRegistration)
-        .where(
-            OtpRegistration.id == registration.id,
-            OtpRegistration.consumed_at.is_(None),
-            OtpRegistration.superseded_at.is_(None),
-        )
-        .values(consumed_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    if claimed != 1:
-        return LinkResult("used", number=phone.number)
-    settings = _settings(session, phone)
-    settings.mail_address = registration.mail_address
-    if registration.confirmation_id_hash is not None:
-        settings.confirmation_id_hash = registration.confirmation_id_hash
-    if registration.confirmation_password_hash is not None:
-        settings.confirmation_password_hash = registration.confirmation_password_hash
-    settings.registered_at = now
-    settings.usage = OtpUsage.USED
-    Audit.of_phone(session, phone, at=now, channel=channel).record(AuditEventType.OTP_REGISTERED, "ok")
-    session.flush()
-    return LinkResult("ok", number=phone.number, mail_address=registration.mail_address)
+    if not hasher.verify(token_hash, secret):
+        return LinkResult("unknown")
+    with sessions() as session, session.begin():
+        registration = session.get(OtpRegistration, registration_id, populate_existing=True)
+        if registration is None or registration.token_hash != token_hash:
+            return LinkResult("unknown")
+        phone = session.get(PhoneNumber, registration.phone_number_id)
+        assert phone is not None
+        if registration.superseded_at is not None:
+            return LinkResult("unknown", number=phone.number)
+        if registration.consumed_at is not None:
+            return LinkResult("used", number=phone.number)
+        if not is_within(registration.created_at, now, policy.registration_link_validity_seconds):
+            return LinkResult("expired", number=phone.number)
+        claimed = session.execute(
+            update(OtpRegistration)
+            .where(
+                OtpRegistration.id == registration.id,
+                OtpRegistration.token_hash == token_hash,
+                OtpRegistration.consumed_at.is_(None),
+                OtpRegistration.superseded_at.is_(None),
+            )
+            .values(consumed_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if claimed != 1:
+            return LinkResult("used", number=phone.number)
+        settings = _settings(session, phone)
+        settings.mail_address = registration.mail_address
+        if registration.confirmation_id_hash is not None:
+            settings.confirmation_id_hash = registration.confirmation_id_hash
+        if registration.confirmation_password_hash is not None:
+            settings.confirmation_password_hash = registration.confirmation_password_hash
+        settings.registered_at = now
+        settings.usage = OtpUsage.USED
+        Audit.of_phone(session, phone, at=now, channel=channel).record(AuditEventType.OTP_REGISTERED, "ok")
+        session.flush()
+        return LinkResult("ok", number=phone.number, mail_address=registration.mail_address)
 
 
 def _attempt(session: Session, attempt_id: str) -> OtpLoginAttempt | None:
     return session.get(OtpLoginAttempt, attempt_id, populate_existing=True)
+
+
+@dataclass(frozen=True)
+class NewCode:
+    """A fresh one-time code and its hash, made by :func:`prepare_code` before any transaction."""
+
+    code: str = field(repr=False)
+    code_hash: str = field(repr=False)
+
+
+def prepare_code(hasher: SecretHasher | None = None) -> NewCode:
+    """A new 6-digit code and its argon2 hash. Slow: call it with no transaction open, then pass
+    it to :func:`issue_code`."""
+    code = f"{_random.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+    return NewCode(code=code, code_hash=(hasher or default_hasher()).hash(code))
 
 
 def issue_code(
@@ -390,13 +452,13 @@ def issue_code(
     *,
     number: str,
     login_attempt_id: str,
+    code: NewCode,
     now: datetime,
     policy: PolicyLike = DEFAULT_POLICY,
-    hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
 ) -> IssuedCode:
-    """A new code for this login attempt (supersedes the attempt's earlier codes). Mail it."""
-    hasher = hasher or default_hasher()
+    """Store ``code`` (from :func:`prepare_code`) as this login attempt's code, superseding the
+    attempt's earlier codes; nothing here hashes. Mail it."""
     if not login_attempt_id or len(login_attempt_id) > 64:
         raise OtpNotAvailable("attempt_closed")
     phone = _phone(session, number)
@@ -427,39 +489,48 @@ def issue_code(
         .values(superseded_at=now)
         .execution_options(synchronize_session=False)
     )
-    code = f"{_random.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     expires_at = now + timedelta(seconds=policy.otp_code_validity_seconds)
     session.add(
-        OtpCode(attempt_id=attempt.id, code_hash=hasher.hash(code), created_at=now, expires_at=expires_at)
+        OtpCode(attempt_id=attempt.id, code_hash=code.code_hash, created_at=now, expires_at=expires_at)
     )
     Audit.of_phone(session, phone, at=now, channel=channel).record(
         AuditEventType.OTP_CODE_ISSUED, "ok", f"n={len(issued) + 1}"
     )
     session.flush()
-    return IssuedCode(code=code, mail_address=settings.mail_address, expires_at=expires_at)
+    return IssuedCode(code=code.code, mail_address=settings.mail_address, expires_at=expires_at)
 
 
-def verify_code(
+@dataclass(frozen=True)
+class CodeTicket:
+    """A reserved code check (the try is already counted), for :func:`code_matches` and
+    :func:`settle_code_check`; holds no ORM object."""
+
+    attempt_id: str
+    code_id: int
+    code_hash: str = field(repr=False)
+    phone_number_id: int
+    limit: int
+    reserved: int  # the failure count this try holds (1..limit)
+
+
+def reserve_code_check(
     session: Session,
     *,
     number: str,
     login_attempt_id: str,
-    code: str,
     now: datetime,
     policy: PolicyLike = DEFAULT_POLICY,
-    hasher: SecretHasher | None = None,
-    channel: Channel | str = Channel.WEB,
-) -> str:
-    """``ok`` | ``wrong`` | ``expired`` | ``used`` | ``too_many`` | ``none`` (no code for this attempt)."""
-    hasher = hasher or default_hasher()
+) -> CodeTicket | str:
+    """Count one try of the attempt's latest code before it is checked (one ``UPDATE …
+    RETURNING``, so ``otp_code_max_failures`` stays exact under concurrent tries), or answer
+    without spending one: ``none`` (no such attempt or code; spend a dummy check's time),
+    ``too_many``, ``used``, ``expired``. Commit before :func:`code_matches`."""
     row = find_number(session, number)
     attempt = (
         _attempt(session, login_attempt_id) if login_attempt_id and len(login_attempt_id) <= 64 else None
     )
     if row is None or attempt is None or attempt.phone_number_id != row.id:
-        hasher.dummy_verify(code)
         return "none"
-    audit = Audit.of_phone(session, row, at=now, channel=channel)
     if attempt.voided_at is not None:
         return "too_many"
     if attempt.completed_at is not None:
@@ -485,44 +556,164 @@ def verify_code(
         OtpLoginAttempt.completed_at.is_(None),
         limit=limit,
     )
+    session.expire(attempt)
     if reserved is None:
         return "too_many"
+    return CodeTicket(attempt.id, latest.id, latest.code_hash, row.id, limit, reserved)
+
+
+def code_matches(ticket: CodeTicket | None, code: str, hasher: SecretHasher | None = None) -> bool:
+    """The argon2 check of a reserved try (``None``: a dummy check, same time). Slow: run it with
+    no transaction open."""
+    hasher = hasher or default_hasher()
     cleaned = (code or "").strip()
-    if cleaned.isascii() and cleaned.isdigit() and hasher.verify(latest.code_hash, cleaned):
+    if ticket is None:
+        hasher.dummy_verify(cleaned)
+        return False
+    return cleaned.isascii() and cleaned.isdigit() and hasher.verify(ticket.code_hash, cleaned)
+
+
+def settle_code_check(
+    session: Session, ticket: CodeTicket, *, ok: bool, now: datetime, channel: Channel | str = Channel.WEB
+) -> str:
+    """Record a checked try: ``ok`` (the code consumed, the attempt completed, the try given back),
+    ``used`` (a concurrent try consumed it first), ``too_many`` (the last try was wrong: the
+    attempt is void; or a concurrent try voided it first) or ``wrong``."""
+    phone = session.get(PhoneNumber, ticket.phone_number_id)
+    assert phone is not None
+    audit = Audit.of_phone(session, phone, at=now, channel=channel)
+    if ok:
+        completed = session.execute(
+            update(OtpLoginAttempt)
+            .where(
+                OtpLoginAttempt.id == ticket.attempt_id,
+                OtpLoginAttempt.voided_at.is_(None),
+                OtpLoginAttempt.completed_at.is_(None),
+            )
+            .values(completed_at=now, failures=OtpLoginAttempt.failures - 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if completed != 1:
+            voided = session.scalar(
+                select(OtpLoginAttempt.voided_at).where(OtpLoginAttempt.id == ticket.attempt_id)
+            )
+            return "too_many" if voided is not None else "used"
         consumed = session.execute(
             update(OtpCode)
-            .where(OtpCode.id == latest.id, OtpCode.consumed_at.is_(None))
+            .where(OtpCode.id == ticket.code_id, OtpCode.consumed_at.is_(None))
             .values(consumed_at=now)
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
-        if consumed != 1:
+        if consumed != 1:  # cannot happen while the attempt was open; keep the code single use
             return "used"
-        session.execute(
-            update(OtpLoginAttempt)
-            .where(OtpLoginAttempt.id == attempt.id)
-            .values(completed_at=now, failures=OtpLoginAttempt.failures - 1)
-            .execution_options(synchronize_session=False)
-        )
         audit.record(AuditEventType.OTP_CODE_ACCEPTED, "ok")
-        session.expire(attempt)
         return "ok"
-    if reserved >= limit:
+    if ticket.reserved >= ticket.limit:
         session.execute(
             update(OtpLoginAttempt)
-            .where(OtpLoginAttempt.id == attempt.id, OtpLoginAttempt.voided_at.is_(None))
+            .where(OtpLoginAttempt.id == ticket.attempt_id, OtpLoginAttempt.voided_at.is_(None))
             .values(voided_at=now)
             .execution_options(synchronize_session=False)
         )
         audit.record(AuditEventType.OTP_ATTEMPT_VOIDED, "too_many")
-        session.expire(attempt)
         return "too_many"
-    audit.record(AuditEventType.OTP_CODE_REJECTED, "wrong", f"remaining={limit - reserved}")
-    session.expire(attempt)
+    audit.record(AuditEventType.OTP_CODE_REJECTED, "wrong", f"remaining={ticket.limit - ticket.reserved}")
     return "wrong"
 
 
-def check_confirmation(
+def verify_code_in_steps(
+    sessions: sessionmaker[Session],
+    *,
+    number: str,
+    login_attempt_id: str,
+    code: str,
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    hasher: SecretHasher | None = None,
+    channel: Channel | str = Channel.WEB,
+) -> str:
+    """``ok`` | ``wrong`` | ``expired`` | ``used`` | ``too_many`` | ``none`` (no code for this
+    attempt), with no lock held across the hash: a write transaction reserves the try
+    (:func:`reserve_code_check`) and commits, the code is checked with none open
+    (:func:`code_matches`), a second one records the result (:func:`settle_code_check`). A process
+    that dies in between leaves the try counted as wrong (fail safe)."""
+    with sessions() as session, session.begin():
+        ticket = reserve_code_check(
+            session, number=number, login_attempt_id=login_attempt_id, now=now, policy=policy
+        )
+    if isinstance(ticket, str):
+        if ticket == "none":
+            code_matches(None, code, hasher)
+        return ticket
+    ok = code_matches(ticket, code, hasher)
+    with sessions() as session, session.begin():
+        return settle_code_check(session, ticket, ok=ok, now=now, channel=channel)
+
+
+@dataclass(frozen=True)
+class ConfirmationHashes:
+    """The stored confirmation ID / password hashes of a number's identity (None: not set)."""
+
+    phone_number_id: int
+    id_hash: str | None = field(repr=False)
+    password_hash: str | None = field(repr=False)
+
+
+def confirmation_hashes(session: Session, *, number: str) -> ConfirmationHashes:
+    """Read the hashes to check against (raises :class:`UnknownNumber`); nothing is checked here."""
+    phone = _phone(session, number)
+    settings = session.scalars(
+        select(OtpSettings).where(OtpSettings.phone_number_id == phone.id)
+    ).one_or_none()
+    return ConfirmationHashes(
+        phone.id,
+        settings.confirmation_id_hash if settings else None,
+        settings.confirmation_password_hash if settings else None,
+    )
+
+
+def confirmation_matches(
+    hashes: ConfirmationHashes,
+    *,
+    confirmation_id: str,
+    confirmation_password: str,
+    hasher: SecretHasher | None = None,
+) -> bool:
+    """Both the confirmation ID and password match (both are always checked: same timing). Slow:
+    run it with no transaction open."""
+    hasher = hasher or default_hasher()
+    id_ok = hasher.verify(hashes.id_hash or "", confirmation_id)
+    password_ok = hasher.verify(hashes.password_hash or "", confirmation_password)
+    return id_ok and password_ok
+
+
+def record_confirmation_check(
     session: Session,
+    hashes: ConfirmationHashes,
+    *,
+    ok: bool,
+    now: datetime,
+    channel: Channel | str = Channel.WEB,
+) -> None:
+    phone = session.get(PhoneNumber, hashes.phone_number_id)
+    assert phone is not None
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.OTP_CONFIRMATION_CHECKED, "ok" if ok else "wrong"
+    )
+
+
+def _readers(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Read-only sessions on the same engine (the write factory itself if bound to a connection)."""
+    from core.db import read_session_factory_for
+
+    try:
+        return read_session_factory_for(sessions)
+    except TypeError:
+        return sessions
+
+
+def check_confirmation_in_steps(
+    sessions: sessionmaker[Session],
     *,
     number: str,
     confirmation_id: str,
@@ -531,25 +722,84 @@ def check_confirmation(
     hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
 ) -> bool:
-    """Both the confirmation ID and password match (both are always checked: same timing)."""
-    hasher = hasher or default_hasher()
-    phone = _phone(session, number)
-    settings = session.scalars(
-        select(OtpSettings).where(OtpSettings.phone_number_id == phone.id)
-    ).one_or_none()
-    id_hash = settings.confirmation_id_hash if settings else None
-    password_hash = settings.confirmation_password_hash if settings else None
-    id_ok = hasher.verify(id_hash or "", confirmation_id)
-    password_ok = hasher.verify(password_hash or "", confirmation_password)
-    ok = id_ok and password_ok
-    Audit.of_phone(session, phone, at=now, channel=channel).record(
-        AuditEventType.OTP_CONFIRMATION_CHECKED, "ok" if ok else "wrong"
+    """Both the confirmation ID and password match: the hashes are read in a read-only session,
+    checked with no transaction open, and the check is audited in a short write transaction.
+    (The count of wrong checks is the web's, see ``web_stub.core_backend``.)"""
+    with _readers(sessions)() as session, session.begin():
+        hashes = confirmation_hashes(session, number=number)
+    ok = confirmation_matches(
+        hashes, confirmation_id=confirmation_id, confirmation_password=confirmation_password, hasher=hasher
     )
+    with sessions() as session, session.begin():
+        record_confirmation_check(session, hashes, ok=ok, now=now, channel=channel)
     return ok
 
 
-def _change_confirmation(
-    session: Session,
+@dataclass(frozen=True)
+class ConfirmationChange:
+    """A checked change of the confirmation ID or password (:func:`prepare_confirmation_change`):
+    ``reasons`` empty means the new value is hashed and may be stored."""
+
+    hashes: ConfirmationHashes
+    which: str  # "id" | "password"
+    reasons: list[str]
+    new_hash: str | None = field(default=None, repr=False)
+
+    @property
+    def stored_hash(self) -> str | None:
+        return self.hashes.id_hash if self.which == "id" else self.hashes.password_hash
+
+
+def prepare_confirmation_change(
+    hashes: ConfirmationHashes, *, which: str, current: str, new: str, hasher: SecretHasher | None = None
+) -> ConfirmationChange:
+    """Check ``current``, the rules and ``new`` against the stored value, and hash ``new``. Slow:
+    run it with no transaction open, then store it with :func:`apply_confirmation_change`."""
+    hasher = hasher or default_hasher()
+    stored = hashes.id_hash if which == "id" else hashes.password_hash
+    if not hasher.verify(stored or "", current):
+        reasons = ["current_wrong"]
+    else:
+        rules = confirmation_id_violations if which == "id" else confirmation_password_violations
+        reasons = rules(new)
+        if not reasons and hasher.verify(stored or "", new):
+            reasons = ["same_as_current"]
+    return ConfirmationChange(hashes, which, reasons, None if reasons else hasher.hash(new))
+
+
+def apply_confirmation_change(
+    session: Session, change: ConfirmationChange, *, now: datetime, channel: Channel | str = Channel.WEB
+) -> list[str]:
+    """Store a prepared change, only over the value it was checked against (a concurrent change
+    makes this one ``current_wrong``), and audit it. Returns the reasons (``[]``: changed)."""
+    reasons = list(change.reasons)
+    column = (
+        OtpSettings.confirmation_id_hash if change.which == "id" else OtpSettings.confirmation_password_hash
+    )
+    if not reasons:
+        stored = change.stored_hash
+        assert stored is not None and change.new_hash is not None
+        changed = session.execute(
+            update(OtpSettings)
+            .where(OtpSettings.phone_number_id == change.hashes.phone_number_id, column == stored)
+            .values({column: change.new_hash})
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if changed != 1:
+            reasons = ["current_wrong"]
+    phone = session.get(PhoneNumber, change.hashes.phone_number_id)
+    assert phone is not None
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.OTP_CONFIRMATION_CHANGED,
+        "ok" if not reasons else "rejected",
+        f"{change.which} " + ",".join(reasons),
+    )
+    session.flush()
+    return reasons
+
+
+def _change_confirmation_in_steps(
+    sessions: sessionmaker[Session],
     *,
     number: str,
     current: str,
@@ -559,34 +809,15 @@ def _change_confirmation(
     channel: Channel | str,
     which: str,
 ) -> list[str]:
-    hasher = hasher or default_hasher()
-    phone = _phone(session, number)
-    settings = session.scalars(
-        select(OtpSettings).where(OtpSettings.phone_number_id == phone.id)
-    ).one_or_none()
-    attribute = f"confirmation_{which}_hash"
-    stored = getattr(settings, attribute) if settings else None
-    if not hasher.verify(stored or "", current):
-        reasons = ["current_wrong"]
-    else:
-        rules = confirmation_id_violations if which == "id" else confirmation_password_violations
-        reasons = rules(new)
-        if not reasons and hasher.verify(stored or "", new):
-            reasons = ["same_as_current"]
-    if not reasons:
-        assert settings is not None
-        setattr(settings, attribute, hasher.hash(new))
-    Audit.of_phone(session, phone, at=now, channel=channel).record(
-        AuditEventType.OTP_CONFIRMATION_CHANGED,
-        "ok" if not reasons else "rejected",
-        f"{which} " + ",".join(reasons),
-    )
-    session.flush()
-    return reasons
+    with _readers(sessions)() as session, session.begin():
+        hashes = confirmation_hashes(session, number=number)
+    change = prepare_confirmation_change(hashes, which=which, current=current, new=new, hasher=hasher)
+    with sessions() as session, session.begin():
+        return apply_confirmation_change(session, change, now=now, channel=channel)
 
 
-def change_confirmation_id(
-    session: Session,
+def change_confirmation_id_in_steps(
+    sessions: sessionmaker[Session],
     *,
     number: str,
     current: str,
@@ -595,13 +826,15 @@ def change_confirmation_id(
     hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
 ) -> list[str]:
-    return _change_confirmation(
-        session, number=number, current=current, new=new, now=now, hasher=hasher, channel=channel, which="id"
+    """``[]`` when changed; else ``current_wrong``, ``same_as_current`` or the rule codes. The
+    checks and the new hash run with no transaction open."""
+    return _change_confirmation_in_steps(
+        sessions, number=number, current=current, new=new, now=now, hasher=hasher, channel=channel, which="id"
     )
 
 
-def change_confirmation_password(
-    session: Session,
+def change_confirmation_password_in_steps(
+    sessions: sessionmaker[Session],
     *,
     number: str,
     current: str,
@@ -610,8 +843,9 @@ def change_confirmation_password(
     hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
 ) -> list[str]:
-    return _change_confirmation(
-        session,
+    """As :func:`change_confirmation_id_in_steps`, for the confirmation password."""
+    return _change_confirmation_in_steps(
+        sessions,
         number=number,
         current=current,
         new=new,

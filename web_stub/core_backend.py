@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import auth, limits, otp, throttle, web_sessions
-from core.db import make_engine, make_session_factory
+from core.db import make_engine, make_session_factory, read_session_factory_for
 from core.enums import AuthUnit, CredentialState
 from core.models import PhoneNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
@@ -171,22 +171,21 @@ class CoreBackend:
     def change_password(
         self, *, number: str, current_password: str, new_password: str, now: datetime
     ) -> list[str]:
-        with self._tx() as session:
-            try:
-                auth.change_password(
-                    session,
-                    number=number,
-                    new_password=new_password,
-                    current_password=current_password,
-                    now=now,
-                    policy=self._policy,
-                )
-            except auth.CurrentPasswordWrong as exc:
-                return {"wrong": ["current_wrong"], "expired": ["temporary_expired"]}.get(
-                    exc.status, ["locked"]
-                )
-            except auth.PasswordRuleError as exc:
-                return list(exc.reasons)
+        """No lock across a hash: the current password's try is reserved and committed, then both
+        passwords are checked and the new one hashed, then one transaction stores (core.auth)."""
+        try:
+            auth.change_password_in_steps(
+                self._sessions,
+                number=number,
+                new_password=new_password,
+                current_password=current_password,
+                now=now,
+                policy=self._policy,
+            )
+        except auth.CurrentPasswordWrong as exc:
+            return {"wrong": ["current_wrong"], "expired": ["temporary_expired"]}.get(exc.status, ["locked"])
+        except auth.PasswordRuleError as exc:
+            return list(exc.reasons)
         return []
 
     def scope(self, *, contract_id: int, unit: str, number: str) -> list[NumberServices]:
@@ -220,19 +219,18 @@ class CoreBackend:
     def change_unit(
         self, *, contract_id: int, new_unit: str, login_number: str, passwords: dict[str, str], now: datetime
     ) -> dict[str, str]:
-        with self._tx() as session:
-            try:
-                auth.change_unit(
-                    session,
-                    contract_id=contract_id,
-                    new_unit=AuthUnit(new_unit),
-                    login_number=login_number,
-                    passwords=passwords,
-                    now=now,
-                    policy=self._policy,
-                )
-            except auth.UnitChangeError as exc:
-                return dict(exc.problems)  # the transaction commits: the tries were counted
+        try:  # no lock across a hash: tries reserved and committed, checked, then settled
+            auth.change_unit_in_steps(
+                self._sessions,
+                contract_id=contract_id,
+                new_unit=AuthUnit(new_unit),
+                login_number=login_number,
+                passwords=passwords,
+                now=now,
+                policy=self._policy,
+            )
+        except auth.UnitChangeError as exc:
+            return dict(exc.problems)  # the tries were counted and committed
         return {}
 
     def password_marks(self, *, numbers: list[str], now: datetime) -> dict[str, bool]:
@@ -244,23 +242,25 @@ class CoreBackend:
             }
 
     def bulk_change_passwords(self, *, rows: list[tuple[str, str]], now: datetime) -> dict[int, list[str]]:
+        """All or nothing. Every row is checked and hashed first (a read-only session, no write
+        transaction open), then one transaction stores them all."""
         problems: dict[int, list[str]] = {}
-        with self._sessions() as session:
-            session.begin()
+        changes: list[auth.PasswordChange] = []
+        with read_session_factory_for(self._sessions)() as session, session.begin():
             for index, (number, password) in enumerate(rows):
                 try:
-                    with session.begin_nested():
-                        auth.change_password(
-                            session, number=number, new_password=password, now=now, policy=self._policy
-                        )
+                    changes.append(
+                        auth.prepare_password_change(session, number=number, new_password=password)
+                    )
                 except auth.PasswordRuleError as exc:
                     problems[index] = list(exc.reasons)
                 except auth.UnknownIdentity:
                     problems[index] = ["not_in_scope"]
-            if problems:
-                session.rollback()
-            else:
-                session.commit()
+        if problems:
+            return problems
+        with self._tx() as session:
+            for change in changes:
+                auth.apply_password_change(session, change, now=now, policy=self._policy)
         return problems
 
     def bulk_otp_settings(
@@ -268,9 +268,23 @@ class CoreBackend:
     ) -> tuple[dict[int, dict[str, list[str]]], dict[int, str]]:
         problems: dict[int, dict[str, list[str]]] = {}
         tokens: dict[int, str] = {}
+        prepared: dict[int, otp.NewRegistration] = {}
+        for index, (_number, use, mail, confirmation_id, confirmation_password) in enumerate(rows):
+            if not use:
+                continue
+            try:  # checked and hashed before the transaction: no lock is held across a hash
+                prepared[index] = otp.prepare_registration(
+                    mail_address=mail,
+                    confirmation_id=confirmation_id,
+                    confirmation_password=confirmation_password,
+                )
+            except otp.OtpInputError as exc:
+                problems[index] = exc.problems
         with self._sessions() as session:
             session.begin()
-            for index, (number, use, mail, confirmation_id, confirmation_password) in enumerate(rows):
+            for index, (number, use, *_) in enumerate(rows):
+                if index in problems:
+                    continue
                 try:
                     with session.begin_nested():
                         if not use:
@@ -279,15 +293,11 @@ class CoreBackend:
                         tokens[index] = otp.start_registration(
                             session,
                             number=number,
-                            mail_address=mail,
-                            confirmation_id=confirmation_id,
-                            confirmation_password=confirmation_password,
+                            registration=prepared[index],
                             now=now,
                             policy=self._policy,
                             replace_registered=True,  # the admin's bulk settings (seed P27)
                         )
-                except otp.OtpInputError as exc:
-                    problems[index] = exc.problems
                 except otp.UnknownNumber:
                     problems[index] = {"number": ["unknown"]}
             if problems:
@@ -330,15 +340,14 @@ class CoreBackend:
         now: datetime,
     ) -> str:
         try:
+            registration = otp.prepare_registration(  # hashed before the transaction
+                mail_address=email,
+                confirmation_id=confirmation_id,
+                confirmation_password=confirmation_password,
+            )
             with self._tx() as session:
                 return otp.start_registration(
-                    session,
-                    number=number,
-                    mail_address=email,
-                    confirmation_id=confirmation_id,
-                    confirmation_password=confirmation_password,
-                    now=now,
-                    policy=self._policy,
+                    session, number=number, registration=registration, now=now, policy=self._policy
                 )
         except otp.OtpInputError as exc:
             raise InputRefused(exc.problems) from None
@@ -347,9 +356,10 @@ class CoreBackend:
 
     def otp_change_address(self, *, number: str, email: str, now: datetime) -> str:
         try:
+            registration = otp.prepare_address_change(mail_address=email)  # hashed before the transaction
             with self._tx() as session:
                 return otp.start_address_change(
-                    session, number=number, mail_address=email, now=now, policy=self._policy
+                    session, number=number, registration=registration, now=now, policy=self._policy
                 )
         except otp.OtpInputError as exc:
             raise InputRefused(exc.problems) from None
@@ -357,18 +367,23 @@ class CoreBackend:
             raise InputRefused({"mail_address": [exc.reason]}) from None
 
     def otp_confirm_link(self, *, token: str, now: datetime) -> LinkOutcome:
-        with self._tx() as session:
-            result = otp.complete_registration(session, token=token, now=now, policy=self._policy)
+        result = otp.complete_registration_in_steps(self._sessions, token=token, now=now, policy=self._policy)
         return LinkOutcome(cast(LinkStatus, result.status), result.number)
 
     def otp_issue_code(self, *, number: str, login_attempt_id: str, now: datetime) -> IssuedCode:
+        new_code = otp.prepare_code()  # hashed before the transaction
         try:
             with self._tx() as session:
                 mail = limits.take_code_mail(session, number=number, now=now, budget=self._mail_budget)
                 if not mail.allowed:
                     raise CodeUnavailable("too_many_mails", mail.retry_after_seconds)
                 issued = otp.issue_code(
-                    session, number=number, login_attempt_id=login_attempt_id, now=now, policy=self._policy
+                    session,
+                    number=number,
+                    login_attempt_id=login_attempt_id,
+                    code=new_code,
+                    now=now,
+                    policy=self._policy,
                 )
         except otp.OtpNotAvailable as exc:
             raise CodeUnavailable(exc.reason) from None
@@ -388,29 +403,39 @@ class CoreBackend:
                 )
 
     def otp_verify_code(self, *, number: str, login_attempt_id: str, code: str, now: datetime) -> CodeStatus:
+        """Both counts (the attempt's wrong codes, the number's wrong codes across attempts) are
+        taken and the try reserved in one transaction, committed before the code is checked; the
+        result is recorded in a second one (no lock is held across the hash)."""
         with self._tx() as session:
             taken = limits.take_code_check(session, number=number, now=now, budget=self._code_budget)
             if not taken.allowed:
                 limits.invalidate_password(session, number=number, now=now, reason="otp_codes")
                 return "invalidated"
-            status = otp.verify_code(
-                session,
-                number=number,
-                login_attempt_id=login_attempt_id,
-                code=code,
-                now=now,
-                policy=self._policy,
+            ticket = otp.reserve_code_check(
+                session, number=number, login_attempt_id=login_attempt_id, now=now, policy=self._policy
             )
-            if status not in ("wrong", "too_many"):
-                throttle.give_back(
-                    session,
-                    scope=limits.OTP_CODE_SCOPE,
-                    key=limits.credential_key(session, number),
-                    taken=taken,
-                )
-            elif taken.count >= self._code_budget.limit:
-                limits.invalidate_password(session, number=number, now=now, reason="otp_codes")
-                return "invalidated"
+            if isinstance(ticket, str):  # no try spent
+                status = self._settle_code_count(session, number=number, now=now, taken=taken, status=ticket)
+        if isinstance(ticket, str):
+            if ticket == "none":
+                otp.code_matches(None, code)  # a dummy check (committed first): same time as a real one
+            return status
+        ok = otp.code_matches(ticket, code)
+        with self._tx() as session:
+            result = otp.settle_code_check(session, ticket, ok=ok, now=now)
+            return self._settle_code_count(session, number=number, now=now, taken=taken, status=result)
+
+    def _settle_code_count(
+        self, session: Session, *, number: str, now: datetime, taken: throttle.Taken, status: str
+    ) -> CodeStatus:
+        """Give the number's count back unless the code was wrong; at the limit, invalidate."""
+        if status not in ("wrong", "too_many"):
+            throttle.give_back(
+                session, scope=limits.OTP_CODE_SCOPE, key=limits.credential_key(session, number), taken=taken
+            )
+        elif taken.count >= self._code_budget.limit:
+            limits.invalidate_password(session, number=number, now=now, reason="otp_codes")
+            return "invalidated"
         return cast(CodeStatus, status)
 
     def otp_settings_locked(self, *, number: str) -> bool:
@@ -445,17 +470,18 @@ class CoreBackend:
     def otp_check_confirmation(
         self, *, number: str, confirmation_id: str, confirmation_password: str, now: datetime
     ) -> ConfirmationStatus:
+        """The try is counted and committed before the check, which runs with no transaction open;
+        a second transaction records it (the 5-failure lock stays exact under concurrency)."""
         with self._tx() as session:
             taken = self._counted_confirmation(session, number=number, now=now)
             if taken is None:
                 return "locked"
-            ok = otp.check_confirmation(
-                session,
-                number=number,
-                confirmation_id=confirmation_id,
-                confirmation_password=confirmation_password,
-                now=now,
-            )
+            hashes = otp.confirmation_hashes(session, number=number)
+        ok = otp.confirmation_matches(
+            hashes, confirmation_id=confirmation_id, confirmation_password=confirmation_password
+        )
+        with self._tx() as session:
+            otp.record_confirmation_check(session, hashes, ok=ok, now=now)
             if self._settle_confirmation(session, number=number, now=now, taken=taken, wrong=not ok):
                 return "locked"
             return "ok" if ok else "wrong"
@@ -463,12 +489,15 @@ class CoreBackend:
     def _change_confirmation(
         self, which: str, *, number: str, current: str, new: str, now: datetime
     ) -> list[str]:
-        change = otp.change_confirmation_id if which == "id" else otp.change_confirmation_password
         with self._tx() as session:
             taken = self._counted_confirmation(session, number=number, now=now)
             if taken is None:
                 return ["locked"]
-            reasons = change(session, number=number, current=current, new=new, now=now)
+            hashes = otp.confirmation_hashes(session, number=number)
+        # the current value checked and the new one hashed with no transaction open
+        change = otp.prepare_confirmation_change(hashes, which=which, current=current, new=new)
+        with self._tx() as session:
+            reasons = otp.apply_confirmation_change(session, change, now=now)
             wrong = "current_wrong" in reasons
             if self._settle_confirmation(session, number=number, now=now, taken=taken, wrong=wrong):
                 return ["locked"]

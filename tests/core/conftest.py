@@ -39,6 +39,11 @@ def unit_of(session: Session, number: str) -> AuthUnit:
     return contract.auth_unit
 
 
+@pytest.fixture(autouse=True)
+def _no_hash_in_write_transaction(no_hash_in_write_transaction: None) -> None:
+    """Every core test runs with the strict hash guard (unless marked ``hash_in_transaction``)."""
+
+
 SetTemporary = Callable[..., None]
 
 
@@ -47,13 +52,14 @@ def set_temporary(sample_db: sessionmaker[Session], fast_hasher: SecretHasher) -
     """``set_temporary(number, digits, unit=AuthUnit.NUMBER, at=now)``, as the phone line does."""
 
     def apply(number: str, digits: str, *, unit: AuthUnit = AuthUnit.NUMBER, at: datetime) -> None:
+        password_hash = fast_hasher.hash(digits)  # hashed first, as the phone line does
         with sample_db() as session, session.begin():
             set_temporary_password(
                 session,
                 contract_id=contract_id_of(session, number),
                 unit=unit,
                 target_number=number,
-                password_hash=fast_hasher.hash(digits),
+                password_hash=password_hash,
                 now=at,
             )
 

@@ -16,8 +16,8 @@ from core.auth import (
     UnitChangeError,
     UnknownIdentity,
     authenticate,
-    change_password,
-    change_unit,
+    change_password_in_steps,
+    change_unit_in_steps,
     credential_state_for,
     log_in,
     login_scope,
@@ -35,6 +35,7 @@ from tests.core.conftest import (
     credential_of,
     unit_of,
 )
+from tests.fixtures.db import hashing_in_write_transaction_allowed
 
 Sessions = sessionmaker[Session]
 
@@ -83,15 +84,14 @@ def login(
     if _LOGIN_MODE["mode"] == "in_steps":
         with strict_hash_guard():
             return log_in(sessions, **attempt)
-    with sessions() as session, session.begin():
+    with hashing_in_write_transaction_allowed(), sessions() as session, session.begin():
         return authenticate(session, **attempt)
 
 
 def set_permanent(
     sessions: Sessions, hasher: SecretHasher, number: str, password: str, now: datetime
 ) -> None:
-    with sessions() as session, session.begin():
-        change_password(session, number=number, new_password=password, now=now, hasher=hasher)
+    change_password_in_steps(sessions, number=number, new_password=password, now=now, hasher=hasher)
 
 
 def test_temporary_login_forces_a_change(
@@ -249,9 +249,9 @@ def test_change_password_consumes_the_temporary_and_checks_rules(
     sample_db: Sessions, fast_hasher: SecretHasher, set_temporary: SetTemporary, core_now: datetime
 ) -> None:
     set_temporary(SEED_ADDITIONAL, "24681357", at=core_now)
-    with sample_db() as session, session.begin(), pytest.raises(PasswordRuleError) as info:
-        change_password(
-            session, number=SEED_ADDITIONAL, new_password="a0300001111", now=core_now, hasher=fast_hasher
+    with pytest.raises(PasswordRuleError) as info:
+        change_password_in_steps(
+            sample_db, number=SEED_ADDITIONAL, new_password="a0300001111", now=core_now, hasher=fast_hasher
         )
     assert "contains_phone_number" in info.value.reasons
     assert "a0300001111" not in str(info.value)
@@ -260,9 +260,9 @@ def test_change_password_consumes_the_temporary_and_checks_rules(
     result = login(sample_db, fast_hasher, SEED_ADDITIONAL, "k7m2p9q4z", core_now)
     assert result.status == "ok" and not result.must_change_password
     assert result.credential_kind is CredentialKind.PERMANENT
-    with sample_db() as session, session.begin(), pytest.raises(PasswordRuleError) as same:
-        change_password(
-            session, number=SEED_ADDITIONAL, new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
+    with pytest.raises(PasswordRuleError) as same:
+        change_password_in_steps(
+            sample_db, number=SEED_ADDITIONAL, new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
         )
     assert same.value.reasons == ["same_as_current"]
 
@@ -272,38 +272,36 @@ def test_change_password_with_current_password_counts_failures(
 ) -> None:
     set_temporary(SEED_ADDITIONAL, "24681357", at=core_now)
     set_permanent(sample_db, fast_hasher, SEED_ADDITIONAL, "k7m2p9q4z", core_now)
-    with sample_db() as session, session.begin():
-        with pytest.raises(CurrentPasswordWrong) as info:
-            change_password(
-                session,
-                number=SEED_ADDITIONAL,
-                new_password="r5t8w2e6q",
-                current_password="nope1234",
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert info.value.status == "wrong"
-    with sample_db() as session:
-        credential = credential_of(session, SEED_ADDITIONAL)
-        assert credential is not None and credential.failures == 1
-    with sample_db() as session, session.begin():
-        change_password(
-            session,
+    with pytest.raises(CurrentPasswordWrong) as info:
+        change_password_in_steps(
+            sample_db,
             number=SEED_ADDITIONAL,
             new_password="r5t8w2e6q",
-            current_password="k7m2p9q4z",
+            current_password="nope1234",
             now=core_now,
             hasher=fast_hasher,
         )
+    assert info.value.status == "wrong"
+    with sample_db() as session:
+        credential = credential_of(session, SEED_ADDITIONAL)
+        assert credential is not None and credential.failures == 1
+    change_password_in_steps(
+        sample_db,
+        number=SEED_ADDITIONAL,
+        new_password="r5t8w2e6q",
+        current_password="k7m2p9q4z",
+        now=core_now,
+        hasher=fast_hasher,
+    )
     assert login(sample_db, fast_hasher, SEED_ADDITIONAL, "r5t8w2e6q", core_now).status == "ok"
 
 
 def test_change_password_for_an_unknown_identity(
     sample_db: Sessions, fast_hasher: SecretHasher, core_now: datetime
 ) -> None:
-    with sample_db() as session, pytest.raises(UnknownIdentity):
-        change_password(
-            session, number="0399999999", new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
+    with pytest.raises(UnknownIdentity):
+        change_password_in_steps(
+            sample_db, number="0399999999", new_password="k7m2p9q4z", now=core_now, hasher=fast_hasher
         )
 
 
@@ -312,7 +310,7 @@ def test_unit_change_line_to_number_copies_the_line_password(
 ) -> None:
     set_temporary(SEED_CONTRACT, "24681357", unit=AuthUnit.LINE, at=core_now)
     set_permanent(sample_db, fast_hasher, SEED_CONTRACT, "k7m2p9q4z", core_now)
-    with sample_db() as session, session.begin():
+    with sample_db() as session:
         contract_id = contract_id_of(session, SEED_CONTRACT)
         assert unit_change_password_numbers(
             session,
@@ -321,26 +319,26 @@ def test_unit_change_line_to_number_copies_the_line_password(
             login_number=SEED_CONTRACT,
             now=core_now,
         ) == [SEED_CONTRACT]
-        with pytest.raises(UnitChangeError) as wrong:
-            change_unit(
-                session,
-                contract_id=contract_id,
-                new_unit=AuthUnit.NUMBER,
-                login_number=SEED_CONTRACT,
-                passwords={SEED_CONTRACT: "nope1234"},
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert wrong.value.problems == {SEED_CONTRACT: "wrong_password"}
-        change_unit(
-            session,
+    with pytest.raises(UnitChangeError) as wrong:
+        change_unit_in_steps(
+            sample_db,
             contract_id=contract_id,
             new_unit=AuthUnit.NUMBER,
             login_number=SEED_CONTRACT,
-            passwords={SEED_CONTRACT: "k7m2p9q4z"},
+            passwords={SEED_CONTRACT: "nope1234"},
             now=core_now,
             hasher=fast_hasher,
         )
+    assert wrong.value.problems == {SEED_CONTRACT: "wrong_password"}
+    change_unit_in_steps(
+        sample_db,
+        contract_id=contract_id,
+        new_unit=AuthUnit.NUMBER,
+        login_number=SEED_CONTRACT,
+        passwords={SEED_CONTRACT: "k7m2p9q4z"},
+        now=core_now,
+        hasher=fast_hasher,
+    )
     with sample_db() as session:
         assert unit_of(session, SEED_CONTRACT) is AuthUnit.NUMBER
     for number in (SEED_CONTRACT, SEED_ADDITIONAL):
@@ -354,28 +352,28 @@ def test_unit_change_number_to_line_needs_every_password_and_keeps_the_login_one
     set_temporary(SEED_ADDITIONAL, "13572468", unit=AuthUnit.NUMBER, at=core_now)
     set_permanent(sample_db, fast_hasher, SEED_CONTRACT, "k7m2p9q4z", core_now)
     set_permanent(sample_db, fast_hasher, SEED_ADDITIONAL, "r5t8w2e6q", core_now)
-    with sample_db() as session, session.begin():
+    with sample_db() as session:
         contract_id = contract_id_of(session, SEED_CONTRACT)
-        with pytest.raises(UnitChangeError) as missing:
-            change_unit(
-                session,
-                contract_id=contract_id,
-                new_unit=AuthUnit.LINE,
-                login_number=SEED_ADDITIONAL,
-                passwords={SEED_ADDITIONAL: "r5t8w2e6q"},
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert missing.value.problems == {SEED_CONTRACT: "password_required"}
-        change_unit(
-            session,
+    with pytest.raises(UnitChangeError) as missing:
+        change_unit_in_steps(
+            sample_db,
             contract_id=contract_id,
             new_unit=AuthUnit.LINE,
             login_number=SEED_ADDITIONAL,
-            passwords={SEED_CONTRACT: "k7m2p9q4z", SEED_ADDITIONAL: "r5t8w2e6q"},
+            passwords={SEED_ADDITIONAL: "r5t8w2e6q"},
             now=core_now,
             hasher=fast_hasher,
         )
+    assert missing.value.problems == {SEED_CONTRACT: "password_required"}
+    change_unit_in_steps(
+        sample_db,
+        contract_id=contract_id,
+        new_unit=AuthUnit.LINE,
+        login_number=SEED_ADDITIONAL,
+        passwords={SEED_CONTRACT: "k7m2p9q4z", SEED_ADDITIONAL: "r5t8w2e6q"},
+        now=core_now,
+        hasher=fast_hasher,
+    )
     # line unit: log in with the contract number and the password the login used
     assert login(sample_db, fast_hasher, SEED_CONTRACT, "r5t8w2e6q", core_now).status == "ok"
     assert login(sample_db, fast_hasher, SEED_ADDITIONAL, "r5t8w2e6q", core_now).status == "wrong"
@@ -386,39 +384,39 @@ def test_admin_user_to_number_keeps_each_password_and_users_may_not_change_it(
 ) -> None:
     set_temporary(SEED_CONTRACT, "24681357", unit=AuthUnit.ADMIN_USER, at=core_now)
     set_temporary(SEED_ADDITIONAL, "13572468", unit=AuthUnit.ADMIN_USER, at=core_now)
-    with sample_db() as session, session.begin():
+    with sample_db() as session:
         contract_id = contract_id_of(session, SEED_CONTRACT)
-        with pytest.raises(UnitChangeError) as user:
-            change_unit(
-                session,
-                contract_id=contract_id,
-                new_unit=AuthUnit.NUMBER,
-                login_number=SEED_ADDITIONAL,
-                passwords={SEED_ADDITIONAL: "13572468"},
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert user.value.problems == {"*": "not_allowed"}
-        with pytest.raises(UnitChangeError) as same:
-            change_unit(
-                session,
-                contract_id=contract_id,
-                new_unit=AuthUnit.ADMIN_USER,
-                login_number=SEED_CONTRACT,
-                passwords={},
-                now=core_now,
-                hasher=fast_hasher,
-            )
-        assert same.value.problems == {"*": "same_unit"}
-        change_unit(
-            session,
+    with pytest.raises(UnitChangeError) as user:
+        change_unit_in_steps(
+            sample_db,
             contract_id=contract_id,
             new_unit=AuthUnit.NUMBER,
-            login_number=SEED_CONTRACT,
-            passwords={SEED_CONTRACT: "24681357"},
+            login_number=SEED_ADDITIONAL,
+            passwords={SEED_ADDITIONAL: "13572468"},
             now=core_now,
             hasher=fast_hasher,
         )
+    assert user.value.problems == {"*": "not_allowed"}
+    with pytest.raises(UnitChangeError) as same:
+        change_unit_in_steps(
+            sample_db,
+            contract_id=contract_id,
+            new_unit=AuthUnit.ADMIN_USER,
+            login_number=SEED_CONTRACT,
+            passwords={},
+            now=core_now,
+            hasher=fast_hasher,
+        )
+    assert same.value.problems == {"*": "same_unit"}
+    change_unit_in_steps(
+        sample_db,
+        contract_id=contract_id,
+        new_unit=AuthUnit.NUMBER,
+        login_number=SEED_CONTRACT,
+        passwords={SEED_CONTRACT: "24681357"},
+        now=core_now,
+        hasher=fast_hasher,
+    )
     assert login(sample_db, fast_hasher, SEED_CONTRACT, "24681357", core_now).role == "number"
     assert login(sample_db, fast_hasher, SEED_ADDITIONAL, "13572468", core_now).role == "number"
 

@@ -158,6 +158,7 @@ def test_writers_wait_for_each_other_and_the_wait_is_measured(sqlite_url: str, c
         other.dispose()
 
 
+@pytest.mark.hash_in_transaction  # on purpose, to see the guard refuse it
 def test_hashing_inside_a_write_transaction_is_refused_under_the_strict_guard(
     sqlite_url: str, core_now: datetime
 ) -> None:

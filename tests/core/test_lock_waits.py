@@ -216,6 +216,7 @@ def test_the_phone_line_does_not_wait_for_web_logins(storm: Storm) -> None:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.hash_in_transaction  # the control: the one-transaction login
 def test_the_wait_measurement_sees_a_lock_held_across_the_hash(storm: Storm) -> None:
     """Control: the one-transaction login holds SQLite's write lock across its check, and the
     instruments show it (what the assertions above would see on the old code)."""

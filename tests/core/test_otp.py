@@ -13,17 +13,20 @@ from core.models import AuditEvent, OtpCode, OtpSettings
 from core.otp import (
     OtpInputError,
     OtpNotAvailable,
-    change_confirmation_id,
-    change_confirmation_password,
-    check_confirmation,
+    change_confirmation_id_in_steps,
+    change_confirmation_password_in_steps,
+    check_confirmation_in_steps,
     choose_otp,
-    complete_registration,
+    complete_registration_in_steps,
     decline_otp,
     issue_code,
     otp_state,
+    prepare_address_change,
+    prepare_code,
+    prepare_registration,
     start_address_change,
     start_registration,
-    verify_code,
+    verify_code_in_steps,
 )
 from core.secrets import SecretHasher
 from tests.core.conftest import SEED_ADDITIONAL, SEED_CONTRACT
@@ -34,21 +37,26 @@ CID, CPW = "abc12345", "baiyo4qx"
 
 
 def register(sessions: Sessions, hasher: SecretHasher, now: datetime, number: str = SEED_ADDITIONAL) -> str:
+    registration = prepare_registration(
+        mail_address=MAIL, confirmation_id=CID, confirmation_password=CPW, hasher=hasher
+    )
     with sessions() as session, session.begin():
-        return start_registration(
-            session,
-            number=number,
-            mail_address=MAIL,
-            confirmation_id=CID,
-            confirmation_password=CPW,
-            now=now,
-            hasher=hasher,
-        )
+        return start_registration(session, number=number, registration=registration, now=now)
 
 
 def complete(sessions: Sessions, hasher: SecretHasher, token: str, now: datetime) -> str:
-    with sessions() as session, session.begin():
-        return complete_registration(session, token=token, now=now, hasher=hasher).status
+    return complete_registration_in_steps(sessions, token=token, now=now, hasher=hasher).status
+
+
+def confirm(sessions: Sessions, hasher: SecretHasher, now: datetime, cid: str = CID, cpw: str = CPW) -> bool:
+    return check_confirmation_in_steps(
+        sessions,
+        number=SEED_ADDITIONAL,
+        confirmation_id=cid,
+        confirmation_password=cpw,
+        now=now,
+        hasher=hasher,
+    )
 
 
 def state(sessions: Sessions, now: datetime, number: str = SEED_ADDITIONAL) -> str:
@@ -112,14 +120,11 @@ def test_registration_link_used_twice_superseded_or_forged(
 
 
 def test_registration_input_rules(sample_db: Sessions, fast_hasher: SecretHasher, core_now: datetime) -> None:
-    with sample_db() as session, pytest.raises(OtpInputError) as info:
-        start_registration(
-            session,
-            number=SEED_ADDITIONAL,
+    with pytest.raises(OtpInputError) as info:
+        prepare_registration(
             mail_address="not-an-address",
             confirmation_id="12345678",
             confirmation_password="abcdefgh",
-            now=core_now,
             hasher=fast_hasher,
         )
     assert info.value.problems == {
@@ -135,18 +140,18 @@ def _registered(sessions: Sessions, hasher: SecretHasher, now: datetime) -> None
 
 
 def issue(sessions: Sessions, hasher: SecretHasher, attempt: str, now: datetime) -> str:
+    new_code = prepare_code(hasher)
     with sessions() as session, session.begin():
-        issued = issue_code(session, number=SEED_ADDITIONAL, login_attempt_id=attempt, now=now, hasher=hasher)
+        issued = issue_code(session, number=SEED_ADDITIONAL, login_attempt_id=attempt, code=new_code, now=now)
         assert issued.mail_address == MAIL and issued.code not in repr(issued)
         assert len(issued.code) == 6 and issued.code.isdigit()
         return issued.code
 
 
 def check(sessions: Sessions, hasher: SecretHasher, attempt: str, code: str, now: datetime) -> str:
-    with sessions() as session, session.begin():
-        return verify_code(
-            session, number=SEED_ADDITIONAL, login_attempt_id=attempt, code=code, now=now, hasher=hasher
-        )
+    return verify_code_in_steps(
+        sessions, number=SEED_ADDITIONAL, login_attempt_id=attempt, code=code, now=now, hasher=hasher
+    )
 
 
 def other(code: str) -> str:
@@ -157,7 +162,13 @@ def test_code_needs_a_registered_address(
     sample_db: Sessions, fast_hasher: SecretHasher, core_now: datetime
 ) -> None:
     with sample_db() as session, pytest.raises(OtpNotAvailable) as info:
-        issue_code(session, number=SEED_ADDITIONAL, login_attempt_id="a1", now=core_now, hasher=fast_hasher)
+        issue_code(
+            session,
+            number=SEED_ADDITIONAL,
+            login_attempt_id="a1",
+            code=prepare_code(fast_hasher),
+            now=core_now,
+        )
     assert info.value.reason == "not_registered"
 
 
@@ -180,7 +191,11 @@ def test_code_single_use_and_bound_to_its_attempt(
     assert check(sample_db, fast_hasher, "attempt-1", code, core_now) == "used"
     with sample_db() as session, pytest.raises(OtpNotAvailable):
         issue_code(
-            session, number=SEED_ADDITIONAL, login_attempt_id="attempt-1", now=core_now, hasher=fast_hasher
+            session,
+            number=SEED_ADDITIONAL,
+            login_attempt_id="attempt-1",
+            code=prepare_code(fast_hasher),
+            now=core_now,
         )
     with sample_db() as session:
         stored = [c.code_hash for c in session.scalars(select(OtpCode))]
@@ -209,7 +224,11 @@ def test_third_wrong_code_voids_the_attempt(
     assert check(sample_db, fast_hasher, "attempt-1", code, core_now) == "too_many"
     with sample_db() as session, pytest.raises(OtpNotAvailable) as info:
         issue_code(
-            session, number=SEED_ADDITIONAL, login_attempt_id="attempt-1", now=core_now, hasher=fast_hasher
+            session,
+            number=SEED_ADDITIONAL,
+            login_attempt_id="attempt-1",
+            code=prepare_code(fast_hasher),
+            now=core_now,
         )
     assert info.value.reason == "attempt_closed"
     # a new login attempt starts afresh
@@ -223,94 +242,42 @@ def test_confirmation_and_address_change(
     sample_db: Sessions, fast_hasher: SecretHasher, core_now: datetime
 ) -> None:
     _registered(sample_db, fast_hasher, core_now)
+    assert confirm(sample_db, fast_hasher, core_now)
+    assert not confirm(sample_db, fast_hasher, core_now, cpw="wrong123")
+    registration = prepare_address_change(mail_address="hanako@example.jp", hasher=fast_hasher)
     with sample_db() as session, session.begin():
-        assert check_confirmation(
-            session,
-            number=SEED_ADDITIONAL,
-            confirmation_id=CID,
-            confirmation_password=CPW,
-            now=core_now,
-            hasher=fast_hasher,
-        )
-        assert not check_confirmation(
-            session,
-            number=SEED_ADDITIONAL,
-            confirmation_id=CID,
-            confirmation_password="wrong123",
-            now=core_now,
-            hasher=fast_hasher,
-        )
-        token = start_address_change(
-            session,
-            number=SEED_ADDITIONAL,
-            mail_address="hanako@example.jp",
-            now=core_now,
-            hasher=fast_hasher,
-        )
+        token = start_address_change(session, number=SEED_ADDITIONAL, registration=registration, now=core_now)
     with sample_db() as session:
         view = otp_state(session, number=SEED_ADDITIONAL, now=core_now)
         assert view.mail_address == MAIL and view.pending_mail_address == "hanako@example.jp"
     assert complete(sample_db, fast_hasher, token, core_now + timedelta(hours=1)) == "ok"
     with sample_db() as session, session.begin():
         assert otp_state(session, number=SEED_ADDITIONAL).mail_address == "hanako@example.jp"
-        # the confirmation ID/password carried over
-        assert check_confirmation(
-            session,
-            number=SEED_ADDITIONAL,
-            confirmation_id=CID,
-            confirmation_password=CPW,
-            now=core_now,
-            hasher=fast_hasher,
-        )
+    assert confirm(sample_db, fast_hasher, core_now)  # the confirmation ID/password carried over
 
 
 def test_change_confirmation_id_and_password(
     sample_db: Sessions, fast_hasher: SecretHasher, core_now: datetime
 ) -> None:
     _registered(sample_db, fast_hasher, core_now)
-    with sample_db() as session, session.begin():
-        assert change_confirmation_id(
-            session,
-            number=SEED_ADDITIONAL,
-            current="wrong123",
-            new="xyz98765",
-            now=core_now,
-            hasher=fast_hasher,
-        ) == ["current_wrong"]
-        assert change_confirmation_id(
-            session, number=SEED_ADDITIONAL, current=CID, new="ABCDEFGH", now=core_now, hasher=fast_hasher
-        ) == ["upper_only"]
-        assert change_confirmation_id(
-            session, number=SEED_ADDITIONAL, current=CID, new=CID, now=core_now, hasher=fast_hasher
-        ) == ["same_as_current"]
-        assert (
-            change_confirmation_id(
-                session, number=SEED_ADDITIONAL, current=CID, new="xyz98765", now=core_now, hasher=fast_hasher
-            )
-            == []
+
+    def change_id(current: str, new: str) -> list[str]:
+        return change_confirmation_id_in_steps(
+            sample_db, number=SEED_ADDITIONAL, current=current, new=new, now=core_now, hasher=fast_hasher
         )
-        assert change_confirmation_password(
-            session, number=SEED_ADDITIONAL, current=CPW, new="onlyletters", now=core_now, hasher=fast_hasher
-        ) == ["letters_and_digits"]
-        assert (
-            change_confirmation_password(
-                session,
-                number=SEED_ADDITIONAL,
-                current=CPW,
-                new="n3wpass99",
-                now=core_now,
-                hasher=fast_hasher,
-            )
-            == []
+
+    def change_password(current: str, new: str) -> list[str]:
+        return change_confirmation_password_in_steps(
+            sample_db, number=SEED_ADDITIONAL, current=current, new=new, now=core_now, hasher=fast_hasher
         )
-        assert check_confirmation(
-            session,
-            number=SEED_ADDITIONAL,
-            confirmation_id="xyz98765",
-            confirmation_password="n3wpass99",
-            now=core_now,
-            hasher=fast_hasher,
-        )
+
+    assert change_id("wrong123", "xyz98765") == ["current_wrong"]
+    assert change_id(CID, "ABCDEFGH") == ["upper_only"]
+    assert change_id(CID, CID) == ["same_as_current"]
+    assert change_id(CID, "xyz98765") == []
+    assert change_password(CPW, "onlyletters") == ["letters_and_digits"]
+    assert change_password(CPW, "n3wpass99") == []
+    assert confirm(sample_db, fast_hasher, core_now, "xyz98765", "n3wpass99")
     with sample_db() as session:
         details = " ".join(e.detail for e in session.scalars(select(AuditEvent)))
         for secret in (CID, CPW, "xyz98765", "n3wpass99"):

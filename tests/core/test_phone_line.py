@@ -86,6 +86,7 @@ def test_target_number_per_unit() -> None:
 def test_set_temporary_password_replaces_and_sets_the_unit(
     sample_db: Sessions, fast_hasher: SecretHasher, core_now: datetime
 ) -> None:
+    first = fast_hasher.hash("24681357")  # hashed before the transaction, as the phone line does
     with sample_db() as session, session.begin():
         line = lookup_caller_line(session, SEED_CONTRACT)
         assert line is not None
@@ -94,7 +95,7 @@ def test_set_temporary_password_replaces_and_sets_the_unit(
             contract_id=line.contract_id,
             unit=AuthUnit.NUMBER,
             target_number=SEED_ADDITIONAL,
-            password_hash=fast_hasher.hash("24681357"),
+            password_hash=first,
             now=core_now,
         )
     with sample_db() as session, session.begin():
@@ -106,23 +107,25 @@ def test_set_temporary_password_replaces_and_sets_the_unit(
         credential.invalidated_at = core_now
         assert unit_of(session, SEED_CONTRACT) is AuthUnit.NUMBER
     later = core_now + timedelta(hours=1)
+    second = fast_hasher.hash("97531864")
     with sample_db() as session, session.begin():
         set_temporary_password(
             session,
             contract_id=line.contract_id,
             unit=AuthUnit.ADMIN_USER,
             target_number=SEED_ADDITIONAL,
-            password_hash=fast_hasher.hash("97531864"),
+            password_hash=second,
             now=later,
         )
     with sample_db() as session:
         credential = credential_of(session, SEED_ADDITIONAL)
         assert credential is not None
         assert credential.failures == 0 and credential.invalidated_at is None
-        assert credential.set_at == later and fast_hasher.verify(credential.secret_hash, "97531864")
+        assert credential.set_at == later
         assert unit_of(session, SEED_CONTRACT) is AuthUnit.ADMIN_USER
         events = [(e.event, e.channel) for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
         assert ("temporary_set", "phone") in events and ("unit_changed", "phone") in events
+    assert fast_hasher.verify(credential.secret_hash, "97531864")  # checked with the session closed
 
 
 def test_set_temporary_password_refuses_other_numbers(

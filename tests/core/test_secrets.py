@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from argon2 import extract_parameters
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.auth import authenticate
+from core.auth import log_in
 from core.models import Credential
 from core.secrets import (
     FAST_TEST_PARAMETERS,
@@ -43,16 +43,15 @@ def test_production_parameters_meet_owasp_and_rehash_on_change(
         old_hash = old.secret_hash
     production = default_hasher()
     assert production.needs_rehash(old_hash)
-    with sample_db() as session, session.begin():
-        result = authenticate(session, number=SEED_CONTRACT, password="24681357", now=now, hasher=production)
-        assert result.status == "ok"
+    result = log_in(sample_db, number=SEED_CONTRACT, password="24681357", now=now, hasher=production)
+    assert result.status == "ok"
     with sample_db() as session:
         new = credential_of(session, SEED_CONTRACT)
         assert isinstance(new, Credential)
         assert new.secret_hash != old_hash
         assert not production.needs_rehash(new.secret_hash)
         assert extract_parameters(new.secret_hash).memory_cost == PRODUCTION_PARAMETERS.memory_cost_kib
-        assert production.verify(new.secret_hash, "24681357")
+    assert production.verify(new.secret_hash, "24681357")  # checked with the session closed
 
 
 def test_malformed_or_empty_hash_is_false_not_an_error() -> None:
