@@ -90,19 +90,29 @@ def lock_otp_settings(
     phone = _identity_phone(session, number)
     if phone is None:
         return
-    if session.get(NumberLock, (phone.id, OTP_SETTINGS_LOCK)) is None:
-        session.add(
-            NumberLock(
-                phone_number_id=phone.id,
-                kind=OTP_SETTINGS_LOCK,
-                locked_at=now,
-                credential_generation=_generation(session, phone),
-            )
-        )
-        Audit.of_phone(session, phone, at=now, channel=channel).record(
-            AuditEventType.LOCKED, "locked", "otp_settings confirmation_failures"
-        )
-        session.flush()
+    # One statement, so that concurrent last wrong tries cannot both insert (PostgreSQL raised a
+    # unique violation here): a lock left from before a phone reset is renewed, not kept stale.
+    values = {
+        "phone_number_id": phone.id,
+        "kind": OTP_SETTINGS_LOCK,
+        "locked_at": now,
+        "credential_generation": _generation(session, phone),
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+    statement = upsert(NumberLock).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["phone_number_id", "kind"],
+        set_={"locked_at": now, "credential_generation": values["credential_generation"]},
+    )
+    session.execute(statement)
+    Audit.of_phone(session, phone, at=now, channel=channel).record(
+        AuditEventType.LOCKED, "locked", "otp_settings confirmation_failures"
+    )
+    session.flush()
 
 
 def otp_settings_locked(session: Session, *, number: str) -> bool:
