@@ -140,8 +140,11 @@ class TemporaryPasswordCall:
                 caller_kind=self.channel.caller.kind.value,
                 service_number=report.service_number,
             )
-            record_started = await self._record_start()
+            # the start is written whatever happens to the call meanwhile, so that a shutdown
+            # cutting the call here finishes a record that exists (not one still being written)
+            record_start = asyncio.ensure_future(self._record_start())
             try:
+                record_started = await asyncio.shield(record_start)
                 if not record_started:
                     raise RuntimeError("call record could not be started")
                 report.outcome = await self._menu()
@@ -156,7 +159,7 @@ class TemporaryPasswordCall:
                 report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.SYSTEM_ERROR
                 self.log.warning("call_cut_by_shutdown", step=report.last_step.value)
                 report.ended_at = self.clock()
-                await asyncio.shield(self._record_finish())
+                await asyncio.shield(self._finish_record_after(record_start))
                 raise
             except Exception as exc:  # the caller must hear an apology, never dead air
                 report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.SYSTEM_ERROR
@@ -419,6 +422,10 @@ class TemporaryPasswordCall:
             self.log.error("call_record_start_failed", error_type=type(exc).__name__)
             return False
         return True
+
+    async def _finish_record_after(self, record_start: asyncio.Future[bool]) -> None:
+        if await record_start:
+            await self._record_finish()
 
     async def _record_finish(self) -> None:
         report = self.report

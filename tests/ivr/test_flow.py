@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -618,7 +619,12 @@ async def test_call_log_has_steps_and_never_a_password(
 
 
 class StuckChannel(FakeChannel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = asyncio.Event()
+
     async def collect_digits(self, prompts: Any, **kwargs: Any) -> Any:
+        self.waiting.set()
         await asyncio.sleep(3600)
 
 
@@ -627,12 +633,43 @@ async def test_shutdown_cutting_a_call_still_finishes_its_record(
 ) -> None:
     channel = StuckChannel([], call_id="cut.1")
     task = asyncio.create_task(temporary_password_call(channel, store=call_store, menu=menu_settings))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(channel.waiting.wait(), timeout=10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     record = record_of(voice_sessions, "cut.1")
     assert (record.outcome, record.last_step) == ("system_error", "unit")
+
+
+class SlowStartStore(SqlCallStore):
+    """A store whose call-record start is still being written when the shutdown comes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def start_call(self, **fields: Any) -> None:
+        self.started.set()
+        self.release.wait(10)
+        super().start_call(**fields)
+
+
+async def test_shutdown_while_the_record_starts_still_finishes_it(
+    call_store: SqlCallStore, menu_settings: MenuSettings, voice_sessions: sessionmaker[Session]
+) -> None:
+    store = SlowStartStore(call_store.sessions)
+    task = asyncio.create_task(
+        temporary_password_call(StuckChannel([], call_id="cut.2"), store=store, menu=menu_settings)
+    )
+    await asyncio.to_thread(store.started.wait, 10)
+    task.cancel()
+    await asyncio.sleep(0)  # the cancellation reaches the call while its start is still being written
+    store.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    record = record_of(voice_sessions, "cut.2")
+    assert record.outcome == "system_error"
 
 
 async def test_each_step_line_carries_its_duration(
