@@ -36,23 +36,9 @@ from tests.core.conftest import (
     unit_of,
 )
 from tests.fixtures.db import hashing_in_write_transaction_allowed
+from tests.support import CountingHasher
 
 Sessions = sessionmaker[Session]
-
-
-class CountingHasher(SecretHasher):
-    def __init__(self, base: SecretHasher) -> None:
-        super().__init__(base.parameters)
-        self.verifications = 0
-        self.dummies = 0
-
-    def verify(self, stored_hash: str, plain: str) -> bool:
-        self.verifications += 1
-        return super().verify(stored_hash, plain)
-
-    def dummy_verify(self, plain: str) -> None:
-        self.dummies += 1
-        super().dummy_verify(plain)
 
 
 _LOGIN_MODE = {"mode": "one_transaction"}

@@ -27,22 +27,9 @@ from core.policy import CredentialPolicy
 from core.secrets import SecretHasher
 from tests.core.conftest import SEED_ADDITIONAL, SetTemporary, credential_of
 from tests.fixtures.db import hashing_in_write_transaction_allowed
+from tests.support import CountingHasher
 
 ATTEMPTS = 50
-
-
-class CountingHasher(SecretHasher):
-    """Counts real password checks (not the dummy check of unknown numbers)."""
-
-    def __init__(self, base: SecretHasher) -> None:
-        super().__init__(base.parameters)
-        self._count_lock = threading.Lock()
-        self.checks = 0
-
-    def verify(self, stored_hash: str, plain: str) -> bool:
-        with self._count_lock:
-            self.checks += 1
-        return super().verify(stored_hash, plain)
 
 
 @pytest.fixture(params=["one_transaction", "in_steps"])

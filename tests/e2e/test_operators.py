@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
 
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, Wait, run_call
 from tests.fixtures.voice import PASSWORDS_USED, VoiceDaemon
+from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -24,11 +24,7 @@ def _count(daemon: VoiceDaemon, event: str, since: int = 0) -> int:
 
 
 def _wait_for(condition: Any, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
+    eventually(condition, within, interval=0.2)
 
 
 def _completed_call(caller_id: str) -> Caller:
@@ -77,8 +73,12 @@ def test_ivr_calls_shows_the_calls_with_filters(voice_daemon: VoiceDaemon) -> No
 
     assert run_call(Caller(None, steps=[ExpectHangup(within=40)])).hung_up_by == "remote"
     assert run_call(Caller("0300002222", steps=[Wait(1.0), SendDigits("1"), Wait(1.5), HangUp()])).answered
-    time.sleep(1.0)
-    everything = calls()
+
+    def both_recorded() -> list[dict[str, Any]] | None:
+        rows = calls()  # records are written off the call path
+        return rows if {"caller_id_withheld", "caller_hung_up"} <= {r["outcome"] for r in rows} else None
+
+    everything = eventually(both_recorded, 10, interval=0.2, what="both calls recorded")
     assert everything and all(row["status"] == "finished" for row in everything)
     outcomes = {row["outcome"] for row in everything}
     assert {"caller_id_withheld", "caller_hung_up"} <= outcomes

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from core.models import CallRecord, Credential, PhoneNumber
 from core.secrets import verify_secret
 from ivr.sipp import Caller, CallResult, ExpectHangup, HangUp, SendDigits, Wait, run_call, run_calls
 from tests.fixtures.voice import CONCURRENT_LINES, E2E_INTER_DIGIT_TIMEOUT, PASSWORDS_USED, VoiceDaemon
+from tests.support import eventually, finished
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -68,36 +68,26 @@ def place(voice_daemon: VoiceDaemon, lab: Any, e2e_sessions: sessionmaker[Sessio
         asterisk_offset = lab.log_offset()
         result = run_call(caller)
         assert result.error is None, result.error
-        calls: dict[str, list[dict[str, Any]]] = {}
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        played = lab.played_prompts(asterisk_offset)
+        if not expect_daemon_call:
+            return Heard(result, "", [], played, None)
+
+        def finished_calls() -> dict[str, list[dict[str, Any]]] | None:
             calls = {
                 call_id: events
                 for call_id, events in voice_daemon.calls(offset).items()
                 if any(e.get("event") == "call_started" for e in events)
             }
-            if not expect_daemon_call or (
-                calls and all(any(e.get("event") == "call_finished" for e in ev) for ev in calls.values())
-            ):
-                break
-            time.sleep(0.2)
-        played = lab.played_prompts(asterisk_offset)
-        if not expect_daemon_call:
-            return Heard(result, "", [], played, None)
+            done = calls and all(any(e.get("event") == "call_finished" for e in ev) for ev in calls.values())
+            return calls if done else None
+
+        calls = eventually(finished_calls, 10, interval=0.2, what="the daemon's call finished")
         assert len(calls) == 1, f"expected one call in the daemon log, got {list(calls)}: " + (
             voice_daemon.log_tail()
         )
         call_id, events = next(iter(calls.items()))
-        record = None
-        deadline = time.monotonic() + 5  # records are written by a batching writer, within 200 ms
-        while time.monotonic() < deadline:
-            with e2e_sessions() as session:
-                record = session.scalars(
-                    select(CallRecord).where(CallRecord.call_id == call_id)
-                ).one_or_none()
-            if record is not None and record.outcome is not None:
-                break
-            time.sleep(0.05)
+        # records are written by a batching writer, within 200 ms
+        record = eventually(lambda: finished(e2e_sessions, call_id), 5, interval=0.05, what="the call record")
         return Heard(result, call_id, events, played, record)
 
     yield _place
@@ -505,14 +495,13 @@ def test_20_concurrent_callers_on_different_lines_all_complete(
     results = run_calls(callers, rate=10, concurrency=20)
     assert [r.error for r in results] == [None] * 20
     assert all(r.hung_up_by == "remote" for r in results)
-    deadline = time.monotonic() + 15
-    finished: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        finished = [e for e in voice_daemon.events(offset) if e.get("event") == "call_finished"]
-        if len(finished) >= 20:
-            break
-        time.sleep(0.2)
-    assert sorted(e["outcome"] for e in finished) == ["completed"] * 20
+
+    def twenty_finished() -> list[dict[str, Any]] | None:
+        ended = [e for e in voice_daemon.events(offset) if e.get("event") == "call_finished"]
+        return ended if len(ended) >= 20 else None
+
+    ended = eventually(twenty_finished, 15, interval=0.2, what="20 calls finished")
+    assert sorted(e["outcome"] for e in ended) == ["completed"] * 20
     for number, password in passwords.items():
         found = credential(e2e_sessions, number)
         assert found is not None and verify_secret(found[0], password), number

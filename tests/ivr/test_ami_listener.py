@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import structlog
 from pydantic import SecretStr
 
 from ivr.ami.listener import AmiListener
 from ivr.settings import AmiSettings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import async_eventually, free_port
 
 
 class StandInAmi:
@@ -82,15 +76,6 @@ class StandInAmi:
             return
 
 
-async def wait_until(condition: object, within: float = 8.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 async def test_follows_channels_and_reconnects_after_a_restart() -> None:
     port = free_port()
     settings = AmiSettings(
@@ -114,7 +99,7 @@ async def test_follows_channels_and_reconnects_after_a_restart() -> None:
         await asyncio.sleep(1.2)
         assert listener.logins == 0
         await ami.start()
-        await wait_until(lambda: listener.connected.is_set())
+        await async_eventually(lambda: listener.connected.is_set())
         assert ami.logins[0]["username"] == "ivr-daemon" and ami.logins[0]["secret"] == "s3"
         assert set(listener.channels) == {"1.1"}  # rebuilt with CoreShowChannels
 
@@ -128,14 +113,14 @@ async def test_follows_channels_and_reconnects_after_a_restart() -> None:
         )
         await ami.send_event(Event="DTMFEnd", Uniqueid="1.2", Digit="4", Direction="Received")
         await ami.send_event(Event="Hangup", Uniqueid="1.1", Cause="16", **{"Cause-txt": "Normal Clearing"})
-        await wait_until(lambda: set(listener.channels) == {"1.2"})
+        await async_eventually(lambda: set(listener.channels) == {"1.2"})
 
         await ami.stop()  # Asterisk restarts
-        await wait_until(lambda: not listener.connected.is_set())
+        await async_eventually(lambda: not listener.connected.is_set())
         ami.live = []
         await asyncio.sleep(0.5)
         await ami.start()
-        await wait_until(lambda: listener.logins == 2 and listener.connected.is_set())
+        await async_eventually(lambda: listener.logins == 2 and listener.connected.is_set())
         assert listener.channels == {}
         await listener.stop()
         await ami.stop()

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-import time
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,6 +19,7 @@ from ivr.daemon.fake import FakeChannel
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import temporary_password_call
 from ivr.settings import MenuSettings, Settings
+from tests.support import eventually
 
 PASSWORD = "40719352"
 
@@ -106,21 +107,30 @@ def test_follow_prints_calls_as_they_start_and_end(
         stdout=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        time.sleep(1.5)
         call_store.start_call(
             call_id="live.1", caller="0300001111", service_number=None, started_at=datetime.now(UTC)
         )
-        time.sleep(0.8)
+        eventually(lambda: any('"live.1"' in line for line in lines), 20, what="the call shown in progress")
         asyncio.run(
             temporary_password_call(
                 FakeChannel(["1", PASSWORD, PASSWORD], call_id="live.1"), store=call_store, menu=menu_settings
             )
         )
-        time.sleep(0.8)
+        eventually(lambda: any('"finished"' in line for line in lines), 20, what="the call shown finished")
     finally:
         follower.terminate()
-        output, _ = follower.communicate(timeout=10)
-    rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        follower.wait(timeout=10)
+        reader.join(timeout=10)
+    rows = [json.loads(line) for line in lines if line.startswith("{")]
     assert [(r["call_id"], r["status"]) for r in rows] == [("live.1", "in_progress"), ("live.1", "finished")]
     assert rows[-1]["outcome"] == "completed"

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import pytest
 import structlog
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import CallRecord, Credential
+from core.models import CallRecord
 from ivr.agi.protocol import build_command
 from ivr.daemon.server import SECRET_VARIABLE, FastAgiServer, parse_networks, peer_allowed
 from ivr.flow.store import SqlCallStore
 from ivr.settings import AgiSettings, MenuSettings
+from tests.support import async_eventually, credentials, finished, record
 
 PASSWORD = "40719352"
 PAUSE = None  # the caller stops typing: the collection in progress times out
@@ -177,31 +177,8 @@ async def server(call_store: SqlCallStore, menu_settings: MenuSettings) -> FastA
     await srv.stop(grace_seconds=1)
 
 
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-def record(sessions: sessionmaker[Session], call_id: str) -> CallRecord | None:
-    with sessions() as session:
-        return session.scalars(select(CallRecord).where(CallRecord.call_id == call_id)).one_or_none()
-
-
-def credentials(sessions: sessionmaker[Session]) -> list[Credential]:
-    with sessions() as session:
-        return list(session.scalars(select(Credential)))
-
-
 async def wait_for_record(sessions: sessionmaker[Session], call_id: str) -> CallRecord:
-    for _ in range(100):
-        found = record(sessions, call_id)
-        if found is not None and found.outcome is not None:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError("no finished call record")
+    return await async_eventually(lambda: finished(sessions, call_id), 5.0, what="a finished call record")
 
 
 async def test_a_whole_call_with_barge_in(
@@ -347,10 +324,7 @@ async def test_beyond_the_concurrency_cap_callers_hear_busy(
     try:
         holder = FakeAsterisk(keys=[], stall_on=lambda c: c.startswith("GET DATA ivr/choose-unit"))
         holding = asyncio.create_task(holder.call(srv.port, environment(uniqueid="hold.1")))
-        for _ in range(50):
-            if srv.active_calls == 1:
-                break
-            await asyncio.sleep(0.02)
+        await async_eventually(lambda: srv.active_calls == 1, what="the first call held")
         second = FakeAsterisk(keys=[])
         await second.call(srv.port, environment(uniqueid="busy.2"))
         assert second.prompts == ["busy"]
@@ -385,7 +359,7 @@ async def test_slow_connections_never_keep_a_real_call_out(
         for _reader, writer in stuck:
             writer.write(b"agi_network: yes\n")
             await writer.drain()
-        await eventually(lambda: srv.rejected["pending_full_oldest_dropped"] == 15)
+        await async_eventually(lambda: srv.rejected["pending_full_oldest_dropped"] == 15)
         assert srv.pending_connections == 5
         # the oldest were closed by the daemon (EOF), the newest still wait
         assert await asyncio.wait_for(stuck[0][0].read(), timeout=2) == b""
@@ -435,7 +409,7 @@ async def test_a_peer_that_never_answers_the_secret_question_is_dropped(
 ) -> None:
     silent = FakeAsterisk(keys=[], stall_on=lambda c: c.startswith("GET VARIABLE"))
     task = asyncio.create_task(silent.call(server.port, environment(uniqueid="silent.1")))
-    await eventually(lambda: server.rejected["environment_timeout"] == 1)
+    await async_eventually(lambda: server.rejected["environment_timeout"] == 1)
     silent.released.set()
     await asyncio.wait_for(task, timeout=5)
     assert record(voice_sessions, "silent.1") is None

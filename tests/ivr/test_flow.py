@@ -13,12 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.enums import AuthUnit, CredentialKind
-from core.models import CallRecord, Contract, Credential, PhoneNumber
+from core.models import Contract, Credential, PhoneNumber
 from core.secrets import SecretHasher
 from ivr.daemon.fake import HANG_UP, NO_INPUT, PROMPT_SECONDS, FakeChannel, HangUpAfter, ScriptItem
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import CallReport, Outcome, busy_call, temporary_password_call
 from ivr.settings import MenuSettings
+from tests.support import record_of
 
 PASSWORD = "40719352"
 OTHER_PASSWORD = "86150274"
@@ -59,11 +60,6 @@ def credential_for(sessions: sessionmaker[Session], number: str) -> Credential |
 def all_credentials(sessions: sessionmaker[Session]) -> list[Credential]:
     with sessions() as session:
         return list(session.scalars(select(Credential)))
-
-
-def record_of(sessions: sessionmaker[Session], call_id: str) -> CallRecord:
-    with sessions() as session:
-        return session.scalars(select(CallRecord).where(CallRecord.call_id == call_id)).one()
 
 
 def contract_unit(sessions: sessionmaker[Session], contract_number: str) -> AuthUnit:

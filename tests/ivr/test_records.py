@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,24 +18,15 @@ import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.call_records import CallFinish, CallStart, get_call_record
+from core.call_records import CallFinish, CallStart
 from core.db import make_engine, make_session_factory
 from core.models import CallRecord
 from ivr.flow.records import CallRecordWriter, attach_records_writer, default_node_id
 from ivr.flow.store import SqlCallStore
 from ivr.settings import AgiSettings
+from tests.support import eventually, record
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, poll: float = 0.002) -> float:
-    """Poll ``condition``; returns the seconds it took. Fails after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError("condition not met in time")
-        time.sleep(poll)
-    return time.monotonic() - started
 
 
 @pytest.fixture
@@ -48,11 +39,6 @@ def engine(voice_db_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(engine)
-
-
-def record(sessions: sessionmaker[Session], call_id: str) -> CallRecord | None:
-    with sessions() as session:
-        return get_call_record(session, call_id)
 
 
 def statements_on(engine: Engine) -> list[str]:
@@ -126,7 +112,7 @@ def test_records_are_written_within_200_ms(sessions: sessionmaker[Session]) -> N
             call_id = f"timed-{i}"
             queued = time.monotonic()
             writer.queue(started(call_id))
-            wait_until(lambda call_id=call_id: record(sessions, call_id) is not None, timeout=5)
+            eventually(lambda call_id=call_id: record(sessions, call_id) is not None, 5, interval=0.002)
             assert time.monotonic() - queued < 0.2
     finally:
         writer.close()
@@ -168,7 +154,7 @@ def test_a_failed_batch_is_kept_and_retried(sessions: sessionmaker[Session], voi
     writer = CallRecordWriter(broken, node="n", flush_seconds=0.01)
     writer.start(close_stale=False)
     writer.queue(started("kept"))
-    wait_until(lambda: writer.failures >= 1)
+    eventually(lambda: writer.failures >= 1, interval=0.002)
     assert writer.pending == 1  # not dropped
     writer._sessions = sessions  # the database is back
     assert writer.flush(10)
@@ -238,7 +224,7 @@ class Daemon:
             except OSError:
                 return False
 
-        wait_until(listening, timeout=30, poll=0.05)
+        eventually(listening, 30, interval=0.05)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -267,7 +253,7 @@ def _call_until_the_record_is_written(
 ) -> socket.socket:
     """:func:`_call_to_its_first_command`, then wait until the call record is in the database."""
     peer = _call_to_its_first_command(port, call_id)
-    wait_until(lambda: record(sessions, call_id) is not None, timeout=5)
+    eventually(lambda: record(sessions, call_id) is not None, 5, interval=0.002)
     return peer
 
 
@@ -302,7 +288,7 @@ def test_a_killed_daemons_open_record_is_closed_by_the_next_start(
             current = record(sessions, "1700000000.42")
             return current is not None and current.outcome is not None
 
-        wait_until(closed, timeout=10)
+        eventually(closed, 10, interval=0.002)
         done = record(sessions, "1700000000.42")
         assert done is not None and done.outcome == "system_error"
         assert done.ended_at is not None and done.ended_at >= before - timedelta(seconds=1)

@@ -13,6 +13,7 @@ from ivr.lab import Lab, ProcessSpec
 from ivr.settings import Settings
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, Wait, arun_call
 from tests.lab.agi_stub import StubAgiServer
+from tests.support import async_eventually
 
 pytestmark = pytest.mark.lab
 
@@ -89,7 +90,9 @@ async def test_ami_user_logs_in_and_has_only_what_it_needs(lab: Lab, lab_setting
         )
         async with StubAgiServer(port=lab_settings.agi.port, idle_ms=1500) as stub:
             result = await arun_call(caller, lab_settings)
-        await asyncio.sleep(0.5)
+        await async_eventually(
+            lambda: any(e.get("Event") == "Hangup" for e in events), what="the Hangup event"
+        )
         collector.cancel()
         assert stub.calls[0].digits == "97531" and result.hung_up_by == "remote"
         kinds = {e.get("Event") for e in events}

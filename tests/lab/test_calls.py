@@ -19,6 +19,7 @@ from ivr.lab import Lab
 from ivr.settings import Settings
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, Wait, arun_call
 from tests.lab.agi_stub import StubAgiServer
+from tests.support import async_eventually
 
 pytestmark = pytest.mark.lab
 
@@ -56,12 +57,12 @@ async def test_caller_id_and_digits_reach_fastagi(lab: Lab, lab_settings: Settin
     # Asterisk's log never records the keys pressed; the call record has the call, not the keys.
     assert "11223344" not in lab.messages(mark)
     uniqueid = call.env["agi_uniqueid"]
-    record = ""
-    for _ in range(50):
-        record = next((line for line in lab.cdr_path.read_text().splitlines() if uniqueid in line), "")
-        if record:
-            break
-        await asyncio.sleep(0.1)
+    record = await async_eventually(
+        lambda: next((line for line in lab.cdr_path.read_text().splitlines() if uniqueid in line), ""),
+        5,
+        interval=0.1,
+        what="the CDR line",
+    )
     assert f'"{lab_settings.lab.service_number}"' in record and f'"{CONTRACT_LINE}"' in record
     assert "11223344" not in record
 

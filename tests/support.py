@@ -1,0 +1,118 @@
+"""What many tests need, in one home: waiting on a condition (never on the clock), a free port,
+a hasher that counts its checks, and the database lookups tests make to see what a call left.
+
+``eventually`` returns the condition's first truthy value, so a test can wait for a thing and use
+it: ``row = eventually(lambda: record(sessions, "c.1"))``. It fails (AssertionError naming what
+was awaited) when the condition never holds: a wait that cannot fail is not a wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.models import CallRecord, Credential
+from core.secrets import SecretHasher
+
+T = TypeVar("T")
+
+
+def eventually(
+    condition: Callable[[], T], within: float = 10.0, *, interval: float = 0.02, what: str = "condition"
+) -> T:
+    """Poll ``condition`` until it returns something truthy and return that; fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {within} s")
+        time.sleep(interval)
+
+
+async def async_eventually(
+    condition: Callable[[], T | Awaitable[T]],
+    within: float = 10.0,
+    *,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """``eventually`` inside an event loop: the loop keeps running while it waits. ``condition``
+    may be a coroutine function."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not met within {within} s")
+        await asyncio.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class CountingHasher(SecretHasher):
+    """Counts real password checks (``checks``, thread-safe) and dummy checks of unknown numbers."""
+
+    def __init__(self, base: SecretHasher) -> None:
+        super().__init__(base.parameters)
+        self._count_lock = threading.Lock()
+        self.checks = 0
+        self.dummies = 0
+
+    @property
+    def verifications(self) -> int:
+        return self.checks
+
+    def verify(self, stored_hash: str, plain: str) -> bool:
+        with self._count_lock:
+            self.checks += 1
+        return super().verify(stored_hash, plain)
+
+    def dummy_verify(self, plain: str) -> None:
+        with self._count_lock:
+            self.dummies += 1
+        super().dummy_verify(plain)
+
+
+def record(sessions: sessionmaker[Session], call_id: str) -> CallRecord | None:
+    """The call record of ``call_id``, if one was written."""
+    with sessions() as session:
+        return session.scalars(select(CallRecord).where(CallRecord.call_id == call_id)).one_or_none()
+
+
+def record_of(sessions: sessionmaker[Session], call_id: str) -> CallRecord:
+    """The call record of ``call_id``; fails when there is none."""
+    found = record(sessions, call_id)
+    assert found is not None, f"no call record for {call_id}"
+    return found
+
+
+def finished(sessions: sessionmaker[Session], call_id: str) -> CallRecord | None:
+    """The call record of ``call_id`` once it has an outcome, else None (records are written off the
+    call path: wait with ``eventually(lambda: finished(sessions, call_id))``)."""
+    found = record(sessions, call_id)
+    return found if found is not None and found.outcome is not None else None
+
+
+def credentials(sessions: sessionmaker[Session]) -> list[Credential]:
+    """Every credential row."""
+    with sessions() as session:
+        return list(session.scalars(select(Credential)))
