@@ -38,7 +38,6 @@ from core.rules import (
     max_failures,
     must_change_password,
     permanent_expiry,
-    permanent_password_expired,
     role_for,
     scope_numbers,
 )
@@ -118,11 +117,6 @@ class LoginResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-    @property
-    def otp_required(self) -> bool:
-        """The login completes only after a one-time code (settings on and registered)."""
-        return self.ok and self.otp_usage is OtpUsage.USED and self.otp_registered
 
 
 @dataclass(frozen=True)
@@ -851,7 +845,3 @@ def change_unit_in_steps(
             session.flush()
     if problems:
         raise UnitChangeError(problems)
-
-
-def is_permanent_expired(credential: Credential, now: datetime, policy: PolicyLike = DEFAULT_POLICY) -> bool:
-    return permanent_password_expired(credential, now, policy)

@@ -99,7 +99,6 @@ class OtpState:
     usage: OtpUsage
     mail_address: str | None = None  # the registered (active) receiving address
     pending_mail_address: str | None = None  # waiting for its link
-    has_confirmation: bool = False
 
     @property
     def required_at_login(self) -> bool:
@@ -184,7 +183,6 @@ def otp_state(session: Session, *, number: str, now: datetime | None = None) -> 
         usage=settings.usage,
         mail_address=settings.mail_address if registered else None,
         pending_mail_address=pending.mail_address if pending else None,
-        has_confirmation=settings.confirmation_id_hash is not None,
     )
 
 

@@ -42,10 +42,6 @@ class CredentialPolicy:
 DEFAULT_POLICY = CredentialPolicy()
 
 
-def temporary_validity(policy: PolicyLike) -> timedelta:
-    return timedelta(seconds=policy.temporary_validity_seconds)
-
-
 def permanent_max_age(policy: PolicyLike) -> timedelta | None:
     days = policy.permanent_max_age_days
     return None if days is None else timedelta(days=days)

@@ -16,7 +16,6 @@ while one is open is counted (:func:`hash_guard_violations`), and with :func:`se
 from __future__ import annotations
 
 import contextlib
-import hmac
 import os
 import secrets as _random
 import threading
@@ -169,12 +168,3 @@ def hash_secret(plain: str, hasher: SecretHasher | None = None) -> str:
 def verify_secret(stored_hash: str, plain: str, hasher: SecretHasher | None = None) -> bool:
     """Constant time; ``False`` on a malformed or empty hash."""
     return (hasher or _default_hasher).verify(stored_hash, plain)
-
-
-def constant_time_equals(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
-
-
-def mask(value: str | None) -> str:
-    """What a secret looks like in a repr or a log."""
-    return "<unset>" if not value else "***"
