@@ -30,7 +30,7 @@ VOICE = "/usr/share/hts-voice/nitech-jp-atr503-m001/nitech_jp_atr503_m001.htsvoi
 
 DIGIT_PROMPT_IDS: tuple[str, ...] = tuple(f"digit-{d}" for d in range(10))
 
-#: Every prompt id the call flow plays (docs/contracts-between-areas.md); the catalog has each.
+#: Every prompt id the call flow plays (docs/architecture.md); the catalog has each.
 PROMPT_IDS: tuple[str, ...] = (
     "choose-unit",
     "enter-number",
