@@ -793,7 +793,7 @@ def change_unit_in_steps(
     hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
 ) -> None:
-    """Change the contract's authentication unit (seed 003 P14–P21), with no lock across a hash.
+    """Change the contract's authentication unit (the operator guide P14–P21), with no lock across a hash.
 
     ``passwords`` maps each number of :func:`unit_change_password_numbers` to its current password;
     each is checked, counting like a login: a write transaction checks the request and reserves one

@@ -1,4 +1,4 @@
-"""One-time passwords (two-step login), per login identity (seed 003 P8–P10, P22–P27).
+"""One-time passwords (two-step login), per login identity (the operator guide P8–P10, P22–P27).
 
 Statuses are plain strings so the web can map them to messages. No database lock is ever held
 across a hash (``core.secrets``): new secrets are hashed before the transaction that stores them

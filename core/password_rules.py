@@ -1,4 +1,4 @@
-"""Rules for passwords and the one-time-password confirmation ID/password (seed 003).
+"""Rules for passwords and the one-time-password confirmation ID/password (the operator guide).
 
 Pure functions; each failed rule yields its own reason code, so the web says exactly what is wrong.
 Comparisons for runs are case-insensitive: ``aAaA`` is a run of identical letters and ``aBcD`` an

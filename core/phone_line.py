@@ -1,4 +1,4 @@
-"""What the voice menu needs from the core (seed 003 P4–P6), and the call records.
+"""What the voice menu needs from the core (the operator guide P4–P6), and the call records.
 
 Synchronous; the caller owns the session and the transaction. Nothing here hashes: the voice
 flow hashes the confirmed digits off the event loop (``core.secrets.hash_secret`` in a thread) and

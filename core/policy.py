@@ -1,4 +1,4 @@
-"""The tunable credential rules (seed 003 gives the defaults).
+"""The tunable credential rules (the operator guide gives the defaults).
 
 Mirrors ``ivr.settings.CredentialPolicy`` field for field so core never imports ``ivr``: functions
 accept anything with these attributes (:class:`PolicyLike`), e.g. ``settings.credentials``.

@@ -120,7 +120,7 @@ def role_for(unit: AuthUnit, contract_number: str, login_number: str) -> str:
 def scope_numbers(
     unit: AuthUnit, contract_number: str, all_numbers: list[str], login_number: str
 ) -> list[str]:
-    """The numbers a login may act on (SPEC.md's table); ``[]`` if the login is not allowed."""
+    """The numbers a login may act on (the operator guide P3's table); ``[]`` if the login is not allowed."""
     if login_number not in all_numbers:
         return []
     everything = sorted(all_numbers, key=lambda n: (n != contract_number, n))

@@ -25,7 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class CredentialPolicy(BaseModel):
-    """Rules of the credential core that an operator may tune (seed 003 gives the defaults)."""
+    """Rules of the credential core that an operator may tune (the operator guide gives the defaults)."""
 
     temporary_validity_seconds: int = 24 * 3600
     temporary_max_failures: int = 3

@@ -1,5 +1,5 @@
 # ruff: noqa: E501  (a catalogue of Japanese sentences: one per line reads best)
-"""Every message the pages show, in the user's terms (seed 003 wording where it has one)."""
+"""Every message the pages show, in the user's terms (the operator guide's wording where it has one)."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ SYSTEM_ERROR = "ただいまシステムが混み合っているか、障害が�
 
 
 def unit_change_notes(old_unit: str, new_unit: str) -> list[str]:
-    """What changes for the customer (seed 003 P14–P21): which number to log in with, which password."""
+    """What changes for the customer (the operator guide P14–P21): which number to log in with, which password."""
     notes = []
     if new_unit == "line":
         notes.append(

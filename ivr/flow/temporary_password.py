@@ -1,4 +1,4 @@
-"""The temporary-password line (SPEC.md "The voice menu", seed 003 P4-P6), as one call.
+"""The temporary-password line (the operator guide P4-P6), as one call.
 
 Read it top to bottom like the call: identify the line by caller ID, choose the unit (1/2/3), enter
 a number ending with # when the unit needs one, enter the 8-digit password, enter it again, hear
@@ -36,7 +36,7 @@ T = TypeVar("T")
 RESULT_VARIABLE = "IVR_RESULT"
 NUMBER_MAX_DIGITS = 15  # longer than any national number, so an overlong entry is seen as wrong
 LEFTOVER_KEYS_DROPPED = 4  # then "wrong-entry" plays once more, uninterruptible
-PASSWORD_DIGITS = 8  # seed 003: the entry ends at the 8th key; keys after it belong to the next step
+PASSWORD_DIGITS = 8  # the operator guide: the entry ends at the 8th key; keys after it belong to the next step
 
 
 class Outcome(StrEnum):
