@@ -36,7 +36,7 @@ T = TypeVar("T")
 RESULT_VARIABLE = "IVR_RESULT"
 NUMBER_MAX_DIGITS = 15  # longer than any national number, so an overlong entry is seen as wrong
 LEFTOVER_KEYS_DROPPED = 4  # then "wrong-entry" plays once more, uninterruptible
-PASSWORD_DIGITS = 8  # the operator guide: the entry ends at the 8th key; keys after it belong to the next step
+PASSWORD_DIGITS = 8  # the operator guide: the entry ends at the 8th key; later keys are the next step's
 
 
 class Outcome(StrEnum):
