@@ -1,7 +1,7 @@
 """The `Channel` a call flow talks to: typed verbs, typed results, hangup as an exception.
 
 The FastAGI adapter (`ivr.daemon.fastagi`), the classic AGI adapter (`ivr.daemon.classic`) and the
-scripted fake used by unit tests (`ivr.daemon.fake`) implement it. A flow never sees protocol
+scripted fake used by unit tests (`ivr.daemon.scripted`) implement it. A flow never sees protocol
 dicts: it gets `Digits` or `NoInput` back, and `CallerHungUp` is raised from whatever verb was
 running when the caller went away.
 """

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ivr.cli.calls import calls, parse_since
-from ivr.daemon.fake import FakeChannel
+from ivr.daemon.scripted import FakeChannel
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import temporary_password_call
 from ivr.settings import MenuSettings, Settings

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.enums import AuthUnit, CredentialKind
 from core.models import Contract, Credential, PhoneNumber
 from core.secrets import SecretHasher
-from ivr.daemon.fake import HANG_UP, NO_INPUT, PROMPT_SECONDS, FakeChannel, HangUpAfter, ScriptItem
+from ivr.daemon.scripted import HANG_UP, NO_INPUT, PROMPT_SECONDS, FakeChannel, HangUpAfter, ScriptItem
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import CallReport, Outcome, busy_call, temporary_password_call
 from ivr.settings import MenuSettings

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.secrets import SecretHasher
-from ivr.daemon.fake import FakeChannel
+from ivr.daemon.scripted import FakeChannel
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import Outcome, temporary_password_call
 from ivr.settings import AgiSettings, MenuSettings
