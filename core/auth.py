@@ -689,7 +689,9 @@ def unit_change_password_numbers(
     return sorted(needed, key=lambda n: (n != contract.contract_number, n))
 
 
-def _copy_credential(source: Credential, target_phone_id: int, session: Session, now: datetime) -> None:
+def _copy_credential(source: Credential, target_phone_id: int, session: Session, *, channel: str) -> None:
+    """The unit change copies a password to a number that needs it; the copy records where the
+    change was made (``channel``), not where the copied password was first set."""
     target = _fresh_credential(session, target_phone_id)
     if target is None:
         target = Credential(phone_number_id=target_phone_id, generation=0)
@@ -699,7 +701,7 @@ def _copy_credential(source: Credential, target_phone_id: int, session: Session,
         secret_hash=source.secret_hash,
         set_at=source.set_at,
         expires_at=source.expires_at,
-        channel="web",
+        channel=channel,
     )
 
 
@@ -755,7 +757,14 @@ def _unit_change_reservations(
 
 
 def _apply_unit_change(
-    session: Session, *, contract_id: int, old_unit: AuthUnit, new_unit: AuthUnit, login: str, now: datetime
+    session: Session,
+    *,
+    contract_id: int,
+    old_unit: AuthUnit,
+    new_unit: AuthUnit,
+    login: str,
+    now: datetime,
+    channel: str,
 ) -> bool:
     """Copy the passwords the new unit needs and set it (False: the unit changed meanwhile)."""
     contract = session.get(Contract, contract_id, populate_existing=True)
@@ -771,11 +780,11 @@ def _apply_unit_change(
             for number in numbers:
                 phone = number_row_on_contract(session, contract_id, number)
                 if phone is not None and phone.id != contract_phone.id:
-                    _copy_credential(source, phone.id, session, now)
+                    _copy_credential(source, phone.id, session, channel=channel)
     elif new_unit is AuthUnit.LINE and login_phone.id != contract_phone.id:
         source = _fresh_credential(session, login_phone.id)
         if source is not None:
-            _copy_credential(source, contract_phone.id, session, now)
+            _copy_credential(source, contract_phone.id, session, channel=channel)
     contract.auth_unit = new_unit
     contract.unit_changed_at = now
     return True
@@ -833,7 +842,13 @@ def change_unit_in_steps(
                 problems[number] = "wrong_password" if status == "wrong" else status
         audit = Audit(session, now, channel, login, contract_id)
         if not problems and not _apply_unit_change(
-            session, contract_id=contract_id, old_unit=old_unit, new_unit=new_unit, login=login, now=now
+            session,
+            contract_id=contract_id,
+            old_unit=old_unit,
+            new_unit=new_unit,
+            login=login,
+            now=now,
+            channel=channel,
         ):
             problems["*"] = "not_allowed"  # the unit was changed meanwhile
         if problems:
