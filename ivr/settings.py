@@ -65,6 +65,13 @@ class AgiSettings(BaseModel):
     node_id: str | None = None
     # Call records are queued and written in one transaction per batch at most this long after.
     call_record_flush_seconds: float = 0.1
+    # On SIGTERM / SIGINT the daemon stops accepting, lets calls in progress finish this long, then
+    # cuts the rest (the dialplan plays them the apology). `ivr serve --grace` overrides it.
+    shutdown_grace_seconds: float = 15.0
+    # Prometheus metrics, /healthz and /readyz over HTTP (docs/deploy.md). None: not served.
+    # Loopback by default: the scraper runs on the node or reaches it through its own proxy.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
 
 
 class MenuSettings(BaseModel):

@@ -52,7 +52,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", help="address to listen on (default: settings agi.host)")
     parser.add_argument("--port", type=int, help="FastAGI port (default: settings agi.port, 573)")
     parser.add_argument("--no-ami", action="store_true", help="do not connect to the Asterisk Manager")
-    parser.add_argument("--grace", type=float, default=15.0, help="seconds calls may finish on shutdown")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds calls may finish on shutdown (default: settings agi.shutdown_grace_seconds, 15)",
+    )
     parser.set_defaults(func=serve)
 
     agi: argparse.ArgumentParser = subparsers.add_parser(
@@ -84,7 +89,13 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         agi_settings = agi_settings.model_copy(update=updates)
     store = _store(settings)
     return asyncio.run(
-        _serve(settings, agi_settings, store, ami=not args.no_ami and settings.ami.enabled, grace=args.grace)
+        _serve(
+            settings,
+            agi_settings,
+            store,
+            ami=not args.no_ami and settings.ami.enabled,
+            grace=agi_settings.shutdown_grace_seconds if args.grace is None else args.grace,
+        )
     )
 
 
