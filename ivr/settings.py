@@ -125,6 +125,8 @@ class WebSettings(BaseModel):
     max_login_bytes: int = 4 * 1024  # request body of the login form and POST /api/login
     max_upload_bytes: int = 2 * 1024 * 1024  # request body of a CSV upload page
     max_secret_chars: int = 64  # longer passwords, codes or confirmation secrets are not hashed
+    # /metrics answers only this bearer token (web_stub/ops.py, docs/deploy.md); None: /metrics is 404
+    metrics_token: SecretStr | None = None
 
 
 class SmtpSettings(BaseModel):
