@@ -160,6 +160,9 @@ class LabSettings(BaseModel):
     softphone_caller_id: str = "0300001111"  # caller ID presented for the lab softphone
     ready_timeout_seconds: float = 30.0
     sipp_binary: str = "sipp"
+    # Asterisk's systemname, the prefix of its uniqueids (call ids): each Asterisk of a platform
+    # sharing one database needs its own (docs/deploy.md). None: no prefix (one Asterisk).
+    system_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$")
 
 
 class Settings(BaseSettings):

@@ -76,6 +76,9 @@ def placeholder_values(
         "AGI_FALLBACK_PORT": str(agi_ports[1]),
         "MAX_CALL_SECONDS": str(lab.max_call_seconds),
         "AGI_SECRET": agi_secret(settings),
+        "SYSTEM_NAME_OPTION": (
+            f"systemname = {lab.system_name}" if lab.system_name else "; systemname: not set (one Asterisk)"
+        ),
     }
 
 
