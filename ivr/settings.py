@@ -163,6 +163,15 @@ class LabSettings(BaseModel):
     # Asterisk's systemname, the prefix of its uniqueids (call ids): each Asterisk of a platform
     # sharing one database needs its own (docs/deploy.md). None: no prefix (one Asterisk).
     system_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$")
+    # hagi:// (FastAGI by DNS SRV): with a domain, the dialplan's first address is
+    # hagi://<domain>/temp-password, and `ivr lab up` serves _agi._tcp.<domain> with dnsmasq on
+    # dns_address:53 (targets: agi_srv_ports, first = priority 10; default: agi.port, then the
+    # fallback port). None: the two-address form (agi://host:port, then the fallback port).
+    agi_srv_domain: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9-]+)+$"
+    )
+    agi_srv_ports: list[int] = []
+    dns_address: str = "127.0.0.153"
 
 
 class Settings(BaseSettings):

@@ -47,12 +47,16 @@ def loop_alive(loop: asyncio.AbstractEventLoop, timeout: float = LOOP_ALIVE_SECO
 
 
 def database_readiness(engine: Any) -> str | None:
-    """None when the database answers and its schema is current (`core.db.schema_is_current`)."""
+    """None when the database answers and its schema is current (`core.db.schema_is_current`,
+    which takes a database it cannot reach for one never migrated: asked after a ``SELECT 1``)."""
+    from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
     from core.db import schema_is_current
 
     try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
         current = schema_is_current(engine)
     except SQLAlchemyError:
         return "database_unreachable"

@@ -130,3 +130,12 @@ def test_readyz_follows_the_schema_and_says_stopping_during_the_grace_period(
     assert daemon.process.wait(20) == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/healthz", timeout=2)
+
+
+def test_a_database_it_cannot_reach_is_unreachable_not_unmigrated(tmp_path: Path) -> None:
+    from ivr.daemon.health import database_readiness
+
+    unreachable = make_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'ivr.sqlite3'}")
+    assert database_readiness(unreachable) == "database_unreachable"
+    empty = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    assert database_readiness(empty) == "schema_not_current"
