@@ -6,8 +6,9 @@ so the pages know nothing of it:
 
 - logins by outcome, from the backend's ``login`` answers (ok, wrong, invalidated, temporary_expired,
   throttled);
-- lockouts, from the audit rows the credential core commits (``locked``: the wrong try that locked a
-  password), seen on the backend's database sessions;
+- lockouts: passwords that went from valid to locked (the core's guarded ``UPDATE … SET
+  invalidated_at``, seen on the backend's engine, counted when its transaction commits; once per
+  lockout however many tries race for the last one);
 - requests refused with 429, by area of the site, from the responses;
 - one-time-password mails sent and failed, from the mailer;
 - database errors, from the driver (SQLAlchemy's ``handle_error``);
@@ -47,7 +48,6 @@ log = structlog.get_logger("web")
 LOGIN_OUTCOMES = ("ok", "wrong", "invalidated", "temporary_expired", "throttled")
 AREAS = ("login", "otp", "settings", "password", "api", "other")
 READY_TIMEOUT_SECONDS = 3.0
-LOCKED_EVENT = "locked"  # core.enums.AuditEventType.LOCKED
 
 
 def area_of(path: str) -> str:
@@ -119,34 +119,41 @@ class WebMetrics:
         self.ready = Gauge("ivr_web_ready", "1 when the last /readyz found the web ready", registry=r)
 
     def watch_database(self, session_factory: Any) -> None:
-        """Count the driver's errors and the committed lockouts on ``session_factory``'s sessions,
+        """Count the driver's errors and the committed lockouts on ``session_factory``'s engine,
         and count the live sessions through it at scrape time."""
         from sqlalchemy import event
 
         engine = session_factory.kw.get("bind")
         if engine is not None:
             event.listen(engine, "handle_error", lambda _context: self.database_errors.inc())
-        event.listen(session_factory, "after_flush", _note_lockouts)
-        event.listen(session_factory, "after_commit", lambda session: self._count_lockouts(session))
-        event.listen(session_factory, "after_rollback", lambda session: session.info.pop(_PENDING, None))
+            event.listen(engine, "after_cursor_execute", _note_lockouts)
+            event.listen(engine, "commit", self._count_lockouts)
+            event.listen(engine, "rollback", lambda connection: connection.info.pop(_PENDING, None))
         self.registry.register(_SessionCount(session_factory))
 
-    def _count_lockouts(self, session: Any) -> None:
-        pending = session.info.pop(_PENDING, 0)
+    def _count_lockouts(self, connection: Any) -> None:
+        pending = connection.info.pop(_PENDING, 0)
         if pending:
             self.lockouts.inc(pending)
 
 
 _PENDING = "ivr.web.lockouts_pending"
+#: the core's one way to lock a password (core.auth.settle_attempt, core.limits.invalidate_password):
+#: UPDATE credentials SET invalidated_at=… WHERE … AND credentials.invalidated_at IS NULL
+LOCK_STATEMENT_START = "UPDATE credentials SET invalidated_at="
+LOCK_STATEMENT_GUARD = "credentials.invalidated_at IS NULL"
 
 
-def _note_lockouts(session: Any, _flush_context: Any) -> None:
-    """After a flush: the lockouts written, counted once the transaction commits."""
-    from core.models import AuditEvent
-
-    locked = sum(1 for row in session.new if isinstance(row, AuditEvent) and row.event == LOCKED_EVENT)
-    if locked:
-        session.info[_PENDING] = session.info.get(_PENDING, 0) + locked
+def _note_lockouts(
+    connection: Any, cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool
+) -> None:
+    """After each statement: a password that went from valid to locked (the guarded UPDATE changed
+    a row), counted once its transaction commits. A try refused because a concurrent one took the
+    last changes no row, so each lockout counts once however many race for it."""
+    if statement.startswith(LOCK_STATEMENT_START) and LOCK_STATEMENT_GUARD in statement:
+        changed = cursor.rowcount
+        if changed and changed > 0:
+            connection.info[_PENDING] = connection.info.get(_PENDING, 0) + changed
 
 
 class _CountedBackend:

@@ -406,7 +406,7 @@ def test_fifty_parallel_wrong_logins_across_both_webs_are_checked_exactly_3_and_
     assert permanent.invalidated_at is not None and permanent.failures == 10
     assert sorted(codes) == [401] * 9 + [403] * 41, codes
     lockouts = sum(metric(web.base, "ivr_web_lockouts_total", token=TOKEN) for web in platform.webs.values())
-    assert lockouts >= 2
+    assert lockouts == 2  # one per password locked, however many of the 50 raced for the last try
     body = httpx.get(f"{platform.webs['a'].base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert number not in body and "0300001111" not in body
 
