@@ -130,3 +130,37 @@ def test_followers_stop_on_sigterm_like_on_ctrl_c(
         results[signum] = process.wait(20)
         assert "Traceback" not in out.read_text()
     assert results == {signal.SIGINT: 0, signal.SIGTERM: 0}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.timeout(60)
+def test_ivr_call_stops_its_sipp_on_sigterm(tmp_path: Path) -> None:
+    """`ivr call` runs SIPp as a child: stopped, it stops SIPp too (here calling a port where no
+    Asterisk answers, so the call would otherwise wait for its answer)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    env.update({"IVR_DATA_DIR": str(tmp_path), "IVR_LAB__SIP_PORT": str(free_port())})
+    process = _started(["call", "--withheld"], env, tmp_path / "call.out")
+    try:
+        wait_until(lambda: bool(_children(process.pid)), timeout=20, poll=0.05)
+        (sipp,) = _children(process.pid)
+        assert "sipp" in Path(f"/proc/{sipp}/cmdline").read_bytes().decode(errors="replace")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 128 + signal.SIGTERM  # stopped, not a call that ended
+        wait_until(lambda: not Path(f"/proc/{sipp}").exists(), timeout=10, poll=0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in (tmp_path / "call.out").read_text()
