@@ -150,15 +150,17 @@ async def _serve(
         return database_readiness(engine)
 
     ops: OpsServer | None = None
+    where = {"host": agi_settings.host, "port": agi_settings.port}
     try:
         await server.start()
         if agi_settings.metrics_port is not None:  # bound as root too, before dropping privileges
+            where = {"host": agi_settings.metrics_host, "port": agi_settings.metrics_port, "what": "metrics"}
             app = ops_app(metrics.registry, alive=lambda: loop_alive(loop), readiness=readiness)
             ops = OpsServer(agi_settings.metrics_host, agi_settings.metrics_port, app)
         if agi_settings.run_as_user:
             drop_privileges(agi_settings.run_as_user)
     except OSError as exc:
-        log.error("fastagi_cannot_listen", host=agi_settings.host, port=agi_settings.port, error=str(exc))
+        log.error("fastagi_cannot_listen", **where, error=str(exc))
         await server.stop(grace_seconds=0)
         if records is not None:
             await asyncio.to_thread(records.close)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,3 +141,20 @@ def test_a_database_it_cannot_reach_is_unreachable_not_unmigrated(tmp_path: Path
     assert database_readiness(unreachable) == "database_unreachable"
     empty = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     assert database_readiness(empty) == "schema_not_current"
+
+
+def test_a_metrics_port_in_use_is_a_clear_error_at_start(voice_db_url: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        daemon = Daemon(voice_db_url, free_port(), tmp_path)
+        daemon.env["IVR_AGI__METRICS_PORT"] = str(taken.getsockname()[1])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ivr.cli.main", "serve", "--no-ami", "--port", str(daemon.port)],
+            env=daemon.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert b'"fastagi_cannot_listen"' in output and b'"what": "metrics"' in output
