@@ -250,10 +250,10 @@ class FastAgiServer:
                 if self.metrics is not None:
                     self.metrics.call_ended("busy", time.monotonic() - started)
                 return
-            self.active_calls += 1
             call = TemporaryPasswordCall(
                 channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool, metrics=self.metrics
             )
+            self.active_calls += 1
             try:
                 await call.run()
             finally:
