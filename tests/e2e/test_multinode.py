@@ -318,6 +318,12 @@ def test_passwords_set_through_either_asterisk_log_in_through_either_web(platfor
     with httpx.Client() as client:
         answer = api_login(client, platform.webs["a"].base, "0422001234", P_B)
         assert answer.status_code == 200 and answer.json()["next"] == "change_password", answer.text
+    for daemon in platform.daemons.values():  # each daemon logged in to its own Asterisk's AMI
+        wait_until(lambda d=daemon: metric(daemon_base(d), "ivr_ami_connected") == 1, 20, "AMI up")  # type: ignore[misc]
+        assert metric(daemon_base(daemon), "ivr_calls_total") >= 1
+    for web in platform.webs.values():
+        assert httpx.get(f"{web.base}/metrics", timeout=5).status_code == 401  # the token, or nothing
+        assert metric(web.base, "ivr_web_logins_total", token=TOKEN) >= 1
     # the call log, one for the whole platform: `ivr calls` on node B shows node A's call too
     shown = subprocess.run(
         [*IVR, "calls", "--json", "--limit", "10"],
