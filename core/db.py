@@ -393,3 +393,18 @@ def schema_is_current(engine: Engine) -> bool:
     except DBAPIError:  # no alembic_version table: never migrated
         return False
     return found == [HEAD_REVISION]
+
+
+def database_readiness(engine: Engine) -> str | None:
+    """None when the database answers and its schema is current (`core.db.schema_is_current`,
+    which takes a database it cannot reach for one never migrated: asked after a ``SELECT 1``)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        current = schema_is_current(engine)
+    except SQLAlchemyError:
+        return "database_unreachable"
+    return None if current else "schema_not_current"

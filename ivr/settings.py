@@ -65,6 +65,13 @@ class AgiSettings(BaseModel):
     node_id: str | None = None
     # Call records are queued and written in one transaction per batch at most this long after.
     call_record_flush_seconds: float = 0.1
+    # On SIGTERM / SIGINT the daemon stops accepting, lets calls in progress finish this long, then
+    # cuts the rest (the dialplan plays them the apology). `ivr serve --grace` overrides it.
+    shutdown_grace_seconds: float = 15.0
+    # Prometheus metrics, /healthz and /readyz over HTTP (docs/deploy.md). None: not served.
+    # Loopback by default: the scraper runs on the node or reaches it through its own proxy.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
 
 
 class MenuSettings(BaseModel):
@@ -118,6 +125,8 @@ class WebSettings(BaseModel):
     max_login_bytes: int = 4 * 1024  # request body of the login form and POST /api/login
     max_upload_bytes: int = 2 * 1024 * 1024  # request body of a CSV upload page
     max_secret_chars: int = 64  # longer passwords, codes or confirmation secrets are not hashed
+    # /metrics answers only this bearer token (web_stub/ops.py, docs/deploy.md); None: /metrics is 404
+    metrics_token: SecretStr | None = None
 
 
 class SmtpSettings(BaseModel):
@@ -151,6 +160,18 @@ class LabSettings(BaseModel):
     softphone_caller_id: str = "0300001111"  # caller ID presented for the lab softphone
     ready_timeout_seconds: float = 30.0
     sipp_binary: str = "sipp"
+    # Asterisk's systemname, the prefix of its uniqueids (call ids): each Asterisk of a platform
+    # sharing one database needs its own (docs/deploy.md). None: no prefix (one Asterisk).
+    system_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$")
+    # hagi:// (FastAGI by DNS SRV): with a domain, the dialplan's first address is
+    # hagi://<domain>/temp-password, and `ivr lab up` serves _agi._tcp.<domain> with dnsmasq on
+    # dns_address:53 (targets: agi_srv_ports, first = priority 10; default: agi.port, then the
+    # fallback port). None: the two-address form (agi://host:port, then the fallback port).
+    agi_srv_domain: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9-]+)+$"
+    )
+    agi_srv_ports: list[int] = []
+    dns_address: str = "127.0.0.153"
 
 
 class Settings(BaseSettings):

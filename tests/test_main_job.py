@@ -109,3 +109,52 @@ def _processes_started_with(marker: str) -> list[int]:
         if marker.encode() in environ:
             pids.append(int(entry.name))
     return pids
+
+
+#: other ports than the test above, so the two never meet
+SIGTERM_PORTS = {
+    "IVR_LAB__SIP_PORT": "5462",
+    "IVR_LAB__RTP_PORT_START": "19000",
+    "IVR_LAB__RTP_PORT_END": "19499",
+    "IVR_AGI__PORT": "5075",
+    "IVR_LAB__AGI_FALLBACK_PORT": "5076",
+    "IVR_AMI__PORT": "5440",
+    "IVR_WEB__PORT": "8482",
+    "IVR_WEB__BASE_URL": "http://127.0.0.1:8482",
+    "IVR_SMTP__PORT": "8427",
+}
+
+
+def test_ivr_run_stops_everything_on_a_supervisors_sigterm(tmp_path: Path) -> None:
+    """A supervisor stops `ivr run` with SIGTERM (to it alone, not its process group): Asterisk, the
+    daemon, the web process, the mail sink and the call-log follower all stop, as on Ctrl-C."""
+    env = dict(os.environ)
+    env.update(SIGTERM_PORTS)
+    env["IVR_DATA_DIR"] = str(tmp_path / "data")
+    env["IVR_LAB__RUN_DIR"] = str(tmp_path / "lab")
+    env.pop("IVR_DATABASE_URL", None)
+    out_path = tmp_path / "run.out"
+    with open(out_path, "wb") as out:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "ivr.cli.main", "run", "--exit-after", "240"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # as under a supervisor: no terminal to send the group a Ctrl-C
+        )
+    try:
+        _read_until(out_path, "Following the call log", 90)
+        started = _processes_started_with(str(tmp_path))
+        assert len(started) >= 5, started  # run, mail sink, daemon, web, follower (and Asterisk)
+        lab = Lab(Settings(lab=LabSettings(run_dir=tmp_path / "lab")))
+        assert lab.is_running()
+        stack.send_signal(signal.SIGTERM)
+        code = stack.wait(timeout=60)
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+            stack.wait()
+    assert code == 0, out_path.read_text()[-3000:]
+    assert not lab.is_running()
+    assert lab.stray_processes() == [], "Asterisk left running"
+    assert _processes_started_with(str(tmp_path)) == [], "processes of the stack left running"

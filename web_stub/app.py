@@ -2117,6 +2117,9 @@ def create_app(
         exception_handlers={Exception: _error_page(web)},
     )
     app.state.web = web
+    from web_stub.ops import install_ops  # /metrics, /readyz and their counters
+
+    install_ops(app, settings)
     return app
 
 

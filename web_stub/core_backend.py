@@ -63,6 +63,11 @@ class CoreBackend:
             self._limits.confirmation_failures_per_number, self._limits.confirmation_failure_window_seconds
         )
 
+    @property
+    def session_factory(self) -> sessionmaker[Session]:
+        """Its database sessions (web_stub.ops counts lockouts and errors on them)."""
+        return self._sessions
+
     @classmethod
     def from_settings(cls, settings: Settings) -> CoreBackend:
         engine = make_engine(settings.effective_database_url)

@@ -56,11 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ivr.logging import configure_logging
+    from ivr.processes import exit_status, stop_on_sigterm
     from ivr.settings import load_settings
 
+    stop_on_sigterm()  # a supervisor's stop cleans up exactly as Ctrl-C does
     settings = load_settings()
     configure_logging(settings)
-    result: int = args.func(args, settings)
+    try:
+        result: int = args.func(args, settings)
+    except KeyboardInterrupt as interrupt:  # a command without cleanup of its own: no traceback
+        return exit_status(interrupt)
     return result
 
 

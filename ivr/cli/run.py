@@ -14,8 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ivr.processes import stop_processes
+from ivr.processes import stop_processes, stop_signals_ignored
 from ivr.settings import Settings
+
+STEP_STOP_SECONDS = 30  # `ivr lab up` / `down` stopped half-way: time to clean up before SIGKILL
+#: beyond the daemon's grace period (calls in progress finish), time to write its last records
+DAEMON_STOP_MARGIN_SECONDS = 10
 
 
 def register(subparsers: Any) -> None:
@@ -77,17 +81,36 @@ def _start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
         return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _step(argv: list[str], env: dict[str, str]) -> None:
+    """Run one set-up or tear-down command to its end. Stopped meanwhile (Ctrl-C, SIGTERM), the
+    command is stopped the same way and waited for (not killed half-way through starting Asterisk),
+    then the stop goes on."""
+    # Its own session: Ctrl-C in the terminal reaches it only through us, once.
+    process = subprocess.Popen(argv, env=env, start_new_session=True)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        stop_processes([process], timeout=STEP_STOP_SECONDS)
+        raise
+    if code != 0:
+        raise subprocess.CalledProcessError(code, argv)
+
+
 def run_stack(args: argparse.Namespace, settings: Settings) -> int:
+    """Until Ctrl-C or SIGTERM (both raise KeyboardInterrupt here: `ivr.processes`), then stop
+    every process started, the web and the daemon first, and the lab Asterisk last."""
     env = dict(os.environ)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(_ivr("db", "upgrade"), check=True, env=env)
-    if not args.no_sample:
-        subprocess.run(_ivr("contracts", "import", "--sample"), check=True, env=env)
-    subprocess.run(_ivr("lab", "up"), check=True, env=env)
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     children: list[subprocess.Popen[bytes]] = []
+    lab_started = False
     try:
+        _step(_ivr("db", "upgrade"), env)
+        if not args.no_sample:
+            _step(_ivr("contracts", "import", "--sample"), env)
+        lab_started = True  # from its first moment: a stop half-way through still takes it down
+        _step(_ivr("lab", "up"), env)
         maildir = settings.data_dir / "maildir"
         if not args.no_mail_sink and not _is_listening(settings.smtp.port):
             # One-time passwords and registration links land here as files (a Maildir), so the web
@@ -137,7 +160,7 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
                     f"  mail (OTP)      {maildir}/new" if not args.no_mail_sink else "",
                     '  try:            .venv/bin/ivr call --from 0300001111 --dtmf "1,12345678,12345678"',
                     f"  logs            {logs}/daemon.jsonl (the call log as JSON lines), web.log, mail.log",
-                    "Following the call log (Ctrl-C stops everything):",
+                    "Following the call log (Ctrl-C or SIGTERM stops everything):",
                     "",
                 ]
             ),
@@ -157,5 +180,9 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        stop_processes(children[::-1], timeout=10)
-        subprocess.run(_ivr("lab", "down"), env=env, check=False)
+        with stop_signals_ignored():
+            stop_processes(
+                children[::-1], timeout=settings.agi.shutdown_grace_seconds + DAEMON_STOP_MARGIN_SECONDS
+            )
+            if lab_started:
+                subprocess.run(_ivr("lab", "down"), env=env, check=False)

@@ -52,7 +52,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", help="address to listen on (default: settings agi.host)")
     parser.add_argument("--port", type=int, help="FastAGI port (default: settings agi.port, 573)")
     parser.add_argument("--no-ami", action="store_true", help="do not connect to the Asterisk Manager")
-    parser.add_argument("--grace", type=float, default=15.0, help="seconds calls may finish on shutdown")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds calls may finish on shutdown (default: settings agi.shutdown_grace_seconds, 15)",
+    )
     parser.set_defaults(func=serve)
 
     agi: argparse.ArgumentParser = subparsers.add_parser(
@@ -61,11 +66,11 @@ def register(subparsers: Any) -> None:
     agi.set_defaults(func=classic_agi)
 
 
-def _store(settings: Settings) -> Any:
+def _store(settings: Settings, engine: Any = None) -> Any:
     from core.db import make_engine, make_read_session_factory, make_session_factory, schema_is_current
     from ivr.flow.store import SqlCallStore
 
-    engine = make_engine(settings.effective_database_url)
+    engine = engine or make_engine(settings.effective_database_url)
     if not schema_is_current(engine):
         raise SystemExit("ivr: the database schema is not current; run `ivr db upgrade` first")
     # Lookups on read-only sessions; call records written at once here (classic `ivr agi`, stamped
@@ -82,14 +87,39 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         updates["port"] = args.port
     if updates:
         agi_settings = agi_settings.model_copy(update=updates)
-    store = _store(settings)
+    from core.db import make_engine
+    from ivr.metrics import DaemonMetrics
+
+    engine = make_engine(settings.effective_database_url)
+    metrics = DaemonMetrics()
+    metrics.count_database_errors(engine)
+    store = _store(settings, engine)
     return asyncio.run(
-        _serve(settings, agi_settings, store, ami=not args.no_ami and settings.ami.enabled, grace=args.grace)
+        _serve(
+            settings,
+            agi_settings,
+            store,
+            engine=engine,
+            metrics=metrics,
+            ami=not args.no_ami and settings.ami.enabled,
+            grace=agi_settings.shutdown_grace_seconds if args.grace is None else args.grace,
+        )
     )
 
 
-async def _serve(settings: Settings, agi_settings: Any, store: Any, *, ami: bool, grace: float) -> int:
+async def _serve(
+    settings: Settings,
+    agi_settings: Any,
+    store: Any,
+    *,
+    engine: Any,
+    metrics: Any,
+    ami: bool,
+    grace: float,
+) -> int:
+    from core.db import database_readiness
     from ivr.ami.listener import AmiListener
+    from ivr.daemon.health import OpsServer, loop_alive, ops_app
     from ivr.daemon.server import FastAgiServer
 
     log = structlog.get_logger("ivr.daemon")
@@ -107,14 +137,32 @@ async def _serve(settings: Settings, agi_settings: Any, store: Any, *, ami: bool
         log.error("fastagi_no_secret", error=str(exc))
         return 1
     server = FastAgiServer(
-        agi_settings, settings.menu, store, secret=secret, sockets=inherited_sockets(os.environ)
+        agi_settings,
+        settings.menu,
+        store,
+        secret=secret,
+        sockets=inherited_sockets(os.environ),
+        metrics=metrics,
     )
+
+    def readiness() -> str | None:
+        if not server.listening:
+            return "stopping" if server.stopping else "not_listening"
+        return database_readiness(engine)
+
+    ops: OpsServer | None = None
+    where = {"host": agi_settings.host, "port": agi_settings.port}
     try:
         await server.start()
+        if agi_settings.metrics_port is not None:  # bound as root too, before dropping privileges
+            where = {"host": agi_settings.metrics_host, "port": agi_settings.metrics_port, "what": "metrics"}
+            app = ops_app(metrics.registry, alive=lambda: loop_alive(loop), readiness=readiness)
+            ops = OpsServer(agi_settings.metrics_host, agi_settings.metrics_port, app)
         if agi_settings.run_as_user:
             drop_privileges(agi_settings.run_as_user)
     except OSError as exc:
-        log.error("fastagi_cannot_listen", host=agi_settings.host, port=agi_settings.port, error=str(exc))
+        log.error("fastagi_cannot_listen", **where, error=str(exc))
+        await server.stop(grace_seconds=0)
         if records is not None:
             await asyncio.to_thread(records.close)
         return 1
@@ -122,7 +170,11 @@ async def _serve(settings: Settings, agi_settings: Any, store: Any, *, ami: bool
         await asyncio.to_thread(records.start)
     listener = AmiListener(settings.ami) if ami else None
     if listener is not None:
+        metrics.watch_ami(listener.connected.is_set)
         await listener.start()
+    if ops is not None:
+        ops.start()
+    metrics.ready.set_function(lambda: 1.0 if server.listening else 0.0)
     log.info(
         "daemon_ready",
         max_concurrent_calls=agi_settings.max_concurrent_calls,
@@ -130,13 +182,16 @@ async def _serve(settings: Settings, agi_settings: Any, store: Any, *, ami: bool
         database=settings.effective_database_url.split("://", 1)[0],
     )
     await stop.wait()
-    log.info("daemon_stopping")
-    await server.stop(grace_seconds=grace)
+    log.info("daemon_stopping", grace_seconds=grace)
+    await server.stop(grace_seconds=grace)  # /readyz says "stopping" from its first moment
     if records is not None:
         await asyncio.to_thread(records.close)  # every queued call record written before exit
     if listener is not None:
         with contextlib.suppress(Exception):
             await listener.stop()
+    if ops is not None:
+        await asyncio.to_thread(ops.stop)
+    engine.dispose()
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -72,5 +73,9 @@ def run_web(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=False,
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    # uvicorn stops on SIGTERM and SIGINT alike (graceful: requests in progress finish), then
+    # raises the signal again for its caller: that is us, and stopping is what was asked.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run()
+    log.info("web_stopped")
     return 0

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,15 +37,24 @@ from ivr.channel import (
     KeyReadingChannel,
 )
 
+if TYPE_CHECKING:
+    from ivr.metrics import DaemonMetrics
+
 
 class AgiConnection:
     """Commands and replies on one connection; knows nothing of calls or prompts."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, command_timeout: float
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        command_timeout: float,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
+        self.metrics = metrics
         self._parser = ReplyParser()
         self.command_timeout = command_timeout
         self.hung_up = False
@@ -54,11 +65,15 @@ class AgiConnection:
         if self.hung_up:
             raise CallerHungUp()
         limit = self.command_timeout if time_limit is None else time_limit
+        sent = time.monotonic()
         try:
             async with asyncio.timeout(limit):
                 self._writer.write(build_command(*words))
                 await self._writer.drain()
-                return await self._read_reply()
+                reply = await self._read_reply()
+                if self.metrics is not None:
+                    self.metrics.agi_round_trip(words, time.monotonic() - sent)
+                return reply
         except TimeoutError as exc:
             raise ChannelError(
                 f"AGI command {words[0]} {words[1] if len(words) > 1 else ''} timed out"

@@ -24,8 +24,10 @@ import ipaddress
 import os
 import socket
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -33,8 +35,11 @@ from ivr.agi.protocol import AgiProtocolError
 from ivr.channel import CallerHungUp, ChannelError
 from ivr.daemon.fastagi import AgiConnection, FastAgiChannel, read_environment
 from ivr.flow.store import CallStore
-from ivr.flow.temporary_password import busy_call, temporary_password_call
+from ivr.flow.temporary_password import TemporaryPasswordCall, busy_call
 from ivr.settings import AgiSettings, MenuSettings
+
+if TYPE_CHECKING:
+    from ivr.metrics import DaemonMetrics
 
 ROUTE = "temp-password"
 MAX_LINE_BYTES = 4096
@@ -83,6 +88,7 @@ class FastAgiServer:
         *,
         secret: str,
         sockets: list[socket.socket] | None = None,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
         if not secret:
             raise ValueError("the FastAGI server needs the shared secret")
@@ -103,6 +109,18 @@ class FastAgiServer:
             max_workers=max(1, agi.hash_workers), thread_name_prefix="ivr-hash", initializer=_lower_priority
         )
         self.log = structlog.get_logger("ivr.daemon")
+        self.metrics = metrics
+        self.stopping = False
+        if metrics is not None:  # read when Prometheus scrapes, nothing per call
+            metrics.watch_server(
+                calls_in_progress=lambda: self.active_calls,
+                hash_queue=lambda: self._hash_pool._work_queue.qsize(),
+                rejected=lambda: self.rejected,
+            )
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.is_serving() and not self.stopping
 
     @property
     def pending_connections(self) -> int:
@@ -144,6 +162,7 @@ class FastAgiServer:
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting; let calls in progress finish for a while, then cut them."""
+        self.stopping = True
         for server in [self._server, *self._extra_servers]:
             if server is not None:
                 server.close()
@@ -200,7 +219,9 @@ class FastAgiServer:
             self._reject("peer_not_allowed", peer)
             return
         self._admit_pending(task, writer)
-        connection = AgiConnection(reader, writer, command_timeout=self.agi.command_timeout_seconds)
+        connection = AgiConnection(
+            reader, writer, command_timeout=self.agi.command_timeout_seconds, metrics=self.metrics
+        )
         try:
             async with asyncio.timeout(self.agi.header_timeout_seconds):
                 env = await read_environment(reader, max_bytes=self.agi.header_max_bytes)
@@ -223,13 +244,19 @@ class FastAgiServer:
             return
         channel = FastAgiChannel(env, connection)
         with structlog.contextvars.bound_contextvars(call_id=channel.call_id):
+            started = time.monotonic()
             if self.active_calls >= self.agi.max_concurrent_calls:
                 await busy_call(channel, store=self.store)
+                if self.metrics is not None:
+                    self.metrics.call_ended("busy", time.monotonic() - started)
                 return
+            call = TemporaryPasswordCall(
+                channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool, metrics=self.metrics
+            )
             self.active_calls += 1
             try:
-                await temporary_password_call(
-                    channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool
-                )
+                await call.run()
             finally:
                 self.active_calls -= 1
+                if self.metrics is not None:  # also for a call cut by the shutdown (system_error)
+                    self.metrics.call_ended(call.report.outcome, time.monotonic() - started)

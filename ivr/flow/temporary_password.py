@@ -20,7 +20,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -30,6 +30,9 @@ from core.phone_line import CallerLine, target_number_for, temporary_password_pr
 from ivr.channel import CallerHungUp, CallerIdKind, Channel, CollectResult, Digits, NoInput, digit_prompts
 from ivr.flow.store import CallStore
 from ivr.settings import MenuSettings
+
+if TYPE_CHECKING:
+    from ivr.metrics import DaemonMetrics
 
 T = TypeVar("T")
 
@@ -110,8 +113,10 @@ class TemporaryPasswordCall:
         clock: Callable[[], datetime] = _utcnow,
         hash_executor: Executor | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
         self.channel = channel
+        self.metrics = metrics  # ivr.metrics: step durations, wrong entries, hash times
         self.store = store
         self.menu = menu
         self.clock = clock
@@ -254,6 +259,8 @@ class TemporaryPasswordCall:
             self.hash_executor, self.store.hash_password, password
         )
         hashed = self.monotonic()
+        if self.metrics is not None:
+            self.metrics.hashed(hashed - save_started)
         await asyncio.to_thread(  # the hash is done: no database lock is held across it
             self.store.save_temporary_password,
             line=line,
@@ -371,6 +378,8 @@ class TemporaryPasswordCall:
             elif step is Step.NUMBER:
                 fields["entered_number"] = result.value
         self.log.info("step", **fields)
+        if self.metrics is not None:
+            self.metrics.entry(step.value, accepted, ended - started)
 
     async def _lookup(self, caller_number: str) -> CallerLine | None:
         try:

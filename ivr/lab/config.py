@@ -47,6 +47,10 @@ def e164_without_plus(national: str, country_code: str = "81") -> str:
     return country_code + digits[1:] if digits.startswith("0") else digits
 
 
+def agi_host(settings: Settings) -> str:
+    return settings.agi.host if settings.agi.host not in ("0.0.0.0", "::") else "127.0.0.1"
+
+
 def placeholder_values(
     settings: Settings, paths: AsteriskPaths, agi_ports: tuple[int, int]
 ) -> dict[str, str]:
@@ -71,11 +75,19 @@ def placeholder_values(
         "AMI_SECRET": settings.ami.secret.get_secret_value(),
         "SERVICE_NUMBER": lab.service_number,
         "SERVICE_NUMBER_E164": e164_without_plus(lab.service_number),
-        "AGI_HOST": settings.agi.host if settings.agi.host not in ("0.0.0.0", "::") else "127.0.0.1",
+        "AGI_HOST": agi_host(settings),
         "AGI_PORT": str(agi_ports[0]),
+        "AGI_PRIMARY_URI": (
+            f"hagi://{lab.agi_srv_domain}"
+            if lab.agi_srv_domain
+            else f"agi://{agi_host(settings)}:{agi_ports[0]}"
+        ),
         "AGI_FALLBACK_PORT": str(agi_ports[1]),
         "MAX_CALL_SECONDS": str(lab.max_call_seconds),
         "AGI_SECRET": agi_secret(settings),
+        "SYSTEM_NAME_OPTION": (
+            f"systemname = {lab.system_name}" if lab.system_name else "; systemname: not set (one Asterisk)"
+        ),
     }
 
 

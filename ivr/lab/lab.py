@@ -323,6 +323,9 @@ class Lab:
         ports = agi_ports or (self.settings.agi.port, self.settings.lab.agi_fallback_port)
         self._check_ports()
         self._prepare_instance(ports)
+        if self.settings.lab.agi_srv_domain:
+            say("starting the lab's DNS server (hagi:// SRV records)...")
+            self._start_dns(ports)
         say("starting Asterisk...")
         self._start_asterisk()
         try:
@@ -374,6 +377,33 @@ class Lab:
             self.asterisk_log_path.replace(self.asterisk_log_path.with_name("messages.previous"))
         for stale in (self.host_path(paths.run) / "asterisk.ctl", self.host_path(paths.run) / "asterisk.pid"):
             stale.unlink(missing_ok=True)
+
+    def _start_dns(self, agi_ports: tuple[int, int]) -> None:
+        from ivr.lab import dns
+
+        lab = self.settings.lab
+        assert lab.agi_srv_domain is not None
+        binary = dns.dnsmasq_binary()
+        if binary is None:
+            raise LabError("dnsmasq not found: apt-get install dnsmasq-base (scripts/bootstrap does)")
+        if not dns.address_free(lab.dns_address):
+            raise LabError(f"{lab.dns_address}:53/udp is in use (another lab's DNS server?)")
+        dns.point_resolv_conf_at(self.root, lab.dns_address)
+        argv = dns.dnsmasq_argv(
+            address=lab.dns_address,
+            domain=lab.agi_srv_domain,
+            host=lab_config.agi_host(self.settings),
+            ports=lab.agi_srv_ports or list(agi_ports),
+            binary=binary,
+        )
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_extra(
+                ProcessSpec("dnsmasq", argv, ready=lambda: dns.listening(lab.dns_address), ready_timeout=10)
+            )
+        except BaseException:
+            self.down()
+            raise
 
     def _start_asterisk(self) -> None:
         log = self.console_log_path
