@@ -51,7 +51,8 @@ from ivr.processes import stop_processes
 from ivr.settings import AgiSettings, AmiSettings, LabSettings, Settings
 from ivr.sipp import Caller, CallResult, ExpectHangup, SendDigits, Wait, run_call
 from tests.fixtures.db import PG_BIN, PostgresServer, _as_postgres
-from tests.fixtures.web import env_for, free_port
+from tests.fixtures.web import env_for
+from tests.support import eventually, free_port
 
 pytestmark = [pytest.mark.multinode, pytest.mark.e2e, pytest.mark.lab, pytest.mark.postgres]
 
@@ -73,12 +74,8 @@ SIP = {"a": 5480, "b": 5482}
 RTP = {"a": (17000, 17499), "b": (17500, 17999)}
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(poll)
+def wait_until(condition: Callable[[], object], within: float, what: str, poll: float = 0.1) -> None:
+    eventually(condition, within, interval=poll, what=what)
 
 
 # ------------------------------------------------------------------------------------- the platform

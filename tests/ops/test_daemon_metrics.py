@@ -17,8 +17,9 @@ from sqlalchemy import text
 
 from core.db import make_engine
 from tests.fixtures.web import free_port
-from tests.ivr.test_records import SECRET, Daemon, _environment, wait_until
+from tests.ivr.test_records import SECRET, Daemon, _environment
 from tests.ops import agi_peer
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -73,7 +74,7 @@ def test_calls_steps_agi_commands_and_rejections_are_counted_without_numbers(dae
     def counted() -> bool:
         return value(samples(base), "ivr_calls_total", outcome="caller_hung_up") == 1
 
-    wait_until(counted, timeout=10, poll=0.05)
+    eventually(counted, 10, interval=0.05)
     after = samples(base)
     assert value(after, "ivr_wrong_entries_total", step="unit") == 2
     assert value(after, "ivr_step_duration_seconds_count", step="unit") == 2
@@ -124,7 +125,7 @@ def test_readyz_follows_the_schema_and_says_stopping_during_the_grace_period(
         answer = httpx.get(f"{base}/readyz", timeout=5)
         return answer.status_code == 503 and answer.json()["reason"] == "stopping"
 
-    wait_until(stopping, timeout=10, poll=0.05)
+    eventually(stopping, 10, interval=0.05)
     assert value(samples(base), "ivr_daemon_ready") == 0
     assert value(samples(base), "ivr_calls_in_progress") == 1
     reader.close()

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_session_factory
 from tests.fixtures.web import env_for, free_port
-from tests.ivr.test_records import SECRET, Daemon, _environment, record, wait_until
+from tests.ivr.test_records import SECRET, Daemon, _environment, record
+from tests.support import eventually
 
 IVR = [sys.executable, "-m", "ivr.cli.main"]
 
@@ -55,7 +56,7 @@ def test_sigterm_lets_the_call_go_on_for_the_grace_period_then_cuts_it_for_the_a
         assert reader.readline().strip() == b"ANSWER"  # mid-call: the daemon waits for Asterisk
 
         daemon.process.send_signal(signal.SIGTERM)
-        wait_until(lambda: not _listening(port), timeout=10, poll=0.02)  # no new calls taken
+        eventually(lambda: not _listening(port), 10, interval=0.02)  # no new calls taken
 
         peer.sendall(b"200 result=0\n")  # the call in progress goes on during the grace period
         next_command = reader.readline()
@@ -86,7 +87,7 @@ def test_ivr_web_stops_on_sigterm_like_on_ctrl_c(signum: int, voice_db_url: str,
     process = _started(["web"], env_for(voice_db_url, port), out)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: process.poll() is None and _web_up(base), timeout=30, poll=0.05)
+        eventually(lambda: process.poll() is None and _web_up(base), 30, interval=0.05)
         process.send_signal(signum)
         assert process.wait(20) == 0, out.read_text()[-2000:]
     finally:
@@ -125,7 +126,7 @@ def test_followers_stop_on_sigterm_like_on_ctrl_c(
     results = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         process = _started(command, _env(voice_db_url, tmp_path), out)
-        wait_until(lambda: out.stat().st_size > 0, timeout=20, poll=0.02)  # following now
+        eventually(lambda: out.stat().st_size > 0, 20, interval=0.02)  # following now
         process.send_signal(signum)
         results[signum] = process.wait(20)
         assert "Traceback" not in out.read_text()
@@ -153,12 +154,12 @@ def test_ivr_call_stops_its_sipp_on_sigterm(tmp_path: Path) -> None:
     env.update({"IVR_DATA_DIR": str(tmp_path), "IVR_LAB__SIP_PORT": str(free_port())})
     process = _started(["call", "--withheld"], env, tmp_path / "call.out")
     try:
-        wait_until(lambda: bool(_children(process.pid)), timeout=20, poll=0.05)
+        eventually(lambda: bool(_children(process.pid)), 20, interval=0.05)
         (sipp,) = _children(process.pid)
         assert "sipp" in Path(f"/proc/{sipp}/cmdline").read_bytes().decode(errors="replace")
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 128 + signal.SIGTERM  # stopped, not a call that ended
-        wait_until(lambda: not Path(f"/proc/{sipp}").exists(), timeout=10, poll=0.05)
+        eventually(lambda: not Path(f"/proc/{sipp}").exists(), 10, interval=0.05)
     finally:
         if process.poll() is None:
             process.kill()
