@@ -133,6 +133,43 @@ class SmtpSettings(BaseModel):
     sender: str = "noreply@settings.example.jp"
 
 
+class NoticeSettings(BaseModel):
+    """The support site and its maintenance/outage notice mail (notices/, docs/notices.md)."""
+
+    # --- the support site (its own Starlette app, served by `ivr notices serve`)
+    web_host: str = "127.0.0.1"
+    web_port: int = 8081
+    base_url: str = "http://127.0.0.1:8081"  # links in mails (confirmation, List-Unsubscribe)
+    operator_token: SecretStr | None = None  # Bearer token of the operator JSON API; None: API off
+    confirmation_validity_seconds: int = 24 * 3600  # registration and destination links
+    pending_retry_seconds: int = 30 * 60  # the same pending address again: "try after 30 minutes"
+    # --- the mail
+    sender: str = "notice@support.example.jp"  # From: (the seed's site uses @support.ntt.com)
+    return_path_domain: str = "bounce.support.example.jp"  # per-mail return paths b-<id>-<sig>@…
+    bounce_secret: SecretStr = SecretStr("change-me-notice-bounce-secret")  # signs the return paths
+    smtp_host: str = "127.0.0.1"  # the relay (an MTA such as postfix) or the receiving server
+    smtp_port: int = 8025
+    smtp_connections: int = Field(default=16, ge=1, le=500)  # SMTP sessions kept open per worker
+    send_timeout_seconds: float = 30.0  # one mail's whole SMTP transaction
+    # The relay's acceptance counts as delivered (resets the failure count). With a relay that
+    # reports failures later by DSN the count is still reset by acceptance; see docs/notices.md.
+    acceptance_is_delivery: bool = True
+    # --- the bounce listener (RFC 3464 DSNs to the return paths)
+    bounce_host: str = "127.0.0.1"
+    bounce_port: int = 2526
+    # --- the queue and the worker
+    worker_id: str | None = None  # default: the host name; distinct for every live worker
+    window: int = Field(default=400, ge=1, le=100_000)  # mails claimed and not yet recorded
+    per_domain_window: int = Field(default=50, ge=1)  # of them, at most this many to one domain
+    claim_batch: int = Field(default=200, ge=1)
+    lease_seconds: float = 120.0  # a claimed mail not recorded within it is claimed again
+    poll_seconds: float = 0.5
+    flush_seconds: float = 0.05  # results are recorded in one transaction at most this long after
+    max_failures: int = Field(default=3, ge=1)  # consecutive failures that stop a destination
+    retry_backoff_seconds: list[int] = Field(default_factory=lambda: [60, 300, 900, 1800, 3600])
+    give_up_after_seconds: int = 24 * 3600  # a temporary failure for this long counts as failed
+
+
 class LabSettings(BaseModel):
     """The local Asterisk lab (root filesystem, ports)."""
 
@@ -171,6 +208,7 @@ class Settings(BaseSettings):
     ami: AmiSettings = Field(default_factory=AmiSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    notices: NoticeSettings = Field(default_factory=NoticeSettings)
     lab: LabSettings = Field(default_factory=LabSettings)
 
     @property

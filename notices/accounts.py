@@ -1,0 +1,172 @@
+"""Support IDs and their destinations (short units of work in the caller's transaction).
+
+Passwords arrive here already hashed (``core.secrets``, outside any write transaction); links are
+random tokens of which only the SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from core.notice_models import NoticeDestination, SupportAccount, SupportAccountProduct
+from notices import rules
+from notices.rules import AddOutcome, DestinationState, DestinationView
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(b"ivr-support-link\x00" + token.encode("utf-8", "replace")).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def account_by_email(session: Session, email: str) -> SupportAccount | None:
+    return session.scalars(
+        select(SupportAccount).where(SupportAccount.login_email == rules.normalize_address(email))
+    ).one_or_none()
+
+
+def create_active_account(
+    session: Session,
+    *,
+    email: str,
+    name: str,
+    birth_date: date,
+    password_hash: str,
+    now: datetime,
+) -> SupportAccount:
+    """An active support ID in one step (operator tools, the sample, tests)."""
+    account = SupportAccount(
+        login_email=rules.normalize_address(email),
+        state="active",
+        name=name,
+        birth_date=birth_date,
+        password_hash=password_hash,
+        created_at=now,
+        activated_at=now,
+    )
+    session.add(account)
+    session.flush()
+    return account
+
+
+def set_notification_settings(
+    session: Session, account: SupportAccount, *, products: Iterable[str], days: int, hours: int
+) -> None:
+    if not 0 <= days <= rules.ALL_DAYS or not 0 <= hours <= rules.ALL_HOURS:
+        raise ValueError("delivery days or hours out of range")
+    account.delivery_days = days
+    account.delivery_hours = hours
+    session.execute(delete(SupportAccountProduct).where(SupportAccountProduct.account_id == account.id))
+    session.add_all(SupportAccountProduct(account_id=account.id, product=p) for p in sorted(set(products)))
+    session.flush()
+
+
+def products_of_account(session: Session, account_id: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(SupportAccountProduct.product)
+            .where(SupportAccountProduct.account_id == account_id)
+            .order_by(SupportAccountProduct.product)
+        )
+    )
+
+
+def destinations_of(session: Session, account_id: int) -> list[NoticeDestination]:
+    return list(
+        session.scalars(
+            select(NoticeDestination)
+            .where(NoticeDestination.account_id == account_id)
+            .order_by(NoticeDestination.id)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class AddResult:
+    outcome: AddOutcome
+    destination_id: int | None = None
+    token: str | None = None  # for the confirmation mail (ADDED, RESENT)
+
+
+def add_destination(
+    session: Session,
+    *,
+    account_id: int,
+    address: str,
+    now: datetime,
+    validity: timedelta = timedelta(hours=24),
+    retry_after: timedelta = timedelta(minutes=30),
+) -> AddResult:
+    """Add (or re-send the confirmation of) a destination, following :func:`rules.decide_add_destination`.
+    Locks the account row first, so two concurrent adds cannot make a fourth destination."""
+    normalized = rules.normalize_address(address)
+    session.execute(select(SupportAccount.id).where(SupportAccount.id == account_id).with_for_update()).one()
+    existing = destinations_of(session, account_id)
+    views = [DestinationView(d.address, DestinationState(d.state), d.confirmation_sent_at) for d in existing]
+    outcome = rules.decide_add_destination(views, normalized, now, retry_after=retry_after)
+    if outcome not in (AddOutcome.ADDED, AddOutcome.RESENT):
+        return AddResult(outcome)
+    token = new_token()
+    if outcome is AddOutcome.ADDED:
+        dest = NoticeDestination(
+            account_id=account_id, address=normalized, state=DestinationState.PENDING.value, created_at=now
+        )
+        session.add(dest)
+    else:
+        dest = next(d for d in existing if d.address.lower() == normalized.lower())
+    dest.confirmation_hash = token_hash(token)
+    dest.confirmation_sent_at = now
+    dest.confirmation_expires_at = now + validity
+    session.flush()
+    return AddResult(outcome, dest.id, token)
+
+
+def confirm_destination(session: Session, *, token: str, now: datetime) -> NoticeDestination | None:
+    """Follow a destination's confirmation link: it delivers from now on. None: unknown or expired."""
+    dest = session.scalars(
+        select(NoticeDestination)
+        .where(NoticeDestination.confirmation_hash == token_hash(token))
+        .with_for_update()
+    ).one_or_none()
+    if dest is None or dest.confirmation_expires_at is None or now >= dest.confirmation_expires_at:
+        return None
+    dest.state = DestinationState.DELIVERING.value
+    dest.confirmed_at = now
+    dest.confirmation_hash = None
+    dest.confirmation_expires_at = None
+    session.flush()
+    return dest
+
+
+def add_confirmed_destination(
+    session: Session, *, account_id: int, address: str, now: datetime
+) -> NoticeDestination:
+    """A delivering destination in one step (operator tools, the sample, the benchmark, tests)."""
+    dest = NoticeDestination(
+        account_id=account_id,
+        address=rules.normalize_address(address),
+        state=DestinationState.DELIVERING.value,
+        confirmed_at=now,
+        created_at=now,
+    )
+    session.add(dest)
+    session.flush()
+    return dest
+
+
+def remove_destination(session: Session, *, account_id: int, destination_id: int) -> bool:
+    result = session.execute(
+        delete(NoticeDestination).where(
+            NoticeDestination.id == destination_id, NoticeDestination.account_id == account_id
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
