@@ -151,7 +151,7 @@ def queue_notice(session: Session, *, notice_id: int, products: Sequence[str], p
             exists().where(chosen.account_id == account.id, chosen.product.in_(list(products))),
         )
     )
-    result = session.execute(
+    session.execute(
         insert(NoticeDelivery).from_select(
             [
                 "notice_id",
@@ -166,7 +166,9 @@ def queue_notice(session: Session, *, notice_id: int, products: Sequence[str], p
             matching,
         )
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    # (psycopg reports no row count for INSERT … SELECT through SQLAlchemy; count them, by index)
+    counted = session.scalar(select(func.count()).select_from(NoticeDelivery).where(NoticeDelivery.notice_id == notice_id))
+    return int(counted or 0)
 
 
 # ------------------------------------------------------------------------------------- claims
