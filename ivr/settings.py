@@ -147,8 +147,9 @@ class NoticeSettings(BaseModel):
     sender: str = "notice@support.example.jp"  # From: (the seed's site uses @support.ntt.com)
     return_path_domain: str = "bounce.support.example.jp"  # per-mail return paths b-<id>-<sig>@…
     bounce_secret: SecretStr = SecretStr("change-me-notice-bounce-secret")  # signs the return paths
-    smtp_host: str = "127.0.0.1"  # the relay (an MTA such as postfix) or the receiving server
-    smtp_port: int = 8025
+    # The relay (an MTA such as postfix) or the receiving server; unset: the `smtp` section's.
+    smtp_host: str | None = None
+    smtp_port: int | None = None
     smtp_connections: int = Field(default=16, ge=1, le=500)  # SMTP sessions kept open per worker
     send_timeout_seconds: float = 30.0  # one mail's whole SMTP transaction
     # The relay's acceptance counts as delivered (resets the failure count). With a relay that

@@ -95,7 +95,9 @@ class BounceHandler:
         self.max_failures, self.clock = max_failures, clock
         self.applied = 0
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
         if rules.delivery_of_return_path(address, secret=self.secret, domain=self.domain) is None:
             return "550 5.1.1 Not a return path of ours"
         envelope.rcpt_tos.append(address)
@@ -107,7 +109,8 @@ class BounceHandler:
         deliveries = [
             d
             for d in (
-                rules.delivery_of_return_path(a, secret=self.secret, domain=self.domain) for a in envelope.rcpt_tos
+                rules.delivery_of_return_path(a, secret=self.secret, domain=self.domain)
+                for a in envelope.rcpt_tos
             )
             if d is not None
         ]
@@ -131,7 +134,9 @@ class BounceHandler:
                 )
                 if result.stopped:
                     log.warning(
-                        "notice_destination_stopped", destination_id=result.destination_id, max_failures=self.max_failures
+                        "notice_destination_stopped",
+                        destination_id=result.destination_id,
+                        max_failures=self.max_failures,
                     )
         return "250 2.0.0 OK"
 

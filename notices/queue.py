@@ -167,7 +167,9 @@ def queue_notice(session: Session, *, notice_id: int, products: Sequence[str], p
         )
     )
     # (psycopg reports no row count for INSERT … SELECT through SQLAlchemy; count them, by index)
-    counted = session.scalar(select(func.count()).select_from(NoticeDelivery).where(NoticeDelivery.notice_id == notice_id))
+    counted = session.scalar(
+        select(func.count()).select_from(NoticeDelivery).where(NoticeDelivery.notice_id == notice_id)
+    )
     return int(counted or 0)
 
 

@@ -18,6 +18,19 @@ from notices.worker import DeliveryWorker
 log = structlog.get_logger("notices")
 
 
+def _quiet_server_class() -> Any:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn without its own signal handling: this process's stop event ends it."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    return QuietServer
+
+
 async def run_service(
     settings: Any,  # ivr.settings.Settings
     sessions: sessionmaker[Session],
@@ -29,6 +42,13 @@ async def run_service(
     stop: asyncio.Event | None = None,
 ) -> None:
     s = settings.notices
+    if s.smtp_host is None or s.smtp_port is None:  # default: the one outgoing SMTP server
+        s = s.model_copy(
+            update={
+                "smtp_host": s.smtp_host or settings.smtp.host,
+                "smtp_port": s.smtp_port or settings.smtp.port,
+            }
+        )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -52,6 +72,8 @@ async def run_service(
 
             from notices.web import create_support_app
 
+            _QuietServer = _quiet_server_class()
+
             app = create_support_app(settings, sessions)
             config = uvicorn.Config(
                 app,
@@ -62,12 +84,15 @@ async def run_service(
                 proxy_headers=False,
                 server_header=False,
             )
-            web_server = uvicorn.Server(config)
-            web_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            web_server = _QuietServer(config)
             tasks.append(asyncio.create_task(web_server.serve()))
             log.info("support_site_listening", url=f"{s.base_url}/support/")
         if worker:
-            tasks.append(asyncio.create_task(DeliveryWorker(sessions=sessions, settings=s, worker_id=worker_id).run(stop)))
+            tasks.append(
+                asyncio.create_task(
+                    DeliveryWorker(sessions=sessions, settings=s, worker_id=worker_id).run(stop)
+                )
+            )
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
         for task in done:

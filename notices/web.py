@@ -61,7 +61,18 @@ def _parse_time(value: Any, field: str) -> datetime | None:
 def draft_from_json(body: Any) -> queue.NoticeDraft:
     if not isinstance(body, dict):
         raise queue.NoticeError("the body must be a JSON object")
-    unknown = set(body) - {"kind", "status", "title", "area", "body", "products", "starts_at", "ends_at", "public", "follows"}
+    unknown = set(body) - {
+        "kind",
+        "status",
+        "title",
+        "area",
+        "body",
+        "products",
+        "starts_at",
+        "ends_at",
+        "public",
+        "follows",
+    }
     if unknown:
         raise queue.NoticeError(f"unknown fields: {', '.join(sorted(unknown))}")
     products = body.get("products")
@@ -73,7 +84,11 @@ def draft_from_json(body: Any) -> queue.NoticeDraft:
     area = body.get("area", "")
     public = body.get("public", True)
     follows = body.get("follows")
-    if not isinstance(area, str) or not isinstance(public, bool) or not (follows is None or type(follows) is int):
+    if (
+        not isinstance(area, str)
+        or not isinstance(public, bool)
+        or not (follows is None or type(follows) is int)
+    ):
         raise queue.NoticeError("area must be a string, public a boolean, follows a notice id")
     return queue.NoticeDraft(
         kind=body["kind"],
@@ -111,7 +126,9 @@ def notice_json(n: Notice, products: list[str], counts: dict[str, int] | None = 
 
 
 class SupportSite:
-    def __init__(self, settings: Any, sessions: sessionmaker[Session], *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, settings: Any, sessions: sessionmaker[Session], *, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.settings = settings
         self.s = settings.notices
         self.sessions = sessions
@@ -146,7 +163,9 @@ class SupportSite:
             "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
         }
 
-    def _notice_rows(self, session: Session, *, include_members_only: bool, limit: int = 100) -> list[dict[str, Any]]:
+    def _notice_rows(
+        self, session: Session, *, include_members_only: bool, limit: int = 100
+    ) -> list[dict[str, Any]]:
         query = select(Notice).order_by(Notice.posted_at.desc(), Notice.id.desc()).limit(limit)
         if not include_members_only:
             query = query.where(Notice.public.is_(True))
@@ -205,7 +224,9 @@ class SupportSite:
                 "notices.html", status_code=404, page_title="工事・故障情報", rows=[], account=account,
                 errors=["お探しの情報は見つかりませんでした。掲載が終了したか、ログインが必要な情報です。"],
             )  # fmt: skip
-        return self.render("notice.html", page_title=f"{view['kind_label']}：{view['title']}", n=view, account=account)
+        return self.render(
+            "notice.html", page_title=f"{view['kind_label']}：{view['title']}", n=view, account=account
+        )
 
     async def faq(self, request: Request) -> Response:
         account = await self.current_account(request)
@@ -259,7 +280,9 @@ class SupportSite:
             return JSONResponse({"error": f"the body is larger than {self.max_body} bytes"}, status_code=413)
         except queue.NoticeError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        log.info("notice_posted", notice_id=row["id"], kind=row["kind"], recipients=row["recipients"], by="api")
+        log.info(
+            "notice_posted", notice_id=row["id"], kind=row["kind"], recipients=row["recipients"], by="api"
+        )
         return JSONResponse(row, status_code=201, headers={"Location": f"/support/api/notices/{row['id']}"})
 
     async def api_list(self, request: Request) -> Response:
@@ -291,7 +314,9 @@ class SupportSite:
             n = session.get(Notice, notice_id)
             if n is None:
                 return None
-            return notice_json(n, queue.products_of(session, [n.id])[n.id], queue.delivery_counts(session, notice_id=n.id))
+            return notice_json(
+                n, queue.products_of(session, [n.id])[n.id], queue.delivery_counts(session, notice_id=n.id)
+            )
 
         row = await self.db(load)
         if row is None:

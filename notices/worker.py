@@ -122,8 +122,8 @@ class DeliveryWorker:
         self.secret = settings.bounce_secret.get_secret_value().encode()
         self.settings_url = settings.base_url.rstrip("/") + "/support/mymenu"
         self.pool = SmtpPool(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
+            host=settings.smtp_host or "127.0.0.1",
+            port=settings.smtp_port or 25,
             size=settings.smtp_connections,
             timeout=settings.send_timeout_seconds,
         )

@@ -48,7 +48,9 @@ def register(subparsers: Any) -> None:
 
     post = sub.add_parser("post", help="post a notice (queued for every matching destination)")
     post.add_argument("--kind", required=True, choices=["maintenance", "outage"])
-    post.add_argument("--status", required=True, help="scheduled, in_progress, completed, occurring, recovered, cancelled")
+    post.add_argument(
+        "--status", required=True, help="scheduled, in_progress, completed, occurring, recovered, cancelled"
+    )
     post.add_argument("--title", required=True)
     post.add_argument("--area", default="")
     post.add_argument("--product", action="append", required=True, help="a product code (repeat for several)")
@@ -113,7 +115,9 @@ def _sessions(settings: Settings) -> Any:
 
     engine = make_engine(settings.effective_database_url)
     if not schema_is_current(engine):
-        print("ivr notices: the database schema is missing or old; run `ivr db upgrade` first", file=sys.stderr)
+        print(
+            "ivr notices: the database schema is missing or old; run `ivr db upgrade` first", file=sys.stderr
+        )
         raise SystemExit(2)
     return make_session_factory(engine)
 
@@ -130,7 +134,9 @@ def _emit(rows: list[dict[str, Any]], as_json: bool, columns: list[str]) -> None
     if not rows:
         print("(none)")
         return
-    widths = {c: max(len(c), *(len(str(r.get(c) if r.get(c) is not None else "-")) for r in rows)) for c in columns}
+    widths = {
+        c: max(len(c), *(len(str(r.get(c) if r.get(c) is not None else "-")) for r in rows)) for c in columns
+    }
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:
         print("  ".join(str(row.get(c) if row.get(c) is not None else "-").ljust(widths[c]) for c in columns))
@@ -183,7 +189,11 @@ def cmd_post(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.body_file:
         try:
-            text = sys.stdin.read() if args.body_file == "-" else open(args.body_file, encoding="utf-8").read()
+            if args.body_file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(args.body_file, encoding="utf-8") as source:
+                    text = source.read()
         except (OSError, UnicodeDecodeError) as exc:
             print(f"ivr notices post: cannot read the body: {type(exc).__name__}", file=sys.stderr)
             return 2
@@ -204,7 +214,9 @@ def cmd_post(args: argparse.Namespace, settings: Settings) -> int:
     sessions = _sessions(settings)
     try:
         with sessions() as session, session.begin():
-            notice = queue.post_notice(session, draft, posted_by=f"cli:{getpass.getuser()}", now=datetime.now(UTC))
+            notice = queue.post_notice(
+                session, draft, posted_by=f"cli:{getpass.getuser()}", now=datetime.now(UTC)
+            )
             row = notice_dict(notice, sorted(set(draft.products)))
     except queue.NoticeError as exc:
         print(f"ivr notices post: {exc}", file=sys.stderr)
@@ -226,12 +238,18 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     with sessions() as session:
         notices = list(session.scalars(select(Notice).order_by(Notice.id.desc()).limit(args.limit)))
         products = queue.products_of(session, [n.id for n in notices])
-        rows = [notice_dict(n, products[n.id], queue.delivery_counts(session, notice_id=n.id)) for n in notices]
+        rows = [
+            notice_dict(n, products[n.id], queue.delivery_counts(session, notice_id=n.id)) for n in notices
+        ]
     if not args.json:
         for row in rows:
             row["products"] = ",".join(row["products"])
             row["deliveries"] = " ".join(f"{k}={v}" for k, v in sorted(row["deliveries"].items()))
-    _emit(rows, args.json, ["id", "posted_at", "kind", "status", "products", "title", "recipients", "deliveries"])
+    _emit(
+        rows,
+        args.json,
+        ["id", "posted_at", "kind", "status", "products", "title", "recipients", "deliveries"],
+    )
     return 0
 
 
@@ -245,7 +263,11 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         if notice is None:
             print(f"ivr notices show: no notice {args.notice_id}", file=sys.stderr)
             return 1
-        row = notice_dict(notice, queue.products_of(session, [notice.id])[notice.id], queue.delivery_counts(session, notice_id=notice.id))
+        row = notice_dict(
+            notice,
+            queue.products_of(session, [notice.id])[notice.id],
+            queue.delivery_counts(session, notice_id=notice.id),
+        )
         row["body"] = notice.body
     if args.json:
         print(json.dumps(row, ensure_ascii=False))
@@ -291,7 +313,11 @@ def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> int:
     sessions = _sessions(settings)
     with sessions() as session:
         rows = [delivery_dict(d) for d in session.scalars(query)]
-    _emit(rows, args.json, ["id", "notice_id", "destination_id", "address", "state", "attempts", "code", "status", "detail"])
+    _emit(
+        rows,
+        args.json,
+        ["id", "notice_id", "destination_id", "address", "state", "attempts", "code", "status", "detail"],
+    )
     return 0
 
 
@@ -363,16 +389,33 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
         created = account is None
         if account is None:
             account = accounts.create_active_account(
-                session, email=SAMPLE_ID, name="サポート 花子", birth_date=date(1985, 4, 1), password_hash=password_hash, now=now
+                session,
+                email=SAMPLE_ID,
+                name="サポート 花子",
+                birth_date=date(1985, 4, 1),
+                password_hash=password_hash,
+                now=now,
             )
             accounts.set_notification_settings(
-                session, account, products=["hikari-denwa", "hikari-net"], days=rules.ALL_DAYS, hours=rules.ALL_HOURS
+                session,
+                account,
+                products=["hikari-denwa", "hikari-net"],
+                days=rules.ALL_DAYS,
+                hours=rules.ALL_HOURS,
             )
             accounts.add_confirmed_destination(session, account_id=account.id, address=SAMPLE_ID, now=now)
-    row = {"support_id": SAMPLE_ID, "password": SAMPLE_PASSWORD, "created": created, "products": ["hikari-denwa", "hikari-net"]}
+    row = {
+        "support_id": SAMPLE_ID,
+        "password": SAMPLE_PASSWORD,
+        "created": created,
+        "products": ["hikari-denwa", "hikari-net"],
+    }
     if args.json:
         print(json.dumps(row, ensure_ascii=False))
     else:
         state = "created" if created else "already there"
-        print(f"sample support ID {SAMPLE_ID} ({state}), password {SAMPLE_PASSWORD}, products hikari-denwa, hikari-net")
+        print(
+            f"sample support ID {SAMPLE_ID} ({state}), password {SAMPLE_PASSWORD}, "
+            "products hikari-denwa, hikari-net"
+        )
     return 0

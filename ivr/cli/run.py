@@ -83,6 +83,7 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
     subprocess.run(_ivr("db", "upgrade"), check=True, env=env)
     if not args.no_sample:
         subprocess.run(_ivr("contracts", "import", "--sample"), check=True, env=env)
+        subprocess.run(_ivr("notices", "sample"), check=True, env=env)  # a sample support ID
     subprocess.run(_ivr("lab", "up"), check=True, env=env)
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -125,6 +126,11 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
             if not _wait_listening(settings.web.port, 20):
                 print(f"ivr run: the web login did not start listening; see {logs}/web.log", file=sys.stderr)
                 return 1
+        # the support site, the notice delivery worker and its bounce listener (docs/notices.md)
+        children.append(_start(_ivr("notices", "serve"), env, logs / "notices.jsonl"))
+        if not _wait_listening(settings.notices.web_port, 20):
+            print(f"ivr run: the notices process did not start; see {logs}/notices.jsonl", file=sys.stderr)
+            return 1
         print(
             "\n".join(
                 [
@@ -135,6 +141,7 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
                     f"  FastAGI daemon  {settings.agi.host}:{settings.agi.port}",
                     f"  web login       {settings.web.base_url}/login" if not args.no_web else "",
                     f"  mail (OTP)      {maildir}/new" if not args.no_mail_sink else "",
+                    f"  support site    {settings.notices.base_url}/support/ (log: notices.jsonl)",
                     '  try:            .venv/bin/ivr call --from 0300001111 --dtmf "1,12345678,12345678"',
                     f"  logs            {logs}/daemon.jsonl (the call log as JSON lines), web.log, mail.log",
                     "Following the call log (Ctrl-C stops everything):",

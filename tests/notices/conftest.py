@@ -51,14 +51,16 @@ class MailServer:
     refused: list[tuple[str, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
         local, _, domain = address.rpartition("@")
         if domain.lower() == SLOW_DOMAIN:
             await asyncio.sleep(self.slow_seconds)
         if local.startswith("reject"):
             with self.lock:
                 self.refused.append((address, 550))
-            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if local.startswith("full"):
             with self.lock:
                 self.refused.append((address, 452))
@@ -126,8 +128,8 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0, interval: flo
         time.sleep(interval)
 
 
-async def async_wait_for(condition: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
+async def async_wait_for(condition: Callable[[], bool], within: float = 20.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + within
     while not await asyncio.to_thread(condition):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
@@ -161,12 +163,19 @@ def customer(db_sessions: sessionmaker[Session]) -> Customer:
         serial[0] += 1
         with db_sessions() as session, session.begin():
             account = accounts.create_active_account(
-                session, email=email, name=f"顧客{serial[0]}", birth_date=date(1980, 1, 1), password_hash="x", now=now
+                session,
+                email=email,
+                name=f"顧客{serial[0]}",
+                birth_date=date(1980, 1, 1),
+                password_hash="x",
+                now=now,
             )
             accounts.set_notification_settings(session, account, products=products, days=days, hours=hours)
             ids = []
             for address in addresses:
-                dest = accounts.add_confirmed_destination(session, account_id=account.id, address=address, now=now)
+                dest = accounts.add_confirmed_destination(
+                    session, account_id=account.id, address=address, now=now
+                )
                 dest.state = state
                 ids.append(dest.id)
             return account.id, ids

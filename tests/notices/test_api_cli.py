@@ -55,7 +55,9 @@ def test_posting_through_the_api_needs_the_operator_token(client: TestClient, cu
     # an update (復旧 / 完了) posts again and follows the first
     update = dict(NOTICE, status="completed", title="設備工事完了のお知らせ", follows=body["id"])
     again = client.post("/support/api/notices", json=update, headers=auth())
-    assert again.status_code == 201 and again.json()["follows"] == body["id"] and again.json()["recipients"] == 1
+    assert (
+        again.status_code == 201 and again.json()["follows"] == body["id"] and again.json()["recipients"] == 1
+    )
     listed = client.get("/support/api/notices", headers=auth()).json()["notices"]
     assert [n["id"] for n in listed] == [again.json()["id"], body["id"]]
 
@@ -71,7 +73,9 @@ def test_posting_through_the_api_needs_the_operator_token(client: TestClient, cu
         ({"follows": 424242}, "no notice 424242"),
     ],
 )
-def test_bad_input_is_400_and_nothing_is_written(client: TestClient, change: dict[str, object], message: str) -> None:
+def test_bad_input_is_400_and_nothing_is_written(
+    client: TestClient, change: dict[str, object], message: str
+) -> None:
     response = client.post("/support/api/notices", json=dict(NOTICE, **change), headers=auth())
     assert response.status_code == 400 and message in response.json()["error"]
     assert client.get("/support/api/notices", headers=auth()).json()["notices"] == []
@@ -86,7 +90,9 @@ def test_not_json_and_too_large_bodies(client: TestClient) -> None:
 
 def test_the_public_list_shows_public_notices_only(client: TestClient) -> None:
     client.post("/support/api/notices", json=NOTICE, headers=auth())
-    members = client.post("/support/api/notices", json=dict(NOTICE, title="会員向けの情報", public=False), headers=auth())
+    members = client.post(
+        "/support/api/notices", json=dict(NOTICE, title="会員向けの情報", public=False), headers=auth()
+    )
     page = client.get("/support/notices")
     assert page.status_code == 200 and "設備工事のお知らせ" in page.text and "会員向けの情報" not in page.text
     assert "2026/12/10 01:00" in page.text  # Tokyo time
@@ -100,20 +106,44 @@ def test_the_api_is_off_without_a_token(db_url: str, db_sessions: sessionmaker[S
     assert client.post("/support/api/notices", json=NOTICE).status_code == 404
 
 
-def ivr(db_url: str, tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def ivr(
+    db_url: str, tmp_path: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, IVR_DATABASE_URL=db_url, IVR_DATA_DIR=str(tmp_path), IVR_LOG_FORMAT="console")
     return subprocess.run(
-        [sys.executable, "-m", "ivr.cli.main", "notices", *args], env=env, capture_output=True, text=True, input=stdin, timeout=60
+        [sys.executable, "-m", "ivr.cli.main", "notices", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
     )
 
 
-def test_the_cli_posts_lists_shows_and_resumes(db_url: str, tmp_path: Path, customer: Customer, db_sessions: sessionmaker[Session]) -> None:
+def test_the_cli_posts_lists_shows_and_resumes(
+    db_url: str, tmp_path: Path, customer: Customer, db_sessions: sessionmaker[Session]
+) -> None:
     _, (dest_id,) = customer("c@example.jp", ["c@example.jp"], state="stopped")
     customer("d@example.jp", ["d@example.jp"])
     posted = ivr(
-        db_url, tmp_path, "post", "--kind", "outage", "--status", "occurring", "--title", "障害", "--area", "全国",
-        "--product", "hikari-denwa", "--body-file", "-", "--json", stdin="ただいま障害が発生しています。\n",
-    )  # fmt: skip
+        db_url,
+        tmp_path,
+        "post",
+        "--kind",
+        "outage",
+        "--status",
+        "occurring",
+        "--title",
+        "障害",
+        "--area",
+        "全国",
+        "--product",
+        "hikari-denwa",
+        "--body-file",
+        "-",
+        "--json",
+        stdin="ただいま障害が発生しています。\n",
+    )
     assert posted.returncode == 0, posted.stderr
     notice = json.loads(posted.stdout)
     assert notice["recipients"] == 1 and notice["posted_by"].startswith("cli:")
@@ -121,14 +151,39 @@ def test_the_cli_posts_lists_shows_and_resumes(db_url: str, tmp_path: Path, cust
     assert [n["id"] for n in listed] == [notice["id"]] and listed[0]["deliveries"] == {"queued": 1}
     shown = json.loads(ivr(db_url, tmp_path, "show", str(notice["id"]), "--json").stdout)
     assert shown["body"].startswith("ただいま")
-    deliveries = [json.loads(x) for x in ivr(db_url, tmp_path, "deliveries", "--notice", str(notice["id"]), "--json").stdout.splitlines()]
+    deliveries = [
+        json.loads(x)
+        for x in ivr(
+            db_url, tmp_path, "deliveries", "--notice", str(notice["id"]), "--json"
+        ).stdout.splitlines()
+    ]
     assert [(d["address"], d["state"]) for d in deliveries] == [("d@example.jp", "queued")]
-    stopped = [json.loads(x) for x in ivr(db_url, tmp_path, "destinations", "--state", "stopped", "--json").stdout.splitlines()]
+    stopped = [
+        json.loads(x)
+        for x in ivr(db_url, tmp_path, "destinations", "--state", "stopped", "--json").stdout.splitlines()
+    ]
     assert [d["id"] for d in stopped] == [dest_id]
     resumed = ivr(db_url, tmp_path, "resume", str(dest_id), "--json")
-    assert resumed.returncode == 0 and json.loads(resumed.stdout) == {"destination_id": dest_id, "resumed": True}
+    assert resumed.returncode == 0 and json.loads(resumed.stdout) == {
+        "destination_id": dest_id,
+        "resumed": True,
+    }
     assert ivr(db_url, tmp_path, "resume", str(dest_id)).returncode == 1
-    bad = ivr(db_url, tmp_path, "post", "--kind", "outage", "--status", "nope", "--title", "x", "--product", "p", "--body", "b")
+    bad = ivr(
+        db_url,
+        tmp_path,
+        "post",
+        "--kind",
+        "outage",
+        "--status",
+        "nope",
+        "--title",
+        "x",
+        "--product",
+        "p",
+        "--body",
+        "b",
+    )
     assert bad.returncode == 2 and "status must be one of" in bad.stderr
     table = ivr(db_url, tmp_path, "list")
     assert table.returncode == 0 and "障害" in table.stdout

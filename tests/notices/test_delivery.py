@@ -98,7 +98,11 @@ def test_a_notice_is_queued_for_exactly_the_matching_confirmed_destinations(
         "match@example.jp", "match2@example.net", "op@example.jp", "both@example.jp"
     }  # fmt: skip
     only_denwa = post(db_sessions, draft(("hikari-denwa",)))
-    assert set(states(db_sessions, only_denwa)) == {"match@example.jp", "match2@example.net", "both@example.jp"}
+    assert set(states(db_sessions, only_denwa)) == {
+        "match@example.jp",
+        "match2@example.net",
+        "both@example.jp",
+    }
     # posted at 11:00 Tokyo the same Friday: outside the first customer's band, inside "wrong-hour"'s
     later = post(db_sessions, draft(), now=TOKYO_FRIDAY_1030 + timedelta(minutes=30))
     assert set(states(db_sessions, later)) == {"both@example.jp", "wh@example.jp"}
@@ -128,7 +132,10 @@ def test_a_bad_notice_is_refused_and_nothing_is_written(
 
 
 async def test_the_worker_delivers_to_a_real_smtp_server_with_the_headers_a_receiver_needs(
-    db_sessions: sessionmaker[Session], customer: Customer, mail_server: MailServer, notice_settings: NoticeSettings
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    notice_settings: NoticeSettings,
 ) -> None:
     _, (dest_id,) = customer("taro@example.jp", ["taro@example.jp"])
     notice_id = post(db_sessions, draft())
@@ -141,31 +148,49 @@ async def test_the_worker_delivers_to_a_real_smtp_server_with_the_headers_a_rece
     assert message["Auto-Submitted"] == "auto-generated"
     assert message["List-Unsubscribe"] == f"<{notice_settings.base_url}/support/mymenu>"
     assert message["Date"] and message["Message-ID"] == got.message_id
-    assert got.message_id.endswith("@support.example.jp>") and f"notice-{notice_id}.{dest_id}." in got.message_id
+    assert (
+        got.message_id.endswith("@support.example.jp>") and f"notice-{notice_id}.{dest_id}." in got.message_id
+    )
     assert "【故障情報】ひかり電話がご利用しづらい状況（発生中）" in str(message["Subject"])
     text = message.get_content()
     assert "東京都港区" in text and "2026年12月04日 10:10" in text  # start in Tokyo time
     secret = notice_settings.bounce_secret.get_secret_value().encode()
     with db_sessions() as session:
-        delivery_id = session.scalars(select(NoticeDelivery.id).where(NoticeDelivery.notice_id == notice_id)).one()
-    assert rules.delivery_of_return_path(got.mail_from, secret=secret, domain=notice_settings.return_path_domain) == delivery_id
+        delivery_id = session.scalars(
+            select(NoticeDelivery.id).where(NoticeDelivery.notice_id == notice_id)
+        ).one()
+    assert (
+        rules.delivery_of_return_path(got.mail_from, secret=secret, domain=notice_settings.return_path_domain)
+        == delivery_id
+    )
 
 
 async def test_550_fails_452_retries_and_three_failures_stop_then_resume_restarts(
-    db_sessions: sessionmaker[Session], customer: Customer, mail_server: MailServer, notice_settings: NoticeSettings
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    notice_settings: NoticeSettings,
 ) -> None:
     _, (good, bad) = customer("hanako@example.jp", ["hanako@example.jp", "reject-me@example.jp"])
     _, (full,) = customer("full@example.jp", ["full-box@example.jp"])
     clock = [TOKYO_FRIDAY_1030]
-    worker = DeliveryWorker(sessions=db_sessions, settings=notice_settings, worker_id="w1", clock=lambda: clock[0])
+    worker = DeliveryWorker(
+        sessions=db_sessions, settings=notice_settings, worker_id="w1", clock=lambda: clock[0]
+    )
     async with Running(worker):
         notices = []
         for n in range(3):
             notices.append(post(db_sessions, draft(title=f"工事 {n}"), now=clock[0]))
             await async_wait_for(
-                lambda nid=notices[-1]: states(db_sessions, nid)["reject-me@example.jp"] == "failed"
-                and states(db_sessions, nid)["hanako@example.jp"] == "sent"
-                and (destination(db_sessions, full).consecutive_failures, states(db_sessions, nid)["full-box@example.jp"]) == (0, "queued")
+                lambda nid=notices[-1]: (
+                    states(db_sessions, nid)["reject-me@example.jp"] == "failed"
+                    and states(db_sessions, nid)["hanako@example.jp"] == "sent"
+                    and (
+                        destination(db_sessions, full).consecutive_failures,
+                        states(db_sessions, nid)["full-box@example.jp"],
+                    )
+                    == (0, "queued")
+                )
             )
             assert destination(db_sessions, bad).consecutive_failures == n + 1
         assert destination(db_sessions, bad).state == "stopped"
@@ -188,20 +213,28 @@ async def test_550_fails_452_retries_and_three_failures_stop_then_resume_restart
         with db_sessions() as session, session.begin():
             assert queue.resume_destination(session, destination_id=bad)
             assert not queue.resume_destination(session, destination_id=good)  # was not stopped
-        assert (destination(db_sessions, bad).state, destination(db_sessions, bad).consecutive_failures) == ("delivering", 0)
+        assert (destination(db_sessions, bad).state, destination(db_sessions, bad).consecutive_failures) == (
+            "delivering",
+            0,
+        )
         fifth = post(db_sessions, draft(title="工事 5"), now=clock[0])
         await async_wait_for(all_final(db_sessions, fifth))
         assert states(db_sessions, fifth) == {"hanako@example.jp": "sent", "reject-me@example.jp": "failed"}
     assert destination(db_sessions, bad).consecutive_failures == 1
     with db_sessions() as session:
         row = session.scalars(
-            select(NoticeDelivery).where(NoticeDelivery.notice_id == fifth, NoticeDelivery.destination_id == bad)
+            select(NoticeDelivery).where(
+                NoticeDelivery.notice_id == fifth, NoticeDelivery.destination_id == bad
+            )
         ).one()
     assert (row.last_code, row.last_status) == (550, "5.1.1")
 
 
 async def test_a_delivered_mail_resets_the_failure_count(
-    db_sessions: sessionmaker[Session], customer: Customer, mail_server: MailServer, notice_settings: NoticeSettings
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    notice_settings: NoticeSettings,
 ) -> None:
     _, (dest_id,) = customer("c@example.jp", ["c@example.jp"])
     with db_sessions() as session, session.begin():
@@ -215,7 +248,10 @@ async def test_a_delivered_mail_resets_the_failure_count(
 
 
 async def test_a_slow_domain_does_not_hold_up_the_others(
-    db_sessions: sessionmaker[Session], customer: Customer, mail_server: MailServer, notice_settings: NoticeSettings
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    notice_settings: NoticeSettings,
 ) -> None:
     mail_server.slow_seconds = 1.5
     for n in range(4):
@@ -225,10 +261,10 @@ async def test_a_slow_domain_does_not_hold_up_the_others(
         customer(address, [address])
     notice_id = post(db_sessions, draft())
     async with Running(DeliveryWorker(sessions=db_sessions, settings=notice_settings, worker_id="w1")):
-        await async_wait_for(lambda: sum(1 for a in fast if mail_server.to(a)) == len(fast), timeout=10)
+        await async_wait_for(lambda: sum(1 for a in fast if mail_server.to(a)) == len(fast), within=10)
         slow_done = sum(1 for r in list(mail_server.received) if r.rcpt.endswith(SLOW_DOMAIN))
         assert slow_done <= 2  # two sessions on the slow domain, 1.5 s a recipient
-        await async_wait_for(all_final(db_sessions, notice_id), timeout=40)
+        await async_wait_for(all_final(db_sessions, notice_id), within=40)
     assert set(states(db_sessions, notice_id).values()) == {"sent"}
 
 
@@ -239,16 +275,29 @@ def test_a_bounce_for_a_sent_mail_counts_once(db_sessions: sessionmaker[Session]
     with db_sessions() as session, session.begin():
         (claim,) = queue.claim(session, worker="w", now=now, limit=10, lease_seconds=60)
         queue.record(
-            session, [queue.SendResult(claim, rules.ReplyClass.DELIVERED, 250)], worker="w", now=now, policy=queue.FailurePolicy()
+            session,
+            [queue.SendResult(claim, rules.ReplyClass.DELIVERED, 250)],
+            worker="w",
+            now=now,
+            policy=queue.FailurePolicy(),
         )
     for _ in range(2):
         with db_sessions() as session, session.begin():
-            queue.record_bounce(session, delivery_id=claim.delivery_id, status="5.2.2", detail="mailbox full", now=now, max_failures=3)
+            queue.record_bounce(
+                session,
+                delivery_id=claim.delivery_id,
+                status="5.2.2",
+                detail="mailbox full",
+                now=now,
+                max_failures=3,
+            )
     assert destination(db_sessions, dest_id).consecutive_failures == 1
     assert states(db_sessions, notice_id) == {"c@example.jp": "bounced"}
 
 
-def test_claims_skip_locked_rows_and_leases_run_out(db_sessions: sessionmaker[Session], customer: Customer) -> None:
+def test_claims_skip_locked_rows_and_leases_run_out(
+    db_sessions: sessionmaker[Session], customer: Customer
+) -> None:
     for n in range(10):
         customer(f"c{n}@example.jp", [f"c{n}@example.jp"])
     post(db_sessions, draft())
@@ -269,12 +318,18 @@ def test_claims_skip_locked_rows_and_leases_run_out(db_sessions: sessionmaker[Se
     # a stale result of "a" (its lease ran out, "c" holds the row now) is not recorded
     with db_sessions() as session, session.begin():
         summary = queue.record(
-            session, [queue.SendResult(first[0], rules.ReplyClass.PERMANENT, 550)], worker="a", now=now, policy=queue.FailurePolicy()
+            session,
+            [queue.SendResult(first[0], rules.ReplyClass.PERMANENT, 550)],
+            worker="a",
+            now=now,
+            policy=queue.FailurePolicy(),
         )
     assert summary.stale == 1 and summary.failed == 0
 
 
-def test_per_domain_claims_leave_the_rest_queued(db_sessions: sessionmaker[Session], customer: Customer) -> None:
+def test_per_domain_claims_leave_the_rest_queued(
+    db_sessions: sessionmaker[Session], customer: Customer
+) -> None:
     for n in range(5):
         customer(f"c{n}@busy.example", [f"c{n}@busy.example"])
     customer("x@calm.example", ["x@calm.example"])
@@ -289,7 +344,9 @@ def test_per_domain_claims_leave_the_rest_queued(db_sessions: sessionmaker[Sessi
         assert queue.delivery_counts(session) == {"queued": 3, "sending": 3}
 
 
-def test_a_destination_stopped_after_queueing_is_skipped(db_sessions: sessionmaker[Session], customer: Customer) -> None:
+def test_a_destination_stopped_after_queueing_is_skipped(
+    db_sessions: sessionmaker[Session], customer: Customer
+) -> None:
     _, (dest_id,) = customer("c@example.jp", ["c@example.jp"])
     notice_id = post(db_sessions, draft())
     with db_sessions() as session, session.begin():

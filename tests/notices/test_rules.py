@@ -21,9 +21,7 @@ def test_the_delivery_window_is_read_in_tokyo_time() -> None:
     assert not rules.in_delivery_window(monday, rules.hours_mask([23]), SUNDAY_2330_UTC)
 
 
-@pytest.mark.parametrize(
-    ("minute", "inside"), [(-1, False), (0, True), (59, True), (60, False)]
-)
+@pytest.mark.parametrize(("minute", "inside"), [(-1, False), (0, True), (59, True), (60, False)])
 def test_one_hour_bands_start_and_end_on_the_hour(minute: int, inside: bool) -> None:
     band_start = datetime(2026, 12, 7, 8, 0, tzinfo=rules.TOKYO)
     moment = band_start + timedelta(minutes=minute)
@@ -55,7 +53,9 @@ def test_bad_addresses_are_refused(bad: str) -> None:
 
 
 def test_any_address_is_accepted_and_its_domain_lowercased() -> None:
-    assert rules.normalize_address("  Taro.Yamada+ivr@Example.OCN.ne.JP ") == "Taro.Yamada+ivr@example.ocn.ne.jp"
+    assert (
+        rules.normalize_address("  Taro.Yamada+ivr@Example.OCN.ne.JP ") == "Taro.Yamada+ivr@example.ocn.ne.jp"
+    )
 
 
 NOW = datetime(2026, 12, 4, 1, 0, tzinfo=UTC)
@@ -86,7 +86,11 @@ def test_the_same_pending_address_within_30_minutes_is_already_pending_then_rese
         is AddOutcome.RESENT
     )
     # even with three destinations, re-sending the pending one's confirmation is allowed
-    three = [view("a@x.jp", DestinationState.PENDING, 31), view("b@x.jp", DestinationState.DELIVERING), view("c@x.jp", DestinationState.DELIVERING)]
+    three = [
+        view("a@x.jp", DestinationState.PENDING, 31),
+        view("b@x.jp", DestinationState.DELIVERING),
+        view("c@x.jp", DestinationState.DELIVERING),
+    ]
     assert rules.decide_add_destination(three, "a@x.jp", NOW) is AddOutcome.RESENT
     assert (
         rules.decide_add_destination([view("a@x.jp", DestinationState.STOPPED)], "a@x.jp", NOW)
@@ -104,7 +108,9 @@ def test_three_consecutive_failures_stop_a_destination_and_a_delivery_resets_the
     assert state == FailureCount(3, DestinationState.STOPPED)
     assert rules.after_delivered(state).state is DestinationState.STOPPED  # only 配信再開 restarts
     assert rules.after_resume(state) == FailureCount(0, DestinationState.DELIVERING)
-    assert rules.after_resume(FailureCount(1, DestinationState.DELIVERING)) == FailureCount(1, DestinationState.DELIVERING)
+    assert rules.after_resume(FailureCount(1, DestinationState.DELIVERING)) == FailureCount(
+        1, DestinationState.DELIVERING
+    )
 
 
 def test_temporary_failures_back_off_then_give_up() -> None:
@@ -126,7 +132,9 @@ def test_return_paths_are_signed() -> None:
     secret = b"k" * 16
     address = rules.return_path(delivery_id=42, secret=secret, domain="bounce.example.jp")
     assert rules.delivery_of_return_path(address, secret=secret, domain="bounce.example.jp") == 42
-    assert rules.delivery_of_return_path(f"<{address.upper()}>", secret=secret, domain="BOUNCE.example.jp") == 42
+    assert (
+        rules.delivery_of_return_path(f"<{address.upper()}>", secret=secret, domain="BOUNCE.example.jp") == 42
+    )
     forged = address.replace("b-42-", "b-43-")
     assert rules.delivery_of_return_path(forged, secret=secret, domain="bounce.example.jp") is None
     assert rules.delivery_of_return_path(address, secret=b"other", domain="bounce.example.jp") is None
