@@ -118,8 +118,12 @@ class BounceHandler:
             log.info("bounce_not_a_dsn", deliveries=deliveries)
             return "250 2.0.0 OK"
         failed = [r for r in reports if r.action == "failed"]
+        if not failed and any(r.action in ("delivered", "relayed") for r in reports):
+            for delivery_id in deliveries:
+                reset = await asyncio.to_thread(self._delivered, delivery_id)
+                log.info("delivery_report", delivery_id=delivery_id, reset=reset)
         for report in reports:
-            if report.action != "failed":
+            if report.action not in ("failed", "delivered", "relayed"):
                 log.info("bounce_report", action=report.action, status=report.status, deliveries=deliveries)
         if failed:
             report = failed[0]
@@ -139,6 +143,10 @@ class BounceHandler:
                         max_failures=self.max_failures,
                     )
         return "250 2.0.0 OK"
+
+    def _delivered(self, delivery_id: int) -> bool:
+        with self.sessions() as session, session.begin():
+            return queue.record_delivered(session, delivery_id=delivery_id)
 
     def _apply(self, delivery_id: int, report: RecipientReport) -> queue.BounceResult:
         with self.sessions() as session, session.begin():

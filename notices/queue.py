@@ -459,6 +459,26 @@ def record_bounce(
     return BounceResult(True, stopped, row)
 
 
+def record_delivered(session: Session, *, delivery_id: int) -> bool:
+    """A DSN says a sent mail was delivered (or relayed on): the destination's failure count resets
+    (``rules.after_delivered``). True if the count was reset."""
+    d, dest = NoticeDelivery, NoticeDestination
+    destination_id = session.scalar(
+        select(d.destination_id).where(d.id == delivery_id, d.state == DeliveryState.SENT.value)
+    )
+    if destination_id is None:
+        return False
+    row = session.execute(
+        select(dest).where(dest.id == destination_id).with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        return False
+    after = rules.after_delivered(FailureCount(row.consecutive_failures, DestinationState(row.state)))
+    row.consecutive_failures = after.consecutive_failures
+    session.flush()
+    return True
+
+
 def resume_destination(session: Session, *, destination_id: int, account_id: int | None = None) -> bool:
     """配信再開: a stopped destination delivers again, its failure count reset. True if it was stopped."""
     dest = session.execute(

@@ -76,6 +76,7 @@ class SmtpPool:
                     hostname=self.host, port=self.port, timeout=self.timeout, start_tls=False
                 )
                 await client.connect()
+                await client.ehlo()
             healthy = False
             try:
                 yield client
@@ -177,8 +178,19 @@ class DeliveryWorker:
             delivery_id=claim.delivery_id, secret=self.secret, domain=self.s.return_path_domain
         )
         async with self.pool.session() as client:
+            mail_options: list[str] = []
+            rcpt_options: list[str] = []
+            if client.supports_extension("dsn"):
+                # a relay (postfix): bounces return headers only, never the body; when its acceptance
+                # is not delivery, it reports the delivery too (that resets the failure count)
+                mail_options = ["RET=HDRS"]
+                rcpt_options = [
+                    "NOTIFY=FAILURE" if self.s.acceptance_is_delivery else "NOTIFY=SUCCESS,FAILURE"
+                ]
             try:
-                await client.sendmail(sender, [claim.address], data)
+                await client.sendmail(
+                    sender, [claim.address], data, mail_options=mail_options, rcpt_options=rcpt_options
+                )
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 refused = exc.recipients[0]
                 raise _Reusable(
