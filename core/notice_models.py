@@ -165,3 +165,19 @@ class NoticeDelivery(Base):
 
     def __repr__(self) -> str:
         return f"NoticeDelivery(id={self.id}, notice_id={self.notice_id}, state={self.state!r})"
+
+
+class SupportSession(Base):
+    """One logged-in browser of the support site, keyed like the settings site's sessions by the
+    SHA-256 of the cookie value (``core.web_sessions.session_id_hash``); it ends when idle longer
+    than the idle timeout, past its absolute lifetime, or when the password changed."""
+
+    __tablename__ = "support_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("support_accounts.id", ondelete="CASCADE"), index=True)
+    credential_generation: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    absolute_expires_at: Mapped[datetime]

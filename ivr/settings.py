@@ -143,6 +143,21 @@ class NoticeSettings(BaseModel):
     operator_token: SecretStr | None = None  # Bearer token of the operator JSON API; None: API off
     confirmation_validity_seconds: int = 24 * 3600  # registration and destination links
     pending_retry_seconds: int = 30 * 60  # the same pending address again: "try after 30 minutes"
+    # products a customer may choose to be told about (code: label); notices name them by code
+    products: dict[str, str] = Field(
+        default_factory=lambda: {
+            "hikari-denwa": "ひかり電話",
+            "hikari-net": "光インターネット",
+            "ocn": "OCN",
+            "business-line": "法人向け回線",
+        }
+    )
+    session_idle_timeout_seconds: int = 15 * 60  # the support login's idle logout
+    session_lifetime_seconds: int = 8 * 3600
+    login_failures_per_account: int = 10  # wrong passwords per support ID per window: then locked
+    login_failure_window_seconds: int = 3600
+    login_failures_per_client: int = 100  # failed logins per client address per window (then 429)
+    mails_per_address: int = 5  # registration / reset / confirmation mails per address per hour
     # --- the mail
     sender: str = "notice@support.example.jp"  # From: (the seed's site uses @support.ntt.com)
     return_path_domain: str = "bounce.support.example.jp"  # per-mail return paths b-<id>-<sig>@…

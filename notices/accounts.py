@@ -15,7 +15,13 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core.notice_models import NoticeDestination, SupportAccount, SupportAccountProduct
+from core.notice_models import (
+    NoticeDestination,
+    SupportAccount,
+    SupportAccountProduct,
+    SupportLink,
+    SupportSession,
+)
 from notices import rules
 from notices.rules import AddOutcome, DestinationState, DestinationView
 
@@ -170,3 +176,152 @@ def remove_destination(session: Session, *, account_id: int, destination_id: int
         )
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+# ------------------------------------------------------------------------- registration / links
+
+
+def start_registration(session: Session, *, email: str, now: datetime, validity: timedelta) -> str | None:
+    """Provisional registration: a provisional support ID (or the existing provisional one) and a
+    new 24 h link. None if the address is already an active support ID (the page says the same
+    either way, and no mail goes: nobody learns whether an address is registered)."""
+    address = rules.normalize_address(email)
+    account = session.scalars(
+        select(SupportAccount).where(SupportAccount.login_email == address).with_for_update()
+    ).one_or_none()
+    if account is not None and account.state == "active":
+        return None
+    if account is None:
+        account = SupportAccount(login_email=address, state="provisional", created_at=now)
+        session.add(account)
+        session.flush()
+    return _new_link(session, account_id=account.id, purpose="register", now=now, validity=validity)
+
+
+def _new_link(session: Session, *, account_id: int, purpose: str, now: datetime, validity: timedelta) -> str:
+    session.execute(
+        delete(SupportLink).where(SupportLink.account_id == account_id, SupportLink.purpose == purpose)
+    )
+    token = new_token()
+    session.add(
+        SupportLink(
+            token_hash=token_hash(token),
+            purpose=purpose,
+            account_id=account_id,
+            created_at=now,
+            expires_at=now + validity,
+        )
+    )
+    session.flush()
+    return token
+
+
+def password_reset_link(session: Session, *, email: str, now: datetime, validity: timedelta) -> str | None:
+    """A password reset link for an active support ID; None for any other address (same page)."""
+    try:
+        address = rules.normalize_address(email)
+    except rules.AddressError:
+        return None
+    account = session.scalars(
+        select(SupportAccount).where(SupportAccount.login_email == address)
+    ).one_or_none()
+    if account is None or account.state != "active":
+        return None
+    return _new_link(session, account_id=account.id, purpose="password_reset", now=now, validity=validity)
+
+
+def link_account(session: Session, *, token: str, purpose: str, now: datetime) -> SupportAccount | None:
+    """The support ID a valid, unused, unexpired link stands for (None otherwise)."""
+    link = session.get(SupportLink, token_hash(token))
+    if link is None or link.purpose != purpose or link.used_at is not None or now >= link.expires_at:
+        return None
+    return session.get(SupportAccount, link.account_id)
+
+
+def use_link(session: Session, *, token: str, purpose: str, now: datetime) -> SupportAccount | None:
+    """Use a link once (under its row lock): the account, or None if it was not valid any more."""
+    link = session.scalars(
+        select(SupportLink).where(SupportLink.token_hash == token_hash(token)).with_for_update()
+    ).one_or_none()
+    if link is None or link.purpose != purpose or link.used_at is not None or now >= link.expires_at:
+        return None
+    link.used_at = now
+    session.flush()
+    return session.get(SupportAccount, link.account_id)
+
+
+def complete_registration(
+    session: Session, *, token: str, password_hash: str, name: str, birth_date: date, now: datetime
+) -> SupportAccount | None:
+    account = use_link(session, token=token, purpose="register", now=now)
+    if account is None or account.state != "provisional":
+        return None
+    account.state = "active"
+    account.password_hash = password_hash
+    account.name = name
+    account.birth_date = birth_date
+    account.activated_at = now
+    account.credential_generation += 1
+    session.flush()
+    return account
+
+
+def set_password(session: Session, *, account_id: int, password_hash: str) -> None:
+    """A new password (change or reset): every open session of the support ID ends."""
+    account = session.get(SupportAccount, account_id, with_for_update=True)
+    if account is None:
+        return
+    account.password_hash = password_hash
+    account.credential_generation += 1
+    session.execute(delete(SupportSession).where(SupportSession.account_id == account_id))
+    session.flush()
+
+
+# ------------------------------------------------------------------------------------ sessions
+
+
+def open_session(
+    session: Session, *, id_hash: str, account: SupportAccount, now: datetime, idle: int, lifetime: int
+) -> None:
+    absolute = now + timedelta(seconds=lifetime)
+    session.add(
+        SupportSession(
+            id_hash=id_hash,
+            account_id=account.id,
+            credential_generation=account.credential_generation,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=min(absolute, now + timedelta(seconds=idle)),
+            absolute_expires_at=absolute,
+        )
+    )
+    session.execute(delete(SupportSession).where(SupportSession.expires_at < now))  # sweep (indexed)
+    session.flush()
+
+
+def load_session(session: Session, *, id_hash: str, now: datetime, idle: int) -> SupportAccount | None:
+    """The logged-in support ID, touching the session; an ended session is deleted (idle, past its
+    lifetime, or the password changed since)."""
+    row = session.get(SupportSession, id_hash, with_for_update=True)
+    if row is None:
+        return None
+    account = session.get(SupportAccount, row.account_id)
+    ended = (
+        account is None
+        or account.state != "active"
+        or now >= row.absolute_expires_at
+        or now - row.last_seen_at > timedelta(seconds=idle)
+        or account.credential_generation != row.credential_generation
+    )
+    if ended:
+        session.delete(row)
+        session.flush()
+        return None
+    row.last_seen_at = now
+    row.expires_at = min(row.absolute_expires_at, now + timedelta(seconds=idle))
+    session.flush()
+    return account
+
+
+def end_session(session: Session, *, id_hash: str) -> None:
+    session.execute(delete(SupportSession).where(SupportSession.id_hash == id_hash))

@@ -29,8 +29,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from core.notice_models import Notice
-from core.secrets import constant_time_equals
+from core.secrets import SecretHasher, constant_time_equals
 from notices import queue, rules
+from notices.web_login import LoginPages
 
 log = structlog.get_logger("notices.web")
 
@@ -125,9 +126,15 @@ def notice_json(n: Notice, products: list[str], counts: dict[str, int] | None = 
     return found
 
 
-class SupportSite:
+class SupportSite(LoginPages):
     def __init__(
-        self, settings: Any, sessions: sessionmaker[Session], *, clock: Callable[[], datetime] | None = None
+        self,
+        settings: Any,
+        sessions: sessionmaker[Session],
+        *,
+        clock: Callable[[], datetime] | None = None,
+        hasher: SecretHasher | None = None,
+        mailer: Any = None,
     ) -> None:
         self.settings = settings
         self.s = settings.notices
@@ -137,6 +144,7 @@ class SupportSite:
             loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"])
         )
         self.max_body = settings.web.max_form_bytes
+        self._init_login(hasher, mailer)
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -190,10 +198,6 @@ class SupportSite:
             "ends": _tokyo(n.ends_at),
             "posted": _tokyo(n.posted_at),
         }
-
-    async def current_account(self, request: Request) -> Any:
-        """The logged-in support ID, or None (the login pages set it; see notices.web_login)."""
-        return None
 
     # ------------------------------------------------------------------------- public pages
 
@@ -332,6 +336,7 @@ class SupportSite:
             Route("/support/notices", self.notice_list),
             Route("/support/notices/{notice_id}", self.notice_page),
             Route("/support/faq", self.faq),
+            *self.login_routes(),
             Route("/support/api/notices", self.api_post, methods=["POST"]),
             Route("/support/api/notices", self.api_list, methods=["GET"]),
             Route("/support/api/notices/{notice_id}", self.api_get, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""Support site: support IDs, destinations, notices and the notice delivery queue.
+"""Support site: support IDs and sessions, destinations, notices and the notice delivery queue.
 
 Revision ID: 0004
 Revises: 0003
@@ -135,6 +135,27 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_support_links_expires_at"), ["expires_at"], unique=False)
 
     op.create_table(
+        "support_sessions",
+        sa.Column("id_hash", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("credential_generation", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("absolute_expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["support_accounts.id"],
+            name=op.f("fk_support_sessions_account_id_support_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id_hash", name=op.f("pk_support_sessions")),
+    )
+    with op.batch_alter_table("support_sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_support_sessions_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_support_sessions_expires_at"), ["expires_at"], unique=False)
+
+    op.create_table(
         "notice_deliveries",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("notice_id", sa.Integer(), nullable=False),
@@ -181,6 +202,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_notice_deliveries_destination_id"))
 
     op.drop_table("notice_deliveries")
+    with op.batch_alter_table("support_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_support_sessions_expires_at"))
+        batch_op.drop_index(batch_op.f("ix_support_sessions_account_id"))
+
+    op.drop_table("support_sessions")
     with op.batch_alter_table("support_links", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_support_links_expires_at"))
         batch_op.drop_index(batch_op.f("ix_support_links_account_id"))
