@@ -57,19 +57,36 @@ class PrivatePostgres:
         self.port = free_port()
         data = self.base / "data"
         run = as_postgres()
-        subprocess.run([*run, str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
-                       check=True, capture_output=True)  # fmt: skip
         subprocess.run(
-            [*run, str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(self.base / "log"), "-o",
-             f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=on "
-             "-c max_connections=200 -c shared_buffers=256MB", "start"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [*run, str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *run,
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-l",
+                str(self.base / "log"),
+                "-o",
+                f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=on "
+                "-c max_connections=200 -c shared_buffers=256MB",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        subprocess.run([*as_postgres(), str(PG_BIN / "pg_ctl"), "-D", str(self.base / "data"), "-m", "fast", "stop"],
-                       check=False, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [*as_postgres(), str(PG_BIN / "pg_ctl"), "-D", str(self.base / "data"), "-m", "fast", "stop"],
+            check=False,
+            capture_output=True,
+        )
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -79,8 +96,9 @@ def scratch_database(server_url: str) -> str:
 
     url = make_url(server_url)
     name = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database or "postgres",
-                         autocommit=True) as connection:  # fmt: skip
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, dbname=url.database or "postgres", autocommit=True
+    ) as connection:
         connection.execute(f"CREATE DATABASE {name}".encode())
     return url.set(database=name).render_as_string(hide_password=False)
 
@@ -95,7 +113,9 @@ def rss_kib(pid: int, field: str) -> int:
     return 0
 
 
-def run_once(url: str, count: int, workers: int, connections: int, window: int, label: str) -> dict[str, float]:
+def run_once(
+    url: str, count: int, workers: int, connections: int, window: int, label: str
+) -> dict[str, float]:
     upgrade_database(url)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
@@ -106,8 +126,11 @@ def run_once(url: str, count: int, workers: int, connections: int, window: int, 
 
     sink_port = free_port()
     user = ["-u", "postfix"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "512"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    sink = subprocess.Popen(
+        [SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "512"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     logdir = Path(tempfile.mkdtemp(prefix="ivr-bench-notices-"))
     env = dict(
         os.environ,
@@ -126,11 +149,24 @@ def run_once(url: str, count: int, workers: int, connections: int, window: int, 
     procs = []
     for n in range(workers):
         with open(logdir / f"w{n}.log", "wb") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "ivr.cli.main", "notices", "serve", "--no-web", "--no-bounces",
-                 "--worker-id", f"bench-{n}"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            ))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ivr.cli.main",
+                        "notices",
+                        "serve",
+                        "--no-web",
+                        "--no-bounces",
+                        "--worker-id",
+                        f"bench-{n}",
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     time.sleep(2.0)  # the workers import and connect (not measured)
     first_rss = {p.pid: rss_kib(p.pid, "VmRSS") for p in procs}
     try:
@@ -138,10 +174,17 @@ def run_once(url: str, count: int, workers: int, connections: int, window: int, 
         with sessions() as session, session.begin():
             notice = queue.post_notice(
                 session,
-                queue.NoticeDraft(kind="outage", status="occurring", title="ベンチマーク", area="全国",
-                                  body="ベンチマークの本文です。\n" * 10, products=("hikari-denwa",)),
-                posted_by="bench", now=datetime.now(UTC),
-            )  # fmt: skip
+                queue.NoticeDraft(
+                    kind="outage",
+                    status="occurring",
+                    title="ベンチマーク",
+                    area="全国",
+                    body="ベンチマークの本文です。\n" * 10,
+                    products=("hikari-denwa",),
+                ),
+                posted_by="bench",
+                now=datetime.now(UTC),
+            )
             notice_id, recipients = notice.id, notice.recipients
         queued = time.perf_counter() - t0
         sent = 0
@@ -176,15 +219,19 @@ def run_once(url: str, count: int, workers: int, connections: int, window: int, 
     print(
         f"{label:<28} mails={recipients:>7}  queued in {queued:6.2f} s  last mail after {last:6.1f} s  "
         f"{recipients / last:7.0f} mails/s  peak RSS per worker "
-        + ", ".join(f"{pk / 1024:.0f} MiB (start {first_rss[p.pid] / 1024:.0f}, end {fin / 1024:.0f})"
-                    for p, pk, fin in zip(procs, peaks, final, strict=True))  # fmt: skip
+        + ", ".join(
+            f"{pk / 1024:.0f} MiB (start {first_rss[p.pid] / 1024:.0f}, end {fin / 1024:.0f})"
+            for p, pk, fin in zip(procs, peaks, final, strict=True)
+        )
     )
     shutil.rmtree(logdir, ignore_errors=True)
     return figures
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of a SQLite file")
     parser.add_argument("--pg-url", help="an existing server (default: a private cluster)")

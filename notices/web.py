@@ -225,9 +225,13 @@ class SupportSite(LoginPages):
         view = await self.db(load)
         if view is None:
             return self.render(
-                "notices.html", status_code=404, page_title="工事・故障情報", rows=[], account=account,
+                "notices.html",
+                status_code=404,
+                page_title="工事・故障情報",
+                rows=[],
+                account=account,
                 errors=["お探しの情報は見つかりませんでした。掲載が終了したか、ログインが必要な情報です。"],
-            )  # fmt: skip
+            )
         return self.render(
             "notice.html", page_title=f"{view['kind_label']}：{view['title']}", n=view, account=account
         )

@@ -95,8 +95,11 @@ def test_a_notice_is_queued_for_exactly_the_matching_confirmed_destinations(
 
     notice_id = post(db_sessions, draft(("hikari-denwa", "ocn-hikari")))
     assert set(states(db_sessions, notice_id)) == {
-        "match@example.jp", "match2@example.net", "op@example.jp", "both@example.jp"
-    }  # fmt: skip
+        "match@example.jp",
+        "match2@example.net",
+        "op@example.jp",
+        "both@example.jp",
+    }
     only_denwa = post(db_sessions, draft(("hikari-denwa",)))
     assert set(states(db_sessions, only_denwa)) == {
         "match@example.jp",
@@ -336,9 +339,14 @@ def test_per_domain_claims_leave_the_rest_queued(
     post(db_sessions, draft())
     with db_sessions() as session, session.begin():
         got = queue.claim(
-            session, worker="a", now=TOKYO_FRIDAY_1030, limit=100, lease_seconds=60,
-            inflight_by_domain={"busy.example": 1}, per_domain=3,
-        )  # fmt: skip
+            session,
+            worker="a",
+            now=TOKYO_FRIDAY_1030,
+            limit=100,
+            lease_seconds=60,
+            inflight_by_domain={"busy.example": 1},
+            per_domain=3,
+        )
     assert sorted(c.domain for c in got) == ["busy.example", "busy.example", "calm.example"]
     with db_sessions() as session:
         assert queue.delivery_counts(session) == {"queued": 3, "sending": 3}

@@ -64,9 +64,12 @@ def counts(sessions: sessionmaker[Session], notice_id: int) -> dict[str, int]:
 
 
 def test_sigkill_mid_run_and_restart_delivers_every_mail_with_duplicates_only_in_flight(
-    db_url: str, db_sessions: sessionmaker[Session], mail_server: MailServer, tmp_path: Path,
+    db_url: str,
+    db_sessions: sessionmaker[Session],
+    mail_server: MailServer,
+    tmp_path: Path,
     processes: list[subprocess.Popen[bytes]],
-) -> None:  # fmt: skip
+) -> None:
     total = 1500
     mail_server.data_delay = 0.01  # ~800 mails/s over 8 sessions: the kill lands mid-run
     many_destinations(db_sessions, total)
