@@ -167,8 +167,9 @@ class NoticeSettings(BaseModel):
     smtp_port: int | None = None
     smtp_connections: int = Field(default=16, ge=1, le=500)  # SMTP sessions kept open per worker
     send_timeout_seconds: float = 30.0  # one mail's whole SMTP transaction
-    # The relay's acceptance counts as delivered (resets the failure count). With a relay that
-    # reports failures later by DSN the count is still reset by acceptance; see docs/notices.md.
+    # True (mail goes straight to the receiving server): its 250 is delivery and resets the failure
+    # count. False (through a relay such as postfix): the relay's acceptance is not delivery; the
+    # worker asks for DSNs (NOTIFY=SUCCESS,FAILURE) and the relay's success report resets the count.
     acceptance_is_delivery: bool = True
     # --- the bounce listener (RFC 3464 DSNs to the return paths)
     bounce_host: str = "127.0.0.1"
