@@ -111,6 +111,31 @@ def test_a_notice_is_queued_for_exactly_the_matching_confirmed_destinations(
     assert set(states(db_sessions, later)) == {"both@example.jp", "wh@example.jp"}
 
 
+async def test_a_notice_reaches_exactly_the_matching_destinations_by_real_mail(
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    notice_settings: NoticeSettings,
+) -> None:
+    friday, ten = rules.days_mask([4]), rules.hours_mask([10])
+    customer("in@example.jp", ["in@example.jp", "in2@example.net"], days=friday, hours=ten)
+    customer("no-product@example.jp", ["np@example.jp"], products=())
+    customer("not-friday@example.jp", ["nf@example.jp"], days=rules.ALL_DAYS & ~friday)
+    customer("not-ten@example.jp", ["nt@example.jp"], hours=rules.ALL_HOURS & ~ten)
+    customer("pending@example.jp", ["pending@example.jp"], state="pending")
+
+    def received(notice_id: int) -> set[str]:
+        return {r.rcpt for r in mail_server.received if r.message_id.startswith(f"<notice-{notice_id}.")}
+
+    async with Running(DeliveryWorker(sessions=db_sessions, settings=notice_settings, worker_id="w1")):
+        inside = post(db_sessions, draft(title="金曜10時台"))  # Friday 10:30 Tokyo
+        thursday = post(db_sessions, draft(title="木曜10時台"), now=TOKYO_FRIDAY_1030 - timedelta(days=1))
+        await async_wait_for(lambda: all_final(db_sessions, inside)() and all_final(db_sessions, thursday)())
+    assert received(inside) == {"in@example.jp", "in2@example.net"}
+    assert received(thursday) == {"nf@example.jp"}  # outside Friday, outside 10:00-10:59 for "not-ten"
+    assert mail_server.count() == 3
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -100,7 +100,10 @@ def menu_token(client: TestClient) -> str:
 
 
 def test_registration_login_settings_and_logout(
-    client: TestClient, smtp_server: SmtpServer, db_sessions: sessionmaker[Session]
+    client: TestClient,
+    smtp_server: SmtpServer,
+    db_sessions: sessionmaker[Session],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     register(client, smtp_server)
     with db_sessions() as session:
@@ -135,6 +138,35 @@ def test_registration_login_settings_and_logout(
     out = client.post("/support/logout", data={"csrf_token": menu_token(client)})
     assert "ログアウトしました" in out.text
     assert client.get("/support/mymenu", follow_redirects=False).status_code == 303
+    logged = capsys.readouterr()
+    assert "support_login" in logged.out and PASSWORD not in logged.out + logged.err
+    assert "token=" not in logged.out + logged.err  # no link token in any log line
+
+
+def test_members_only_notices_show_after_login(
+    client: TestClient, smtp_server: SmtpServer, db_sessions: sessionmaker[Session]
+) -> None:
+    from datetime import UTC, datetime
+
+    from notices import queue
+
+    with db_sessions() as session, session.begin():
+        draft = queue.NoticeDraft(
+            kind="maintenance",
+            status="scheduled",
+            title="会員向け工事",
+            area="",
+            body="本文",
+            products=("hikari-denwa",),
+            public=False,
+        )
+        notice_id = queue.post_notice(session, draft, posted_by="t", now=datetime.now(UTC)).id
+    assert "会員向け工事" not in client.get("/support/notices").text
+    assert client.get(f"/support/notices/{notice_id}").status_code == 404
+    register(client, smtp_server)
+    login(client)
+    assert "会員向け工事" in client.get("/support/notices").text
+    assert client.get(f"/support/notices/{notice_id}").status_code == 200
 
 
 def test_the_registration_link_is_valid_24_hours_and_once(

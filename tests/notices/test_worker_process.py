@@ -93,6 +93,8 @@ def test_sigkill_mid_run_and_restart_delivers_every_mail_with_duplicates_only_in
     assert duplicates <= WINDOW  # only what was in flight at the kill
     assert max(ids.values()) <= 2
     print(f"killed after {at_kill} mails; {duplicates} duplicate(s) (bound {WINDOW})")
+    logs = (tmp_path / "w1.log").read_text()
+    assert "notice_worker_started" in logs and "ひかり電話がご利用しづらい状況が発生" not in logs  # no body
 
 
 @pytest.mark.postgres
