@@ -41,9 +41,7 @@ def test_parse_dsn_reads_the_per_recipient_fields() -> None:
     assert parse_dsn(b"From: a@b\r\nSubject: I am on holiday\r\n\r\nback soon\r\n") is None
 
 
-async def test_the_listener_over_smtp(
-    db_sessions: sessionmaker[Session], customer: Customer, count: int
-) -> None:
+async def test_the_listener_over_smtp(db_sessions: sessionmaker[Session], customer: Customer) -> None:
     _, (dest_id,) = customer("c@example.jp", ["c@example.jp"])
     notice_id = post(db_sessions, draft())
     with db_sessions() as session, session.begin():
