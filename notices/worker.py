@@ -29,6 +29,7 @@ from typing import Any
 import aiosmtplib
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.notice_models import Notice
@@ -138,6 +139,7 @@ class DeliveryWorker:
         self._have_results = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.totals: Counter[str] = Counter()
+        self.record_failures = 0
 
     # ------------------------------------------------------------------------------ database
 
@@ -256,9 +258,20 @@ class DeliveryWorker:
         self._have_results.clear()
         if not batch:
             return
-        summary: queue.RecordSummary = await self.db(
-            lambda s: queue.record(s, batch, worker=self.worker_id, now=self.clock(), policy=self.policy)
-        )
+        try:
+            summary: queue.RecordSummary = await self.db(
+                lambda s: queue.record(s, batch, worker=self.worker_id, now=self.clock(), policy=self.policy)
+            )
+        except SQLAlchemyError as exc:
+            # the database is away: keep the results (at most the window) and try again; the rows stay
+            # leased to us meanwhile (renewed when it is back; resent, same Message-ID, if we die)
+            self._results = batch + self._results
+            self._have_results.set()
+            self.record_failures += 1
+            log.warning("notice_record_failed", error_type=type(exc).__name__, pending=len(self._results))
+            await asyncio.sleep(min(5.0, 0.2 * self.record_failures))
+            return
+        self.record_failures = 0
         for result in batch:
             claim = result.claim
             if self._inflight.pop(claim.delivery_id, None) is not None:
@@ -277,7 +290,14 @@ class DeliveryWorker:
         self._wake.set()
 
     async def _flusher(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at: float | None = None
         while not (stop.is_set() and not self._tasks and not self._results):
+            if stop.is_set():
+                give_up_at = give_up_at or loop.time() + self.s.send_timeout_seconds + 10
+                if loop.time() > give_up_at:
+                    log.warning("notice_results_not_recorded", pending=len(self._results))
+                    return  # still leased: they go again (same Message-ID) after the lease
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._have_results.wait(), self.s.poll_seconds)
             await asyncio.sleep(self.s.flush_seconds)
@@ -330,10 +350,16 @@ class DeliveryWorker:
         next_sweep = loop.time() + self.s.lease_seconds / 4
         try:
             while not stop.is_set():
-                if loop.time() >= next_sweep:
-                    await self.db(self._sweep)
-                    next_sweep = loop.time() + self.s.lease_seconds / 4
-                claimed = await self._claim_some()
+                try:
+                    if loop.time() >= next_sweep:
+                        await self.db(self._sweep)
+                        next_sweep = loop.time() + self.s.lease_seconds / 4
+                    claimed = await self._claim_some()
+                except SQLAlchemyError as exc:
+                    log.warning("notice_claim_failed", error_type=type(exc).__name__)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 2.0)
+                    continue
                 if claimed and len(self._inflight) < self.s.window:
                     continue
                 self._wake.clear()

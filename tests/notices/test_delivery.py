@@ -389,3 +389,32 @@ def test_a_destination_stopped_after_queueing_is_skipped(
     with db_sessions() as session, session.begin():
         assert queue.claim(session, worker="a", now=datetime.now(UTC), limit=10, lease_seconds=60) == []
     assert states(db_sessions, notice_id) == {"c@example.jp": "skipped"}
+
+
+async def test_the_worker_rides_out_a_database_that_is_away_for_a_moment(
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    notice_settings: NoticeSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    for n in range(5):
+        customer(f"c{n}@example.jp", [f"c{n}@example.jp"])
+    notice_id = post(db_sessions, draft())
+    real_record, failures = queue.record, [0]
+
+    def flaky(*args: object, **kwargs: object) -> queue.RecordSummary:
+        if failures[0] < 3:
+            failures[0] += 1
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return real_record(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(queue, "record", flaky)
+    worker = DeliveryWorker(sessions=db_sessions, settings=notice_settings, worker_id="w1")
+    async with Running(worker):
+        await async_wait_for(all_final(db_sessions, notice_id))
+    assert failures[0] == 3 and worker.totals["sent"] == 5
+    assert set(states(db_sessions, notice_id).values()) == {"sent"}
+    assert len(mail_server.message_ids()) == 5 and max(mail_server.message_ids().values()) == 1
