@@ -77,6 +77,8 @@ def validate_draft(draft: NoticeDraft) -> None:
         raise NoticeError(f"status must be one of {', '.join(rules.STATUSES)}")
     if not draft.title.strip() or len(draft.title) > 200:
         raise NoticeError("title must be 1 to 200 characters")
+    if not draft.title.isprintable() or not draft.area.isprintable():
+        raise NoticeError("title and area must be one line without control characters")
     if len(draft.area) > 200:
         raise NoticeError("area must be at most 200 characters")
     if not draft.body.strip() or len(draft.body) > MAX_TEXT:

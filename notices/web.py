@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from core import throttle
 from core.notice_models import Notice
 from core.secrets import SecretHasher, constant_time_equals
 from notices import queue, rules
@@ -242,13 +243,26 @@ class SupportSite(LoginPages):
 
     # --------------------------------------------------------------------------- operator API
 
-    def _operator(self, request: Request) -> Response | None:
+    async def _operator(self, request: Request) -> Response | None:
         token = self.s.operator_token
         if token is None:
             return JSONResponse({"error": "not found"}, status_code=404)
+        client = (request.client.host if request.client else "unknown")[:80]
+        budget = throttle.Budget(self.s.login_failures_per_client, 300)
+        now = self.clock()
+        current = await self.db(
+            lambda s: throttle.current(s, scope="support_api", key=client, now=now, budget=budget)
+        )
+        if not current.allowed:  # a script guessing tokens gets 429 before any comparison
+            return JSONResponse(
+                {"error": "too many failed attempts; try again later"},
+                status_code=429,
+                headers={"Retry-After": str(current.retry_after_seconds)},
+            )
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not constant_time_equals(value.strip(), token.get_secret_value()):
+            await self.db(lambda s: throttle.take(s, scope="support_api", key=client, now=now, budget=budget))
             log.warning("operator_api_unauthorized", path=request.url.path)
             return JSONResponse(
                 {"error": "an operator token is needed (Authorization: Bearer …)"},
@@ -272,7 +286,7 @@ class SupportSite(LoginPages):
             raise queue.NoticeError("the body is not JSON (UTF-8)") from None
 
     async def api_post(self, request: Request) -> Response:
-        refused = self._operator(request)
+        refused = await self._operator(request)
         if refused is not None:
             return refused
         try:
@@ -294,7 +308,7 @@ class SupportSite(LoginPages):
         return JSONResponse(row, status_code=201, headers={"Location": f"/support/api/notices/{row['id']}"})
 
     async def api_list(self, request: Request) -> Response:
-        refused = self._operator(request)
+        refused = await self._operator(request)
         if refused is not None:
             return refused
         try:
@@ -310,7 +324,7 @@ class SupportSite(LoginPages):
         return JSONResponse({"notices": await self.db(load)})
 
     async def api_get(self, request: Request) -> Response:
-        refused = self._operator(request)
+        refused = await self._operator(request)
         if refused is not None:
             return refused
         try:

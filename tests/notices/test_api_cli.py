@@ -187,3 +187,14 @@ def test_the_cli_posts_lists_shows_and_resumes(
     assert bad.returncode == 2 and "status must be one of" in bad.stderr
     table = ivr(db_url, tmp_path, "list")
     assert table.returncode == 0 and "障害" in table.stdout
+
+
+def test_guessing_the_operator_token_is_throttled(db_url: str, db_sessions: sessionmaker[Session]) -> None:
+    settings = Settings(
+        database_url=db_url, notices={"operator_token": TOKEN, "login_failures_per_client": 3}
+    )
+    client = TestClient(create_support_app(settings, db_sessions))
+    for _ in range(3):
+        assert client.get("/support/api/notices", headers=auth("guess")).status_code == 401
+    blocked = client.get("/support/api/notices", headers=auth())  # even the right one, for the window
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0

@@ -142,6 +142,7 @@ async def test_a_notice_reaches_exactly_the_matching_destinations_by_real_mail(
         {"kind": "rumour"},
         {"status": "maybe"},
         {"title": " "},
+        {"title": "工事\r\nBcc: everyone@example.jp"},  # no header injection through the subject
         {"body": ""},
         {"products": ()},
         {"starts_at": datetime(2026, 12, 4, 10, 0)},
