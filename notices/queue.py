@@ -28,6 +28,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     and_,
+    delete,
     exists,
     func,
     insert,
@@ -497,6 +498,28 @@ def resume_destination(session: Session, *, destination_id: int, account_id: int
     dest.stopped_at = None
     session.flush()
     return True
+
+
+FINAL_STATES = (
+    DeliveryState.SENT.value,
+    DeliveryState.FAILED.value,
+    DeliveryState.BOUNCED.value,
+    DeliveryState.SKIPPED.value,
+)
+
+
+def purge_deliveries(session: Session, *, before: datetime, batch: int = 10_000) -> int:
+    """Delete up to ``batch`` finished delivery records created before ``before`` (retention); call
+    again until it returns 0. Queued and in-flight rows are never deleted."""
+    d = NoticeDelivery
+    ids = list(
+        session.scalars(
+            select(d.id).where(d.created_at < before, d.state.in_(FINAL_STATES)).order_by(d.id).limit(batch)
+        )
+    )
+    if ids:
+        session.execute(delete(d).where(d.id.in_(ids)).execution_options(synchronize_session=False))
+    return len(ids)
 
 
 # -------------------------------------------------------------------------------------- reads

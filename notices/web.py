@@ -237,6 +237,9 @@ class SupportSite(LoginPages):
             "notice.html", page_title=f"{view['kind_label']}：{view['title']}", n=view, account=account
         )
 
+    async def to_mymenu(self, request: Request) -> Response:
+        return RedirectResponse("/support/mymenu", status_code=303)
+
     async def faq(self, request: Request) -> Response:
         account = await self.current_account(request)
         return self.render("faq.html", page_title="よくあるご質問", account=account)
@@ -354,6 +357,7 @@ class SupportSite(LoginPages):
             Route("/support/notices", self.notice_list),
             Route("/support/notices/{notice_id}", self.notice_page),
             Route("/support/faq", self.faq),
+            Route("/support/mysupport", self.to_mymenu),  # the address the seed's FAQ gives
             *self.login_routes(),
             Route("/support/api/notices", self.api_post, methods=["POST"]),
             Route("/support/api/notices", self.api_list, methods=["GET"]),

@@ -10,6 +10,7 @@
                                        delivery records (every attempt's last reply), newest first
     ivr notices destinations --state stopped
     ivr notices resume 34              配信再開 of a stopped destination
+    ivr notices purge --older-than 90d delete finished delivery records (retention)
     ivr notices sample                 a sample support ID with one destination (for scripts/run)
 
 Every listing takes --json (one JSON object per line). No mail body or password is ever printed
@@ -95,6 +96,13 @@ def register(subparsers: Any) -> None:
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(func=cmd_resume)
 
+    purge = sub.add_parser("purge", help="delete finished delivery records older than a retention period")
+    purge.add_argument(
+        "--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h (records created before)"
+    )
+    purge.add_argument("--json", action="store_true")
+    purge.set_defaults(func=cmd_purge)
+
     sample = sub.add_parser("sample", help="a sample support ID with one delivering destination")
     sample.add_argument("--json", action="store_true")
     sample.set_defaults(func=cmd_sample)
@@ -166,8 +174,21 @@ def notice_dict(notice: Any, products: list[str], counts: dict[str, int] | None 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
+    import structlog
+
+    from ivr.settings import NoticeSettings, WebSettings
     from notices.service import run_service
 
+    log = structlog.get_logger("notices")
+    if settings.notices.bounce_secret.get_secret_value() == NoticeSettings().bounce_secret.get_secret_value():
+        log.warning(
+            "notices_bounce_secret_default", hint="set IVR_NOTICES__BOUNCE_SECRET to a long random value"
+        )
+    if (
+        not args.no_web
+        and settings.web.secret_key.get_secret_value() == WebSettings().secret_key.get_secret_value()
+    ):
+        log.warning("web_secret_key_default", hint="set IVR_WEB__SECRET_KEY to a long random value")
     sessions = _sessions(settings)
     asyncio.run(
         run_service(
@@ -373,6 +394,34 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"destination {args.destination_id} is not stopped (or does not exist)")
     return 0 if resumed else 1
+
+
+def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    import re
+    from datetime import timedelta
+
+    from notices import queue
+
+    found = re.fullmatch(r"([0-9]+)([dh])", args.older_than.strip())
+    if not found:
+        print("ivr notices purge: --older-than takes e.g. 90d or 12h", file=sys.stderr)
+        return 2
+    amount = int(found.group(1))
+    age = timedelta(days=amount) if found.group(2) == "d" else timedelta(hours=amount)
+    before = datetime.now(UTC) - age
+    sessions = _sessions(settings)
+    total = 0
+    while True:
+        with sessions() as session, session.begin():  # one short transaction per batch
+            deleted = queue.purge_deliveries(session, before=before)
+        total += deleted
+        if not deleted:
+            break
+    if args.json:
+        print(json.dumps({"deleted": total, "before": before.isoformat()}))
+    else:
+        print(f"deleted {total} finished delivery record(s) created before {before.isoformat()}")
+    return 0
 
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:

@@ -185,6 +185,9 @@ def test_the_cli_posts_lists_shows_and_resumes(
         "b",
     )
     assert bad.returncode == 2 and "status must be one of" in bad.stderr
+    purged = ivr(db_url, tmp_path, "purge", "--older-than", "90d", "--json")
+    assert purged.returncode == 0 and json.loads(purged.stdout)["deleted"] == 0  # nothing that old
+    assert ivr(db_url, tmp_path, "purge", "--older-than", "soon").returncode == 2
     table = ivr(db_url, tmp_path, "list")
     assert table.returncode == 0 and "障害" in table.stdout
 

@@ -378,6 +378,30 @@ def test_per_domain_claims_leave_the_rest_queued(
         assert queue.delivery_counts(session) == {"queued": 3, "sending": 3}
 
 
+def test_purging_keeps_queued_and_recent_deliveries(
+    db_sessions: sessionmaker[Session], customer: Customer
+) -> None:
+    for n in range(3):
+        customer(f"c{n}@example.jp", [f"c{n}@example.jp"])
+    old = post(db_sessions, draft(), now=TOKYO_FRIDAY_1030 - timedelta(days=100))
+    with db_sessions() as session, session.begin():
+        claims = queue.claim(session, worker="w", now=TOKYO_FRIDAY_1030, limit=2, lease_seconds=60)
+        queue.record(
+            session,
+            [queue.SendResult(c, rules.ReplyClass.DELIVERED) for c in claims],
+            worker="w",
+            now=TOKYO_FRIDAY_1030,
+            policy=queue.FailurePolicy(),
+        )
+    recent = post(db_sessions, draft())
+    with db_sessions() as session, session.begin():
+        assert queue.purge_deliveries(session, before=TOKYO_FRIDAY_1030 - timedelta(days=90), batch=1) == 1
+        assert queue.purge_deliveries(session, before=TOKYO_FRIDAY_1030 - timedelta(days=90)) == 1
+        assert queue.purge_deliveries(session, before=TOKYO_FRIDAY_1030 - timedelta(days=90)) == 0
+    assert states(db_sessions, old) == {"c2@example.jp": "queued"}  # never a queued one
+    assert len(states(db_sessions, recent)) == 3
+
+
 def test_a_destination_stopped_after_queueing_is_skipped(
     db_sessions: sessionmaker[Session], customer: Customer
 ) -> None:
