@@ -261,6 +261,15 @@ def claim(
     return chosen
 
 
+def anything_due(session: Session, *, now: datetime) -> bool:
+    """Whether a claim would find a row (one indexed read; an idle worker asks this first)."""
+    d = NoticeDelivery
+    found = session.scalar(
+        select(d.id).where(d.state == DeliveryState.QUEUED.value, d.next_attempt_at <= now).limit(1)
+    )
+    return found is not None
+
+
 def release_leases(session: Session, *, now: datetime, own_worker: str | None = None) -> int:
     """Put back rows leased past their lease (and, given ``own_worker``, every row leased to that
     worker id: called at its start, when its previous incarnation is known to be dead)."""

@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.db import read_session_factory_for
 from core.notice_models import Notice
 from notices import queue, rules
 from notices.mail import NoticeContent, NoticeMail
@@ -140,6 +141,8 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self.totals: Counter[str] = Counter()
         self.record_failures = 0
+        self._idle = False
+        self.read_sessions = read_session_factory_for(sessions)
 
     # ------------------------------------------------------------------------------ database
 
@@ -309,6 +312,8 @@ class DeliveryWorker:
             return 0
         limit = min(room, self.s.claim_batch)
         busy = dict(self._by_domain)
+        if self._idle and not await asyncio.to_thread(self._anything_due):
+            return 0  # an idle worker polls with a read (no write lock on SQLite), not a claim
         claims: list[queue.Claim] = await self.db(
             lambda s: queue.claim(
                 s,
@@ -320,6 +325,7 @@ class DeliveryWorker:
                 per_domain=self.s.per_domain_window,
             )
         )
+        self._idle = not claims
         unknown = sorted({c.notice_id for c in claims} - self._mails.keys())
         if unknown:
             self._mails.update(await asyncio.to_thread(self._read_mails, unknown))
@@ -330,6 +336,10 @@ class DeliveryWorker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(claims)
+
+    def _anything_due(self) -> bool:
+        with self.read_sessions() as session:
+            return queue.anything_due(session, now=self.clock())
 
     def _read_mails(self, notice_ids: list[int]) -> dict[int, NoticeMail]:
         with self.sessions() as session:

@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from email.policy import default as default_policy
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.db import write_lock_wait_stats
 from core.notice_models import NoticeDelivery, NoticeDestination
 from ivr.settings import NoticeSettings
 from notices import queue, rules
@@ -443,3 +444,23 @@ async def test_the_worker_rides_out_a_database_that_is_away_for_a_moment(
     assert failures[0] == 3 and worker.totals["sent"] == 5
     assert set(states(db_sessions, notice_id).values()) == {"sent"}
     assert len(mail_server.message_ids()) == 5 and max(mail_server.message_ids().values()) == 1
+
+
+async def test_an_idle_worker_polls_without_write_transactions(
+    db_engine: Engine,
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    notice_settings: NoticeSettings,
+) -> None:
+    stats = write_lock_wait_stats(db_engine)
+    customer("c@example.jp", ["c@example.jp"])
+    worker = DeliveryWorker(sessions=db_sessions, settings=notice_settings, worker_id="w1")
+    async with Running(worker):
+        await asyncio.sleep(0.2)  # start-up: one release, one empty claim
+        before = stats.snapshot().count
+        await asyncio.sleep(0.6)  # ~12 polls at 0.05 s
+        assert stats.snapshot().count == before
+        notice_id = post(db_sessions, draft())  # and it still notices new work
+        await async_wait_for(all_final(db_sessions, notice_id))
+    assert states(db_sessions, notice_id) == {"c@example.jp": "sent"}
