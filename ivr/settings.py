@@ -165,6 +165,9 @@ class NoticeSettings(BaseModel):
     # The relay (an MTA such as postfix) or the receiving server; unset: the `smtp` section's.
     smtp_host: str | None = None
     smtp_port: int | None = None
+    smtp_start_tls: bool = False  # with smtp_host unset, the `smtp` section's TLS and login apply
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
     smtp_connections: int = Field(default=16, ge=1, le=500)  # SMTP sessions kept open per worker
     send_timeout_seconds: float = 30.0  # one mail's whole SMTP transaction
     # True (mail goes straight to the receiving server): its 250 is delivery and resets the failure

@@ -42,13 +42,19 @@ async def run_service(
     stop: asyncio.Event | None = None,
 ) -> None:
     s = settings.notices
-    if s.smtp_host is None or s.smtp_port is None:  # default: the one outgoing SMTP server
+    if s.smtp_host is None:  # default: the one outgoing SMTP server, with its TLS and login
+        smtp = settings.smtp
         s = s.model_copy(
             update={
-                "smtp_host": s.smtp_host or settings.smtp.host,
-                "smtp_port": s.smtp_port or settings.smtp.port,
+                "smtp_host": smtp.host,
+                "smtp_port": s.smtp_port or smtp.port,
+                "smtp_start_tls": smtp.start_tls,
+                "smtp_username": smtp.username,
+                "smtp_password": smtp.password,
             }
         )
+    elif s.smtp_port is None:
+        s = s.model_copy(update={"smtp_port": 25})
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

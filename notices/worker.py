@@ -59,8 +59,19 @@ def enhanced_status(text: str | None) -> str | None:
 class SmtpPool:
     """Up to ``size`` open SMTP sessions to one server, reused mail after mail."""
 
-    def __init__(self, *, host: str, port: int, size: int, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        size: int,
+        timeout: float,
+        start_tls: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.host, self.port, self.size, self.timeout = host, port, size, timeout
+        self.start_tls, self.username, self.password = start_tls, username, password
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
         self._slots = asyncio.Semaphore(size)
 
@@ -75,7 +86,12 @@ class SmtpPool:
                     break
             if client is None:
                 client = aiosmtplib.SMTP(
-                    hostname=self.host, port=self.port, timeout=self.timeout, start_tls=False
+                    hostname=self.host,
+                    port=self.port,
+                    timeout=self.timeout,
+                    start_tls=self.start_tls,
+                    username=self.username,
+                    password=self.password,
                 )
                 await client.connect()
                 await client.ehlo()
@@ -129,6 +145,9 @@ class DeliveryWorker:
             port=settings.smtp_port or 25,
             size=settings.smtp_connections,
             timeout=settings.send_timeout_seconds,
+            start_tls=settings.smtp_start_tls,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         )
         self.per_domain_sessions = max(1, settings.smtp_connections // 4)
         self._inflight: dict[int, queue.Claim] = {}
