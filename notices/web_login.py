@@ -229,7 +229,16 @@ class LoginPages:
                     f"{link}\n\nお心当たりのない場合は、このメールを破棄してください。\n"
                 ),
             )
-        log.info("support_registration_started", mailed=token is not None)
+        else:  # already a support ID: the page says the same; the owner learns it by mail
+            await self._mail(
+                to=address,
+                subject="【お客さまサポート】お客さまサポートIDはすでに登録されています",
+                body=(
+                    "このメールアドレスは、すでにお客さまサポートIDとして登録されています。\n"
+                    f"パスワードを忘れた場合は、次のページから再設定してください。\n\n{self.s.base_url}/support/password/forgot\n"
+                ),
+            )
+        log.info("support_registration_started", already_registered=token is None)
         return self.render(
             "message.html",
             page_title="仮登録確認メールを送信しました",

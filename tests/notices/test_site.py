@@ -169,6 +169,17 @@ def test_members_only_notices_show_after_login(
     assert client.get(f"/support/notices/{notice_id}").status_code == 200
 
 
+def test_registering_an_existing_support_id_reveals_nothing_on_the_page(
+    client: TestClient, smtp_server: SmtpServer
+) -> None:
+    register(client, smtp_server)
+    page = client.get("/support/register")
+    again = client.post("/support/register", data={"email": EMAIL, "csrf_token": csrf(page.text)})
+    assert "仮登録確認メールを送信しました" in again.text  # the same page as for a new address
+    mail = smtp_server.sink.body(smtp_server.sink.wait_for(2))
+    assert "すでにお客さまサポートIDとして登録されています" in mail and "token=" not in mail
+
+
 def test_the_registration_link_is_valid_24_hours_and_once(
     client: TestClient, smtp_server: SmtpServer, clock: FakeClock
 ) -> None:
