@@ -161,7 +161,27 @@ def test_register_set_up_notifications_and_destinations_in_chromium(
     assert "一定時間操作がなかったため" in page.inner_text("main")
 
 
-def test_the_pages_fit_a_375_px_phone(site: str, chromium_browser: Any) -> None:
+def test_the_pages_fit_a_375_px_phone(
+    site: str, chromium_browser: Any, db_sessions: sessionmaker[Session], fast_hasher: SecretHasher
+) -> None:
+    from datetime import UTC, date, datetime
+
+    from notices import accounts
+
+    password_hash = fast_hasher.hash(PASSWORD)
+    with db_sessions() as session, session.begin():
+        account = accounts.create_active_account(
+            session,
+            email=EMAIL,
+            name="鈴木 花子",
+            birth_date=date(1990, 7, 15),
+            password_hash=password_hash,
+            now=datetime.now(UTC),
+        )
+        for address in ("a-very-long-address.for-a-phone@example.co.jp", "b@example.jp"):
+            accounts.add_confirmed_destination(
+                session, account_id=account.id, address=address, now=datetime.now(UTC)
+            )
     context = chromium_browser.new_context(locale="ja-JP", viewport={"width": 375, "height": 740})
     try:
         page = context.new_page()
@@ -170,5 +190,12 @@ def test_the_pages_fit_a_375_px_phone(site: str, chromium_browser: Any) -> None:
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 375, f"{path} scrolls sideways ({width} px)"
         screenshot(page, "support-login-375")
+        page.fill("#email", EMAIL)
+        page.fill("#password", PASSWORD)
+        page.click("#login-submit")
+        page.wait_for_url("**/support/mymenu")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, f"My menu scrolls sideways ({width} px)"
+        screenshot(page, "support-mymenu-375")
     finally:
         context.close()
