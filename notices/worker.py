@@ -40,6 +40,7 @@ from notices.rules import ReplyClass, RetryPolicy
 
 log = structlog.get_logger("notices.worker")
 
+PROGRESS_SECONDS = 10.0
 _ENHANCED = re.compile(r"^\s*([245]\.[0-9]{1,3}\.[0-9]{1,3})\b")
 
 
@@ -377,8 +378,14 @@ class DeliveryWorker:
         flusher = asyncio.create_task(self._flusher(stop))
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + self.s.lease_seconds / 4
+        next_report, reported = loop.time() + PROGRESS_SECONDS, dict(self.totals)
         try:
             while not stop.is_set():
+                if loop.time() >= next_report:
+                    if dict(self.totals) != reported:  # a line every 10 s while there is work
+                        reported = dict(self.totals)
+                        log.info("notice_worker_progress", in_flight=len(self._inflight), **reported)
+                    next_report = loop.time() + PROGRESS_SECONDS
                 try:
                     if loop.time() >= next_sweep:
                         await self.db(self._sweep)
