@@ -60,6 +60,18 @@ def _parse_time(value: Any, field: str) -> datetime | None:
     return parsed
 
 
+def _tokyo_input(value: str) -> datetime | None:
+    """``2026-12-10 01:00`` typed on the operator page, in Tokyo time."""
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace(" ", "T"))
+    except ValueError:
+        raise queue.NoticeError(f"not a time: {text} (2026-12-10 01:00)") from None
+    return parsed.replace(tzinfo=rules.TOKYO) if parsed.tzinfo is None else parsed
+
+
 def draft_from_json(body: Any) -> queue.NoticeDraft:
     if not isinstance(body, dict):
         raise queue.NoticeError("the body must be a JSON object")
@@ -246,6 +258,25 @@ class SupportSite(LoginPages):
 
     # --------------------------------------------------------------------------- operator API
 
+    async def _operator_check(self, request: Request, given: str) -> int | None:
+        """None if ``given`` is the operator token; else the status to answer (401, or 429 when the
+        client has failed too often: then the token is not even compared)."""
+        token = self.s.operator_token
+        assert token is not None
+        client = (request.client.host if request.client else "unknown")[:80]
+        budget = throttle.Budget(self.s.login_failures_per_client, 300)
+        now = self.clock()
+        current = await self.db(
+            lambda s: throttle.current(s, scope="support_api", key=client, now=now, budget=budget)
+        )
+        if not current.allowed:
+            return 429
+        if not constant_time_equals(given.strip(), token.get_secret_value()):
+            await self.db(lambda s: throttle.take(s, scope="support_api", key=client, now=now, budget=budget))
+            log.warning("operator_unauthorized", path=request.url.path)
+            return 401
+        return None
+
     async def _operator(self, request: Request) -> Response | None:
         token = self.s.operator_token
         if token is None:
@@ -348,6 +379,78 @@ class SupportSite(LoginPages):
             return JSONResponse({"error": "not found"}, status_code=404)
         return JSONResponse(row)
 
+    # --------------------------------------------------------------------------- operator page
+
+    def _operator_page(self, request: Request, status_code: int = 200, **context: Any) -> Response:
+        context.setdefault("form", {"products": []})
+        return self._page(
+            request,
+            "operator.html",
+            status_code,
+            page_title="工事・故障情報の掲載",
+            kinds=list(rules.KINDS.items()),
+            statuses=list(rules.STATUSES.items()),
+            products=list(self.s.products.items()),
+            **context,
+        )
+
+    async def operator_form(self, request: Request) -> Response:
+        if self.s.operator_token is None:
+            return self.render("notices.html", status_code=404, page_title="工事・故障情報", rows=[])
+        return self._operator_page(request)
+
+    async def operator_post(self, request: Request) -> Response:
+        if self.s.operator_token is None:
+            return self.render("notices.html", status_code=404, page_title="工事・故障情報", rows=[])
+        form = await self._form(request)
+        if form is None or not self._anonymous_ok(request, form):
+            return self._refused()
+        products = [p for p in form["product[]"].split("\x00") if p]
+        shown: dict[str, Any] = {
+            k: form.get(k, "")
+            for k in ("kind", "status", "title", "area", "body", "starts_at", "ends_at", "follows")
+        }
+        shown |= {"products": products, "members_only": bool(form.get("members_only"))}
+        refused = await self._operator_check(request, form.get("token", ""))
+        if refused is not None:
+            return self._operator_page(
+                request, refused, form=shown, errors=["オペレーター用トークンが正しくありません。"]
+            )
+        try:
+            if any(p not in self.s.products for p in products):
+                raise queue.NoticeError("unknown product")
+            follows = int(shown["follows"]) if shown["follows"].strip() else None
+            draft = queue.NoticeDraft(
+                kind=shown["kind"],
+                status=shown["status"],
+                title=shown["title"],
+                area=shown["area"],
+                body=shown["body"].replace("\r\n", "\n"),
+                products=tuple(products),
+                starts_at=_tokyo_input(shown["starts_at"]),
+                ends_at=_tokyo_input(shown["ends_at"]),
+                public=not shown["members_only"],
+                follows_id=follows,
+            )
+            now = self.clock()
+            row = await self.db(
+                lambda s: notice_json(queue.post_notice(s, draft, posted_by="operator-page", now=now), [])
+            )
+        except (queue.NoticeError, ValueError) as exc:
+            return self._operator_page(request, 400, form=shown, errors=[f"掲載できません: {exc}"])
+        log.info(
+            "notice_posted", notice_id=row["id"], kind=row["kind"], recipients=row["recipients"], by="page"
+        )
+        return self.render(
+            "message.html",
+            page_title="掲載しました",
+            lines=[
+                f"情報番号 {row['id']} を掲載しました。配信先 {row['recipients']} 件にメールを配信します。"
+            ],
+            next_url=f"/support/notices/{row['id']}",
+            next_label="掲載した情報を見る",
+        )
+
     # ------------------------------------------------------------------------------- routes
 
     def routes(self) -> list[Route | Mount]:
@@ -359,6 +462,8 @@ class SupportSite(LoginPages):
             Route("/support/faq", self.faq),
             Route("/support/mysupport", self.to_mymenu),  # the address the seed's FAQ gives
             *self.login_routes(),
+            Route("/support/operator", self.operator_form, methods=["GET"]),
+            Route("/support/operator", self.operator_post, methods=["POST"]),
             Route("/support/api/notices", self.api_post, methods=["POST"]),
             Route("/support/api/notices", self.api_list, methods=["GET"]),
             Route("/support/api/notices/{notice_id}", self.api_get, methods=["GET"]),

@@ -201,3 +201,34 @@ def test_guessing_the_operator_token_is_throttled(db_url: str, db_sessions: sess
         assert client.get("/support/api/notices", headers=auth("guess")).status_code == 401
     blocked = client.get("/support/api/notices", headers=auth())  # even the right one, for the window
     assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+
+
+def test_the_operator_page_posts_a_notice_with_tokyo_times(client: TestClient, customer: Customer) -> None:
+    import re
+
+    customer("c@example.jp", ["c@example.jp"])
+    page = client.get("/support/operator")
+    assert page.status_code == 200
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    form = {
+        "csrf_token": token,
+        "kind": "maintenance",
+        "status": "scheduled",
+        "title": "夜間工事",
+        "area": "神奈川県",
+        "product": ["hikari-denwa"],
+        "starts_at": "2026-12-10 01:00",
+        "ends_at": "2026-12-10 05:00",
+        "body": "工事を行います。",
+    }
+    wrong = client.post("/support/operator", data=form | {"token": "guess"})
+    assert (
+        wrong.status_code == 401 and "トークンが正しくありません" in wrong.text and "夜間工事" in wrong.text
+    )
+    bad = client.post("/support/operator", data=form | {"token": TOKEN, "ends_at": "2026-12-09 05:00"})
+    assert bad.status_code == 400 and "the end is before the start" in bad.text
+    done = client.post("/support/operator", data=form | {"token": TOKEN})
+    assert "配信先 1 件にメールを配信します" in done.text
+    (posted,) = client.get("/support/api/notices", headers=auth()).json()["notices"]
+    assert posted["starts_at"] == "2026-12-09T16:00:00+00:00"  # 01:00 in Tokyo
+    assert client.post("/support/operator", data={"token": TOKEN, "csrf_token": "x"}).status_code == 403
