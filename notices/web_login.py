@@ -358,6 +358,7 @@ class LoginPages:
             address = None
 
         def before(session: Session) -> tuple[throttle.Taken, Any, throttle.Taken | None]:
+            throttle.sweep(session, now=now, batch=50)  # expired counters, bounded (as the settings site)
             taken = throttle.take(
                 session, scope="support_login", key=client[:80], now=now, budget=client_budget
             )
