@@ -325,3 +325,30 @@ def load_session(session: Session, *, id_hash: str, now: datetime, idle: int) ->
 
 def end_session(session: Session, *, id_hash: str) -> None:
     session.execute(delete(SupportSession).where(SupportSession.id_hash == id_hash))
+
+
+def sweep_expired(session: Session, *, now: datetime, batch: int = 500) -> int:
+    """Housekeeping in bounded batches (the notices process runs it every lease/4 seconds): links
+    expired or used more than a day ago, and provisional support IDs without a live link that are
+    older than seven days (the address can register again any time). Returns rows deleted."""
+    day_ago, week_ago = now - timedelta(days=1), now - timedelta(days=7)
+    links = list(
+        session.scalars(select(SupportLink.token_hash).where(SupportLink.expires_at < day_ago).limit(batch))
+    )
+    if links:
+        session.execute(delete(SupportLink).where(SupportLink.token_hash.in_(links)))
+    live = select(SupportLink.account_id).where(SupportLink.expires_at >= now, SupportLink.used_at.is_(None))
+    stale = list(
+        session.scalars(
+            select(SupportAccount.id)
+            .where(
+                SupportAccount.state == "provisional",
+                SupportAccount.created_at < week_ago,
+                SupportAccount.id.not_in(live),
+            )
+            .limit(batch)
+        )
+    )
+    if stale:
+        session.execute(delete(SupportAccount).where(SupportAccount.id.in_(stale)))
+    return len(links) + len(stale)

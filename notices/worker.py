@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import read_session_factory_for
 from core.notice_models import Notice
-from notices import queue, rules
+from notices import accounts, queue, rules
 from notices.mail import NoticeContent, NoticeMail
 from notices.rules import ReplyClass, RetryPolicy
 
@@ -369,6 +369,7 @@ class DeliveryWorker:
         now = self.clock()
         queue.renew_leases(session, worker=self.worker_id, now=now, lease_seconds=self.s.lease_seconds)
         queue.release_leases(session, now=now)
+        accounts.sweep_expired(session, now=now)
 
     async def run(self, stop: asyncio.Event) -> None:
         released = await self.db(

@@ -293,6 +293,27 @@ def test_three_destinations_at_most_the_30_minute_rule_confirmation_and_resume(
         assert session.get(NoticeDestination, stopped_id).state == "delivering"  # type: ignore[union-attr]
 
 
+def test_expired_links_and_abandoned_provisional_ids_are_swept(
+    client: TestClient, smtp_server: SmtpServer, clock: FakeClock, db_sessions: sessionmaker[Session]
+) -> None:
+    from datetime import timedelta
+
+    from core.notice_models import SupportLink
+
+    page = client.get("/support/register")
+    client.post("/support/register", data={"email": "abandoned@example.jp", "csrf_token": csrf(page.text)})
+    register(client, smtp_server, mail_no=2)  # a completed one keeps its account
+    with db_sessions() as session, session.begin():
+        assert accounts.sweep_expired(session, now=clock() + timedelta(hours=47)) == 0  # < 1 day past
+    with db_sessions() as session, session.begin():
+        assert accounts.sweep_expired(session, now=clock() + timedelta(days=6)) == 2  # the two links
+    with db_sessions() as session, session.begin():
+        assert accounts.sweep_expired(session, now=clock() + timedelta(days=8)) == 1  # the abandoned ID
+    with db_sessions() as session:
+        assert [a.login_email for a in session.scalars(select(SupportAccount))] == [EMAIL]
+        assert session.scalars(select(SupportLink)).all() == []
+
+
 def test_wrong_passwords_lock_the_support_id_for_the_window(
     client: TestClient, smtp_server: SmtpServer
 ) -> None:
