@@ -364,5 +364,7 @@ class CallRecord(Base):
         )
 
 
-# The web login's own tables (sessions, rate counters, locks) share this metadata.
+# The web login's own tables (sessions, rate counters, locks) share this metadata, and so do the
+# support site's (support IDs, notices, the delivery queue).
+from core import notice_models as _notice_models  # noqa: E402,F401
 from core import web_models as _web_models  # noqa: E402,F401

@@ -16,6 +16,7 @@ while one is open is counted (:func:`hash_guard_violations`), and with :func:`se
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import secrets as _random
 import threading
@@ -168,3 +169,9 @@ def hash_secret(plain: str, hasher: SecretHasher | None = None) -> str:
 def verify_secret(stored_hash: str, plain: str, hasher: SecretHasher | None = None) -> bool:
     """Constant time; ``False`` on a malformed or empty hash."""
     return (hasher or _default_hasher).verify(stored_hash, plain)
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    """Compare a secret the caller sent with the one expected, in time that does not tell how much
+    of it matched (tokens, bearer headers, the FastAGI secret)."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

@@ -31,6 +31,9 @@ PORTS = {
     "IVR_WEB__PORT": "8480",
     "IVR_WEB__BASE_URL": "http://127.0.0.1:8480",
     "IVR_SMTP__PORT": "8425",
+    "IVR_NOTICES__WEB_PORT": "8481",
+    "IVR_NOTICES__BASE_URL": "http://127.0.0.1:8481",
+    "IVR_NOTICES__BOUNCE_PORT": "8426",
 }
 
 
@@ -64,6 +67,8 @@ def test_ivr_run_brings_up_the_stack_takes_a_call_and_cleans_up(tmp_path: Path) 
         login = httpx.get(f"{PORTS['IVR_WEB__BASE_URL']}/login", timeout=10)
         assert login.status_code == 200
         assert "パスワード" in login.text
+        support = httpx.get(f"{PORTS['IVR_NOTICES__BASE_URL']}/support/notices", timeout=10)
+        assert support.status_code == 200 and "工事・故障情報" in support.text
 
         call = subprocess.run(
             [sys.executable, "-m", "ivr.cli.main", "call", "--withheld"],

@@ -25,7 +25,6 @@ it is 404. No label carries a phone number, a password or a mail address.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -41,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.secrets import constant_time_equals
 from ivr.settings import Settings
 
 log = structlog.get_logger("web")
@@ -214,7 +214,7 @@ class _CountThrottled:
 def _bearer_matches(request: Request, token: str) -> bool:
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and constant_time_equals(given.strip(), token)
 
 
 def install_ops(app: Starlette, settings: Settings) -> WebMetrics:

@@ -24,6 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from core.secrets import constant_time_equals
 from core.web_sessions import session_id_hash
 
 Clock = Callable[[], datetime]
@@ -160,4 +161,4 @@ class FormToken:
     def valid(self, value: str | None, token: str) -> bool:
         if not value or not token or len(value) > 128:
             return False
-        return hmac.compare_digest(token.encode("utf-8"), self.token_for(value).encode("utf-8"))
+        return constant_time_equals(token, self.token_for(value))

@@ -25,6 +25,7 @@ COMMANDS = {
     "agi": "ivr.cli.serve",  # ivr agi (classic AGI)
     "calls": "ivr.cli.calls",  # ivr calls
     "web": "ivr.cli.web",  # ivr web
+    "notices": "ivr.cli.notices",  # ivr notices serve/post/list/show/deliveries/destinations/resume
     "run": "ivr.cli.run",  # ivr run (the whole stack)
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))

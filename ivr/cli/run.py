@@ -109,6 +109,7 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
         _step(_ivr("db", "upgrade"), env)
         if not args.no_sample:
             _step(_ivr("contracts", "import", "--sample"), env)
+            _step(_ivr("notices", "sample"), env)  # a sample support ID
         lab_started = True  # from its first moment: a stop half-way through still takes it down
         _step(_ivr("lab", "up"), env)
         maildir = settings.data_dir / "maildir"
@@ -148,6 +149,11 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
             if not _wait_listening(settings.web.port, 20):
                 print(f"ivr run: the web login did not start listening; see {logs}/web.log", file=sys.stderr)
                 return 1
+        # the support site, the notice delivery worker and its bounce listener (docs/notices.md)
+        children.append(_start(_ivr("notices", "serve"), env, logs / "notices.jsonl"))
+        if not _wait_listening(settings.notices.web_port, 20):
+            print(f"ivr run: the notices process did not start; see {logs}/notices.jsonl", file=sys.stderr)
+            return 1
         print(
             "\n".join(
                 [
@@ -158,6 +164,7 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
                     f"  FastAGI daemon  {settings.agi.host}:{settings.agi.port}",
                     f"  web login       {settings.web.base_url}/login" if not args.no_web else "",
                     f"  mail (OTP)      {maildir}/new" if not args.no_mail_sink else "",
+                    f"  support site    {settings.notices.base_url}/support/ (log: notices.jsonl)",
                     '  try:            .venv/bin/ivr call --from 0300001111 --dtmf "1,12345678,12345678"',
                     f"  logs            {logs}/daemon.jsonl (the call log as JSON lines), web.log, mail.log",
                     "Following the call log (Ctrl-C or SIGTERM stops everything):",

@@ -13,7 +13,6 @@ exception, not put in a call record.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -27,6 +26,7 @@ import structlog
 from core.enums import AuthUnit
 from core.phone import InvalidPhoneNumber, normalize_number
 from core.phone_line import CallerLine, target_number_for, temporary_password_problem
+from core.secrets import constant_time_equals
 from ivr.channel import CallerHungUp, CallerIdKind, Channel, CollectResult, Digits, NoInput, digit_prompts
 from ivr.flow.store import CallStore
 from ivr.settings import MenuSettings
@@ -474,7 +474,7 @@ async def _valid_password(entry: Digits) -> str | None:
 
 
 async def _same_password(first: str, entry: Digits) -> bool | None:
-    same = hmac.compare_digest(first.encode(), entry.value.encode())
+    same = constant_time_equals(first, entry.value)
     return True if same else None
 
 

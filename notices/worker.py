@@ -1,0 +1,424 @@
+"""The delivery worker: claims due rows of the queue, sends them with aiosmtplib over a pool of
+SMTP sessions, records the results in batches.
+
+- In flight: at most ``window`` mails claimed and not yet recorded. Killed (SIGKILL) and restarted,
+  the worker gives back the rows its previous incarnation held (same worker id) and sends them
+  again with the same Message-ID: the only duplicates are mails that were accepted by the server
+  but not yet recorded, at most ``window``. Another worker takes them after ``lease_seconds``.
+- A slow or failing recipient domain holds up only itself: at most ``per_domain_window`` of the
+  window and a quarter of the SMTP sessions go to one domain at a time; each mail's SMTP
+  transaction has ``send_timeout_seconds`` (then it is a temporary failure, retried later).
+- Replies: 2xx sent; 4xx retried with back-off (``retry_backoff_seconds``) until
+  ``give_up_after_seconds``, then failed; 5xx failed. A failure counts toward stopping the
+  destination (``notices.queue.record``).
+
+Database calls run in threads (``asyncio.to_thread``), each one short write transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiosmtplib
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import read_session_factory_for
+from core.notice_models import Notice
+from notices import accounts, queue, rules
+from notices.mail import NoticeContent, NoticeMail
+from notices.rules import ReplyClass, RetryPolicy
+
+log = structlog.get_logger("notices.worker")
+
+PROGRESS_SECONDS = 10.0
+_ENHANCED = re.compile(r"^\s*([245]\.[0-9]{1,3}\.[0-9]{1,3})\b")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_worker_id() -> str:
+    return socket.gethostname()
+
+
+def enhanced_status(text: str | None) -> str | None:
+    found = _ENHANCED.match(text or "")
+    return found.group(1) if found else None
+
+
+class SmtpPool:
+    """Up to ``size`` open SMTP sessions to one server, reused mail after mail."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        size: int,
+        timeout: float,
+        start_tls: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.host, self.port, self.size, self.timeout = host, port, size, timeout
+        self.start_tls, self.username, self.password = start_tls, username, password
+        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+        self._slots = asyncio.Semaphore(size)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> Any:
+        async with self._slots:
+            client = None
+            while not self._idle.empty():
+                candidate = self._idle.get_nowait()
+                if candidate.is_connected:
+                    client = candidate
+                    break
+            if client is None:
+                client = aiosmtplib.SMTP(
+                    hostname=self.host,
+                    port=self.port,
+                    timeout=self.timeout,
+                    start_tls=self.start_tls,
+                    username=self.username,
+                    password=self.password,
+                )
+                await client.connect()
+                await client.ehlo()
+            healthy = False
+            try:
+                yield client
+                healthy = True
+            finally:
+                if healthy and client.is_connected:
+                    self._idle.put_nowait(client)
+                else:
+                    client.close()
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.quit(), 2)
+            client.close()
+
+
+class _Reusable(Exception):
+    """An SMTP error after which the session is still good (the client sent RSET)."""
+
+    def __init__(self, result: tuple[ReplyClass, int, str | None, str]) -> None:
+        self.result = result
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        settings: Any,  # ivr.settings.NoticeSettings
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.s = settings
+        self.worker_id = worker_id or settings.worker_id or default_worker_id()
+        self.clock = clock
+        self.policy = queue.FailurePolicy(
+            max_failures=settings.max_failures,
+            retry=RetryPolicy(tuple(settings.retry_backoff_seconds), settings.give_up_after_seconds),
+            acceptance_is_delivery=settings.acceptance_is_delivery,
+        )
+        self.secret = settings.bounce_secret.get_secret_value().encode()
+        self.settings_url = settings.base_url.rstrip("/") + "/support/mymenu"
+        self.pool = SmtpPool(
+            host=settings.smtp_host or "127.0.0.1",
+            port=settings.smtp_port or 25,
+            size=settings.smtp_connections,
+            timeout=settings.send_timeout_seconds,
+            start_tls=settings.smtp_start_tls,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        )
+        self.per_domain_sessions = max(1, settings.smtp_connections // 4)
+        self._inflight: dict[int, queue.Claim] = {}
+        self._by_domain: Counter[str] = Counter()
+        self._domain_slots: dict[str, asyncio.Semaphore] = {}
+        self._results: list[queue.SendResult] = []
+        self._mails: dict[int, NoticeMail] = {}
+        self._wake = asyncio.Event()
+        self._have_results = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.totals: Counter[str] = Counter()
+        self.record_failures = 0
+        self._idle = False
+        self.read_sessions = read_session_factory_for(sessions)
+
+    # ------------------------------------------------------------------------------ database
+
+    def _db(self, work: Callable[[Session], Any]) -> Any:
+        with self.sessions() as session, session.begin():
+            return work(session)
+
+    async def db(self, work: Callable[[Session], Any]) -> Any:
+        return await asyncio.to_thread(self._db, work)
+
+    def _load_mails(self, session: Session, notice_ids: list[int]) -> dict[int, NoticeMail]:
+        products = queue.products_of(session, notice_ids)
+        found = {}
+        for n in session.scalars(select(Notice).where(Notice.id.in_(notice_ids))):
+            content = NoticeContent(
+                notice_id=n.id,
+                token=n.message_token,
+                kind=n.kind,
+                status=n.status,
+                title=n.title,
+                area=n.area,
+                body=n.body,
+                products=tuple(products.get(n.id, [])),
+                starts_at=n.starts_at,
+                ends_at=n.ends_at,
+                posted_at=n.posted_at,
+            )
+            found[n.id] = NoticeMail(content, sender=self.s.sender, settings_url=self.settings_url)
+        return found
+
+    # ------------------------------------------------------------------------------- sending
+
+    async def _transaction(
+        self, claim: queue.Claim, mail: NoticeMail
+    ) -> tuple[ReplyClass, int, str | None, str]:
+        data = mail.for_recipient(address=claim.address, destination_id=claim.destination_id)
+        sender = rules.return_path(
+            delivery_id=claim.delivery_id, secret=self.secret, domain=self.s.return_path_domain
+        )
+        async with self.pool.session() as client:
+            mail_options: list[str] = []
+            rcpt_options: list[str] = []
+            if client.supports_extension("dsn"):
+                # a relay (postfix): bounces return headers only, never the body; when its acceptance
+                # is not delivery, it reports the delivery too (that resets the failure count)
+                mail_options = ["RET=HDRS"]
+                rcpt_options = [
+                    "NOTIFY=FAILURE" if self.s.acceptance_is_delivery else "NOTIFY=SUCCESS,FAILURE"
+                ]
+            try:
+                await client.sendmail(
+                    sender, [claim.address], data, mail_options=mail_options, rcpt_options=rcpt_options
+                )
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refused = exc.recipients[0]
+                raise _Reusable(
+                    (
+                        rules.classify_reply(refused.code),
+                        refused.code,
+                        enhanced_status(refused.message),
+                        refused.message,
+                    )
+                ) from None
+            except aiosmtplib.SMTPServerDisconnected:
+                raise
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code == 421:
+                    raise  # the server closes the session
+                raise _Reusable(
+                    (rules.classify_reply(exc.code), exc.code, enhanced_status(exc.message), exc.message)
+                ) from None
+        return ReplyClass.DELIVERED, 250, None, ""
+
+    async def _send(self, claim: queue.Claim) -> None:
+        mail = self._mails[claim.notice_id]
+        slot = self._domain_slots.setdefault(claim.domain, asyncio.Semaphore(self.per_domain_sessions))
+        try:
+            async with slot:
+                try:
+                    async with asyncio.timeout(self.s.send_timeout_seconds):
+                        outcome, code, status, detail = await self._transaction(claim, mail)
+                except _Reusable as reusable:
+                    outcome, code, status, detail = reusable.result
+                except TimeoutError:
+                    outcome, code, status, detail = ReplyClass.TEMPORARY, 0, None, "timed out"
+                except aiosmtplib.SMTPResponseException as exc:
+                    outcome, code, status, detail = (
+                        rules.classify_reply(exc.code),
+                        exc.code,
+                        None,
+                        exc.message,
+                    )
+                except (aiosmtplib.SMTPException, OSError) as exc:
+                    outcome, code, status, detail = ReplyClass.TEMPORARY, 0, None, type(exc).__name__
+        except asyncio.CancelledError:
+            return  # shutting down: the row stays leased and goes again (same Message-ID)
+        if outcome is not ReplyClass.DELIVERED:
+            log.info(
+                "notice_mail_not_delivered",
+                delivery_id=claim.delivery_id,
+                notice_id=claim.notice_id,
+                destination_id=claim.destination_id,
+                domain=claim.domain,
+                outcome=outcome.value,
+                code=code,
+                status=status,
+                attempt=claim.attempts,
+            )
+        self._results.append(queue.SendResult(claim, outcome, code or None, status, detail or None))
+        self._have_results.set()
+
+    # -------------------------------------------------------------------------------- loops
+
+    async def _flush(self) -> None:
+        batch, self._results = self._results, []
+        self._have_results.clear()
+        if not batch:
+            return
+        try:
+            summary: queue.RecordSummary = await self.db(
+                lambda s: queue.record(s, batch, worker=self.worker_id, now=self.clock(), policy=self.policy)
+            )
+        except SQLAlchemyError as exc:
+            # the database is away: keep the results (at most the window) and try again; the rows stay
+            # leased to us meanwhile (renewed when it is back; resent, same Message-ID, if we die)
+            self._results = batch + self._results
+            self._have_results.set()
+            self.record_failures += 1
+            log.warning("notice_record_failed", error_type=type(exc).__name__, pending=len(self._results))
+            await asyncio.sleep(min(5.0, 0.2 * self.record_failures))
+            return
+        self.record_failures = 0
+        for result in batch:
+            claim = result.claim
+            if self._inflight.pop(claim.delivery_id, None) is not None:
+                self._by_domain[claim.domain] -= 1
+                if self._by_domain[claim.domain] <= 0:
+                    del self._by_domain[claim.domain]
+        self.totals.update(
+            sent=summary.sent, retried=summary.retried, failed=summary.failed, stale=summary.stale
+        )
+        for destination_id in summary.stopped:
+            log.warning(
+                "notice_destination_stopped",
+                destination_id=destination_id,
+                max_failures=self.policy.max_failures,
+            )
+        self._wake.set()
+
+    async def _flusher(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at: float | None = None
+        while not (stop.is_set() and not self._tasks and not self._results):
+            if stop.is_set():
+                give_up_at = give_up_at or loop.time() + self.s.send_timeout_seconds + 10
+                if loop.time() > give_up_at:
+                    log.warning("notice_results_not_recorded", pending=len(self._results))
+                    return  # still leased: they go again (same Message-ID) after the lease
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._have_results.wait(), self.s.poll_seconds)
+            await asyncio.sleep(self.s.flush_seconds)
+            await self._flush()
+
+    async def _claim_some(self) -> int:
+        room = self.s.window - len(self._inflight)
+        if room <= 0:
+            return 0
+        limit = min(room, self.s.claim_batch)
+        busy = dict(self._by_domain)
+        if self._idle and not await asyncio.to_thread(self._anything_due):
+            return 0  # an idle worker polls with a read (no write lock on SQLite), not a claim
+        claims: list[queue.Claim] = await self.db(
+            lambda s: queue.claim(
+                s,
+                worker=self.worker_id,
+                now=self.clock(),
+                limit=limit,
+                lease_seconds=self.s.lease_seconds,
+                inflight_by_domain=busy,
+                per_domain=self.s.per_domain_window,
+            )
+        )
+        self._idle = not claims
+        unknown = sorted({c.notice_id for c in claims} - self._mails.keys())
+        if unknown:
+            self._mails.update(await asyncio.to_thread(self._read_mails, unknown))
+        for claim in claims:
+            self._inflight[claim.delivery_id] = claim
+            self._by_domain[claim.domain] += 1
+            task = asyncio.create_task(self._send(claim))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(claims)
+
+    def _anything_due(self) -> bool:
+        with self.read_sessions() as session:
+            return queue.anything_due(session, now=self.clock())
+
+    def _read_mails(self, notice_ids: list[int]) -> dict[int, NoticeMail]:
+        with self.sessions() as session:
+            return self._load_mails(session, notice_ids)
+
+    def _sweep(self, session: Session) -> None:
+        now = self.clock()
+        queue.renew_leases(session, worker=self.worker_id, now=now, lease_seconds=self.s.lease_seconds)
+        queue.release_leases(session, now=now)
+        accounts.sweep_expired(session, now=now)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        released = await self.db(
+            lambda s: queue.release_leases(s, now=self.clock(), own_worker=self.worker_id)
+        )
+        log.info("notice_worker_started", worker=self.worker_id, released=released, window=self.s.window)
+        flusher = asyncio.create_task(self._flusher(stop))
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + self.s.lease_seconds / 4
+        next_report, reported = loop.time() + PROGRESS_SECONDS, dict(self.totals)
+        try:
+            while not stop.is_set():
+                if loop.time() >= next_report:
+                    if dict(self.totals) != reported:  # a line every 10 s while there is work
+                        reported = dict(self.totals)
+                        log.info("notice_worker_progress", in_flight=len(self._inflight), **reported)
+                    next_report = loop.time() + PROGRESS_SECONDS
+                try:
+                    if loop.time() >= next_sweep:
+                        await self.db(self._sweep)
+                        next_sweep = loop.time() + self.s.lease_seconds / 4
+                    claimed = await self._claim_some()
+                except SQLAlchemyError as exc:
+                    log.warning("notice_claim_failed", error_type=type(exc).__name__)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 2.0)
+                    continue
+                if claimed and len(self._inflight) < self.s.window:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_first(self._wake, stop), self.s.poll_seconds)
+            # let the mails in flight finish (each within its send timeout), record them
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=self.s.send_timeout_seconds + 1)
+            await flusher
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if not flusher.done():
+                flusher.cancel()
+            await self.pool.close()
+            log.info("notice_worker_stopped", worker=self.worker_id, **dict(self.totals))
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
