@@ -118,6 +118,10 @@ class WebSettings(BaseModel):
     max_login_bytes: int = 4 * 1024  # request body of the login form and POST /api/login
     max_upload_bytes: int = 2 * 1024 * 1024  # request body of a CSV upload page
     max_secret_chars: int = 64  # longer passwords, codes or confirmation secrets are not hashed
+    # --- what the pages tell customers
+    # the temporary-password line customers call from their contract line (pages and messages)
+    service_number: str = "0363044747"
+    copyright_notice: str = "Copyright © 1999-2022 東日本電信電話株式会社"  # footer of every page (seed 003)
 
 
 class SmtpSettings(BaseModel):

@@ -352,7 +352,7 @@ class WebApp:
         self.backend = backend
         self.clock = clock
         self.mailer = mailer
-        self.service_number = settings.lab.service_number
+        self.service_number = settings.web.service_number
         self.form_token = FormToken(self.web.secret_key.get_secret_value())
         self.trusted_proxies = [ipaddress.ip_network(p, strict=False) for p in self.web.trusted_proxies]
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -494,6 +494,9 @@ class WebApp:
                 "csrf_token": csrf_token,
                 "unit_label": UNIT_LABELS.get(session.unit or "", "") if session else "",
                 "otp_enabled": otp_enabled,
+                "menu_bulk": bool(session and session.data.get("bulk")),
+                "menu_release": bool(session and session.data.get("bulk") and session.data.get("two_step")),
+                "copyright_notice": self.web.copyright_notice,
                 "errors": errors or [],
                 "notice": notice,
                 "static_url": "/static",
@@ -730,6 +733,7 @@ class WebApp:
                 status_code=400,
                 errors=["電話番号（ハイフンなし）とパスワードを入力してください。"],
                 number=number[:20],
+                invalid_fields=[f for f, v in (("number", number), ("password", password)) if not v],
             )
         outcome = await run_in_threadpool(
             self.backend.login,
@@ -743,7 +747,11 @@ class WebApp:
         if outcome.status == "wrong":
             log.info("web_login_failed", outcome_code="wrong")
             return self.login_form(
-                request, status_code=401, errors=[msg.WRONG_CREDENTIALS], number=number[:20]
+                request,
+                status_code=401,
+                errors=[msg.WRONG_CREDENTIALS],
+                number=number[:20],
+                invalid_fields=["number", "password"],
             )
         if outcome.status != "ok":
             log.info("web_login_refused", number=number, outcome_code=outcome.status)
@@ -1659,7 +1667,14 @@ class WebApp:
             self.backend.scope, contract_id=session.contract_id, unit=session.unit, number=session.number
         )
         await self.refresh_otp(session)
+        session.data["bulk"] = session.role == "admin" and len(numbers) >= BULK_THRESHOLD
         return self.render(request, "home.html", "サービス選択", session, numbers=numbers)
+
+    async def help_page(self, request: Request) -> Response:
+        """ヘルプ (every page's footer): how to log in, the lockout rules, whom to call. Anyone."""
+        ctx = await self.load(request)
+        session = ctx.session if ctx.session and ctx.session.authenticated else None
+        return self.render(request, "help.html", "ヘルプ", session)
 
     async def _otp_settings_unlocked(self, request: Request, session: WebSession) -> None:
         if await run_in_threadpool(self.backend.otp_settings_locked, number=session.number):
@@ -2068,6 +2083,7 @@ class WebApp:
             Route("/otp/address-check", self.otp_address_check_page, methods=["GET"]),
             Route("/otp/address-check", self.otp_address_check_submit, methods=["POST"]),
             Route("/home", self.home, methods=["GET"]),
+            Route("/help", self.help_page, methods=["GET"]),
             Route("/settings/otp/bulk", self.otp_bulk_page, methods=["GET"]),
             Route("/settings/otp/bulk", self.otp_bulk_submit, methods=["POST"]),
             Route("/settings/otp/bulk/download", self.otp_bulk_download, methods=["GET"]),
