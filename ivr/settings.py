@@ -134,6 +134,8 @@ class SmtpSettings(BaseModel):
     start_tls: bool = False
     use_tls: bool = False
     timeout_seconds: float = 10.0
+    # From: of every mail; the pages tell customers to allow mail from its domain. The default is a
+    # sample (example.jp is reserved for examples): set IVR_SMTP__SENDER to the real sending address.
     sender: str = "noreply@settings.example.jp"
 
 

@@ -37,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.password_rules import password_rule_violations
 from core.phone import format_number
 from core.web_sessions import session_id_hash
 from ivr.settings import Settings
@@ -72,6 +73,7 @@ STAGE_API_NEXT = {
     "home": "home",
 }
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+MAX_SECRET_CHARS_IN_FILE = 64  # a longer cell is not a password: not checked further
 MAX_ERROR_LINES = 1000  # a bulk page shows at most this many errors, then how many more
 BULK_THRESHOLD = 33  # seed P12: number search and bulk settings for 33 numbers or more
 BULK_MAX_BYTES = 1024 * 1024
@@ -105,9 +107,15 @@ def decode_csv(raw: bytes) -> tuple[str, list[str]]:
 
 
 def parse_bulk_csv(
-    raw: bytes, *, allowed: set[str], column: str = "新規パスワード"
+    raw: bytes,
+    *,
+    allowed: set[str],
+    column: str = "新規パスワード",
+    rules: Callable[[str, str], list[str]] | None = None,
 ) -> tuple[list[tuple[int, str, str]], list[str]]:
-    """Rows ``(line, number, new password)`` of a bulk file ("電話番号","新規パスワード", CRLF), or errors.
+    """Rows ``(line, number, password)`` of a bulk file ("電話番号","新規パスワード", CRLF), and every
+    error of the file: structural ones and, with ``rules`` (number, password -> messages), the
+    password rules of each well-formed row, each with its line, in the order of the file.
 
     UTF-8 (with or without BOM) or Shift_JIS (what Excel writes on Japanese Windows)."""
     text, errors = decode_csv(raw)
@@ -129,10 +137,24 @@ def parse_bulk_csv(
             errors.append(f"{line}行目: {number} の{column}が空欄です。")
         else:
             seen.add(number)
+            broken = rules(number, password) if rules is not None else []
+            if broken:
+                errors += [f"{line}行目（{number}）: {text}" for text in broken]
+                continue
             rows.append((line, number, password))
     if not rows and not errors:
         errors.append("CSVファイルに変更する電話番号がありません。")
     return rows, errors
+
+
+def new_password_rules(number: str, password: str) -> list[str]:
+    """The rules a new password of ``number`` breaks that need no database (the current password
+    and the contract's other numbers are checked when the file is applied)."""
+    if len(password) > MAX_SECRET_CHARS_IN_FILE:
+        return msg.password_messages(["length"])
+    return msg.password_messages(
+        password_rule_violations(password, current_hash=None, customer_numbers=[number]), password
+    )
 
 
 def bound_errors(errors: list[str], limit: int = MAX_ERROR_LINES) -> list[str]:
@@ -353,6 +375,7 @@ class WebApp:
         self.clock = clock
         self.mailer = mailer
         self.service_number = settings.web.service_number
+        self.sender_domain = settings.smtp.sender.rpartition("@")[2]
         self.form_token = FormToken(self.web.secret_key.get_secret_value())
         self.trusted_proxies = [ipaddress.ip_network(p, strict=False) for p in self.web.trusted_proxies]
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -497,6 +520,7 @@ class WebApp:
                 "menu_bulk": bool(session and session.data.get("bulk")),
                 "menu_release": bool(session and session.data.get("bulk") and session.data.get("two_step")),
                 "copyright_notice": self.web.copyright_notice,
+                "sender_domain": self.sender_domain,
                 "errors": errors or [],
                 "notice": notice,
                 "static_url": "/static",
@@ -693,10 +717,19 @@ class WebApp:
         self.clear_cookie(response)
         return response
 
-    def refused_message(self, status: str) -> str:
-        if status == "temporary_expired":
+    def invalidated(self, temporary: bool | None) -> str:
+        """The lockout message with this site's policy (which password, how many tries, whom to call)."""
+        return msg.invalidated_message(
+            self.service_number,
+            temporary=temporary,
+            temporary_tries=self.policy.temporary_max_failures,
+            permanent_tries=self.policy.permanent_max_failures,
+        )
+
+    def refused_message(self, outcome: LoginOutcome) -> str:
+        if outcome.status == "temporary_expired":
             return msg.temporary_expired_message(self.service_number)
-        return msg.invalidated_message(self.service_number)
+        return self.invalidated(outcome.temporary)
 
     # ----------------------------------------------------------------- login
     async def root(self, request: Request) -> Response:
@@ -756,7 +789,7 @@ class WebApp:
         if outcome.status != "ok":
             log.info("web_login_refused", number=number, outcome_code=outcome.status)
             return self.login_form(
-                request, status_code=403, errors=[self.refused_message(outcome.status)], number=number[:20]
+                request, status_code=403, errors=[self.refused_message(outcome)], number=number[:20]
             )
         if ctx.session is not None:
             ctx.session.end()  # a new login replaces this browser's earlier session
@@ -849,6 +882,7 @@ class WebApp:
             )
         own = target == session.number
         ws: WebSession = session
+        reason_temporary = session.data.get("change_reason") == "temporary"
 
         def again(errors: list[str], status: int = 400) -> Response:
             return self._password_form(request, ws, forced, errors, status, targets=targets, target=target)
@@ -879,12 +913,12 @@ class WebApp:
                 )
             if own and "locked" in reasons:
                 return self.end_session_with(
-                    request, session, "パスワード変更", msg.invalidated_message(self.service_number)
+                    request, session, "パスワード変更", self.invalidated(forced and reason_temporary)
                 )
             if "temporary_expired" in reasons:
                 return again([f"{target} の" + msg.temporary_expired_message(self.service_number)], 403)
             if "locked" in reasons:
-                return again([f"{target} の" + msg.invalidated_message(self.service_number)], 403)
+                return again([f"{target} の" + self.invalidated(None)], 403)
             return again(msg.password_messages(reasons, new))
         log.info("web_password_changed", number=session.number, target=target, forced=forced)
         if own:
@@ -957,9 +991,10 @@ class WebApp:
 
     async def bulk_submit(self, request: Request) -> Response:
         session, numbers, raw = await self.require_upload(request, "/password")
-        rows, errors = parse_bulk_csv(raw, allowed=set(numbers))
+        rows, errors = parse_bulk_csv(raw, allowed=set(numbers), rules=new_password_rules)
         if errors:
-            return self._bulk_page(request, session, bound_errors(errors), 400)
+            errors = [*bound_errors(errors), msg.BULK_NOTHING_CHANGED]
+            return self._bulk_page(request, session, errors, 400)
         if self.too_long(*(password for _, _, password in rows)):
             return self._bulk_page(request, session, [msg.password_messages(["length"])[0]], 400)
         problems = await run_in_threadpool(
@@ -975,7 +1010,7 @@ class WebApp:
                 for text in msg.password_messages(reasons, password):
                     messages.append(f"{line}行目（{number}）: {text}")
             messages = bound_errors(messages)
-            messages.append("エラーがあったため、いずれの電話番号のパスワードも変更していません。")
+            messages.append(msg.BULK_NOTHING_CHANGED)
             return self._bulk_page(request, session, messages, 400)
         log.info("web_bulk_password_changed", number=session.number, rows=len(rows))
         if any(number == session.number for _, number, _ in rows):
@@ -1045,9 +1080,9 @@ class WebApp:
                     problems.append(msg.EMAIL_INVALID)
                 if self.too_long(cid, cpw):
                     problems.append(msg.SECRET_TOO_LONG)
-                problems += msg.confirmation_id_messages(self.backend.confirmation_id_violations(cid))
+                problems += msg.confirmation_id_messages(self.backend.confirmation_id_violations(cid), cid)
                 problems += msg.confirmation_password_messages(
-                    self.backend.confirmation_password_violations(cpw)
+                    self.backend.confirmation_password_violations(cpw), cpw
                 )
             if problems:
                 errors += [f"{line}行目: {p}" for p in problems]
@@ -1062,7 +1097,8 @@ class WebApp:
         session, numbers, raw = await self.require_upload(request, "/settings/otp")
         rows, errors = self.parse_otp_bulk(raw, set(numbers))
         if errors:
-            return self._otp_bulk_page(request, session, bound_errors(errors), 400)
+            errors = [*bound_errors(errors), msg.BULK_NOTHING_SET]
+            return self._otp_bulk_page(request, session, errors, 400)
         problems, tokens = await run_in_threadpool(
             self.backend.bulk_otp_settings, rows=[r[1:] for r in rows], now=self.clock()
         )
@@ -1080,7 +1116,7 @@ class WebApp:
                 for i in sorted(problems)
             ]
             messages = bound_errors(messages)
-            messages.append("エラーがあったため、いずれの電話番号も設定していません。")
+            messages.append(msg.BULK_NOTHING_SET)
             return self._otp_bulk_page(request, session, messages, 400)
         hours = max(1, self.policy.registration_link_validity_seconds // 3600)
         failed: list[str] = []
@@ -1269,11 +1305,11 @@ class WebApp:
             id_codes = self.backend.confirmation_id_violations(cid)
             if not id_codes and cid != form.get("confirmation_id_confirm", ""):
                 id_codes = ["mismatch"]
-            errors += msg.confirmation_id_messages(id_codes)
+            errors += msg.confirmation_id_messages(id_codes, cid)
             pw_codes = self.backend.confirmation_password_violations(cpw)
             if not pw_codes and cpw != form.get("confirmation_password_confirm", ""):
                 pw_codes = ["mismatch"]
-            errors += msg.confirmation_password_messages(pw_codes)
+            errors += msg.confirmation_password_messages(pw_codes, cpw)
         if errors:
             shown = {
                 k: v
@@ -1388,14 +1424,12 @@ class WebApp:
         session.data.pop("confirmation_checked", None)
         if not address_only and session.data.get("otp_status") != "on":
             session.data["otp_status"] = "pending"
-        sender_domain = self.settings.smtp.sender.rpartition("@")[2]
         return self.render(
             request,
             "otp_register_sent.html",
             "ワンタイムパスワード利用情報 仮登録完了",
             session,
             link_hours=hours,
-            sender_domain=sender_domain,
             back_url="/otp/address" if address_only else "/otp/register",
         )
 
@@ -1637,6 +1671,8 @@ class WebApp:
     async def otp_address_check_page(self, request: Request) -> Response:
         session = await self.require(request, {"otp_code", "home"})
         await self._require_otp_settings(request, session)
+        if session.stage == "home" and session.data.get("two_step"):
+            return self.redirect("/otp/address", session)  # P23: straight to the new address
         return self._address_check_form(request, session)
 
     async def otp_address_check_submit(self, request: Request) -> Response:
@@ -1715,26 +1751,18 @@ class WebApp:
             state = await run_in_threadpool(self.backend.otp_enable, number=session.number, now=self.clock())
             session.data["otp_status"] = state.status
             log.info("web_otp_enabled", number=session.number, outcome_code=state.status)
-            if state.status == "on":
-                return self.message_page(
-                    request,
-                    "ワンタイムパスワード 利用選択変更完了",
-                    [
-                        "「ワンタイムパスワードを利用する」に変更しました。次回のログインから、登録済みのメールアドレスにワンタイムパスワードを送信します。"
-                    ],
-                    session,
-                    link_url="/home",
-                    link_text="サービス選択へ",
-                )
+            # P21: switching on always continues to the registration screens. A number that still
+            # has its address goes to the address change (its confirmation ID and password first,
+            # unless this login was two-step), so the address is proven again by its link.
             return self.message_page(
                 request,
                 "ワンタイムパスワード 利用選択変更完了",
                 [
-                    "「ワンタイムパスワードを利用する」に変更します。以下の「次へ」ボタンよりメールアドレス等の登録画面に進んでください。",
+                    "「ワンタイムパスワードを利用する」に変更しました。以下の「次へ」ボタンよりメールアドレス等の登録画面に進んでください。",
                     "※本画面ではまだワンタイムパスワード利用の本登録が完了していません。",
                 ],
                 session,
-                link_url="/otp/register",
+                link_url="/otp/address" if state.status == "on" else "/otp/register",
                 link_text="次へ",
             )
         return self.redirect("/settings/otp", session)
@@ -1786,7 +1814,7 @@ class WebApp:
         if not codes and new != form.get("new_confirm", ""):
             codes = ["mismatch"]
         if codes:
-            return self._confirmation_form(request, session, kind, to_messages(codes), 400)
+            return self._confirmation_form(request, session, kind, to_messages(codes, new), 400)
         change = (
             self.backend.otp_change_confirmation_id
             if kind == "id"
@@ -1838,6 +1866,8 @@ class WebApp:
         numbers: list[str],
         errors: list[str] | None = None,
         status: int = 200,
+        *,
+        bulk: bool = False,
     ) -> Response:
         return self.render(
             request,
@@ -1850,8 +1880,15 @@ class WebApp:
             old_label=UNIT_LABELS.get(session.unit or "", ""),
             new_label=UNIT_LABELS[new_unit],
             numbers=numbers,
+            bulk=bulk,
             notes=msg.unit_change_notes(session.unit or "", new_unit),
         )
+
+    async def unit_bulk(self, session: WebSession) -> bool:
+        """P15–P17: the bulk file for a contract of 33 numbers or more, whatever their credentials."""
+        assert session.contract_id is not None
+        size = await run_in_threadpool(self.backend.contract_size, contract_id=session.contract_id)
+        return size >= BULK_THRESHOLD
 
     async def unit_change_page(self, request: Request) -> Response:
         new_unit = request.path_params["unit"]
@@ -1866,7 +1903,7 @@ class WebApp:
             login_number=session.number,
             now=self.clock(),
         )
-        return self._unit_form(request, session, new_unit, numbers)
+        return self._unit_form(request, session, new_unit, numbers, bulk=await self.unit_bulk(session))
 
     async def unit_download(self, request: Request) -> Response:
         new_unit = request.path_params["unit"]
@@ -1881,7 +1918,7 @@ class WebApp:
             login_number=session.number,
             now=self.clock(),
         )
-        if len(numbers) < BULK_THRESHOLD:
+        if not await self.unit_bulk(session):
             return self.redirect(f"/settings/unit/{new_unit}", session)
         return await self.marks_csv(session, numbers, "unit-change.csv")
 
@@ -1900,12 +1937,14 @@ class WebApp:
             now=now,
         )
 
+        bulk = await self.unit_bulk(session)
+
         def refused(errors: list[str]) -> Response:
-            return self._unit_form(request, session, new_unit, numbers, errors, 400)
+            return self._unit_form(request, session, new_unit, numbers, errors, 400, bulk=bulk)
 
         passwords = {n: form.get(f"password_{n}", "") for n in numbers}
         upload = (await request.form()).get("csv")  # the bulk file (33 numbers or more, seed P15-P17)
-        if isinstance(upload, UploadFile) and len(numbers) >= BULK_THRESHOLD:
+        if isinstance(upload, UploadFile) and bulk:
             rows, errors = parse_bulk_csv(
                 await upload.read(BULK_MAX_BYTES + 1), allowed=set(numbers), column="現在のパスワード"
             )
@@ -1931,7 +1970,7 @@ class WebApp:
             log.info("web_unit_change_refused", number=session.number, new_unit=new_unit, problems=problems)
             if problems.get(session.number) in {"locked", "expired"}:
                 text = (
-                    msg.invalidated_message(self.service_number)
+                    self.invalidated(None)
                     if problems[session.number] == "locked"
                     else msg.temporary_expired_message(self.service_number)
                 )
@@ -1995,7 +2034,7 @@ class WebApp:
             return JSONResponse(
                 {
                     "error": error,
-                    "message": self.refused_message(outcome.status),
+                    "message": self.refused_message(outcome),
                     "set_temporary_password_by_phone": self.service_number,
                 },
                 status_code=403,

@@ -104,6 +104,7 @@ class LoginOutcome:
     change_reason: Literal["temporary", "expired"] | None = None
     otp: OtpState = field(default_factory=lambda: OtpState("unchosen"))
     retry_after_seconds: int = 0  # "throttled": the client's failure budget is spent
+    temporary: bool | None = None  # "invalidated": the password was a temporary one (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,10 @@ class CredentialBackend(Protocol):
         self, *, contract_id: int, new_unit: str, login_number: str, now: datetime
     ) -> list[str]:
         """Whose current passwords a change of the contract's unit asks for."""
+        ...
+
+    def contract_size(self, *, contract_id: int) -> int:
+        """How many numbers the contract has, whatever their credentials (the 33-number bulk pages)."""
         ...
 
     def change_unit(

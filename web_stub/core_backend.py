@@ -13,12 +13,12 @@ from dataclasses import fields
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import auth, limits, otp, throttle, web_sessions
 from core.db import make_engine, make_session_factory, read_session_factory_for
-from core.enums import AuthUnit, CredentialState
+from core.enums import AuthUnit, CredentialKind, CredentialState
 from core.models import PhoneNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
 from core.policy import PolicyLike
@@ -96,7 +96,12 @@ class CoreBackend:
         if result.status == "wrong":
             return LoginOutcome("wrong")
         if result.status == "locked":
-            return LoginOutcome("invalidated", number=result.identity_number)
+            kind = result.credential_kind
+            return LoginOutcome(
+                "invalidated",
+                number=result.identity_number,
+                temporary=None if kind is None else kind is CredentialKind.TEMPORARY,
+            )
         if result.status == "expired":
             return LoginOutcome("temporary_expired", number=result.identity_number)
         assert result.identity_number is not None and result.unit is not None
@@ -215,6 +220,13 @@ class CoreBackend:
                 now=now,
                 policy=self._policy,
             )
+
+    def contract_size(self, *, contract_id: int) -> int:
+        with read_session_factory_for(self._sessions)() as session:
+            count = session.scalar(
+                select(func.count()).select_from(PhoneNumber).where(PhoneNumber.contract_id == contract_id)
+            )
+            return int(count or 0)
 
     def change_unit(
         self, *, contract_id: int, new_unit: str, login_number: str, passwords: dict[str, str], now: datetime
