@@ -518,7 +518,7 @@ class WebApp:
                 "unit_label": UNIT_LABELS.get(session.unit or "", "") if session else "",
                 "otp_enabled": otp_enabled,
                 "menu_bulk": bool(session and session.data.get("bulk")),
-                "menu_release": bool(session and session.data.get("bulk") and session.data.get("two_step")),
+                "menu_release": bool(session and self.release_allowed(session)),
                 "copyright_notice": self.web.copyright_notice,
                 "sender_domain": self.sender_domain,
                 "errors": errors or [],
@@ -1838,6 +1838,106 @@ class WebApp:
             link_text="サービス選択へ",
         )
 
+    # ----------------------------------------------------------------- bulk release (登録一括解除, P23 menu)
+    @staticmethod
+    def release_allowed(session: WebSession) -> bool:
+        """The menu item of the seed's two-step screens: an admin (contract number, admin/user unit)
+        who logged in with a one-time password and still uses them."""
+        return (
+            session.role == "admin"
+            and session.stage == "home"
+            and bool(session.data.get("two_step"))
+            and session.data.get("otp_status") == "on"
+        )
+
+    async def _release_numbers(self, request: Request) -> tuple[WebSession, list[str]]:
+        """The admin's numbers with a registration; a detour home for anyone else."""
+        session = await self.require(request, {"home"})
+        await self.refresh_otp(session)
+        if not self.release_allowed(session):
+            raise Detour(self.redirect("/home", session))
+        covered = await self.password_targets(session)
+        return session, await run_in_threadpool(self.backend.otp_registered_numbers, numbers=covered)
+
+    def _release_form(
+        self,
+        request: Request,
+        session: WebSession,
+        numbers: list[str],
+        errors: list[str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        return self.render(
+            request,
+            "otp_release.html",
+            "ワンタイムパスワード登録一括解除",
+            session,
+            status_code=status,
+            errors=errors,
+            numbers=numbers,
+            invalid_fields=["password"] if errors else [],
+        )
+
+    async def otp_release_page(self, request: Request) -> Response:
+        session, numbers = await self._release_numbers(request)
+        session.data.pop("release_checked", None)
+        return self._release_form(request, session, numbers)
+
+    async def otp_release_submit(self, request: Request) -> Response:
+        """Step 1: the admin's current password, counted like a login."""
+        session, form = await self.require_post(request, {"home"})
+        session, numbers = await self._release_numbers(request)
+        password = form.get("password", "")
+        if not password:
+            return self._release_form(request, session, numbers, [msg.RELEASE_PASSWORD_EMPTY], 400)
+        if not numbers:
+            return self._release_form(request, session, numbers, [msg.RELEASE_NOTHING], 400)
+        status = await run_in_threadpool(
+            self.backend.check_password, number=session.number, password=password, now=self.clock()
+        )
+        if status == "locked":
+            return self.end_session_with(
+                request, session, "ワンタイムパスワード登録一括解除", self.invalidated(False)
+            )
+        if status != "ok":
+            log.info("web_otp_release_password_refused", number=session.number, outcome_code=status)
+            return self._release_form(
+                request,
+                session,
+                numbers,
+                [msg.release_password_wrong(self.policy.permanent_max_failures)],
+                400,
+            )
+        session.data["release_checked"] = True
+        return self.render(
+            request,
+            "otp_release_confirm.html",
+            "ワンタイムパスワード登録一括解除 確認",
+            session,
+            numbers=numbers,
+        )
+
+    async def otp_release_confirm(self, request: Request) -> Response:
+        """Step 2: the admin confirms the list; the registrations are released."""
+        session, _form = await self.require_post(request, {"home"})
+        session, numbers = await self._release_numbers(request)
+        if not session.data.pop("release_checked", False):
+            return self.redirect("/settings/otp/release", session)
+        released = await run_in_threadpool(self.backend.otp_release, numbers=numbers, now=self.clock())
+        log.info("web_otp_released", number=session.number, released=len(released))
+        await self.refresh_otp(session)
+        return self.message_page(
+            request,
+            "ワンタイムパスワード登録一括解除完了",
+            [
+                f"{len(released)}件の電話番号のワンタイムパスワード登録を解除しました。",
+                "解除した電話番号は、次回のログイン時にワンタイムパスワードの利用選択からやり直します。",
+            ],
+            session,
+            link_url="/home",
+            link_text="サービス選択へ",
+        )
+
     # ----------------------------------------------------------------- authentication unit (P14–P21)
     def _unit_change_allowed(self, session: WebSession) -> bool:
         return session.role in {"line", "number", "admin"}
@@ -2126,6 +2226,9 @@ class WebApp:
             Route("/settings/otp/bulk", self.otp_bulk_page, methods=["GET"]),
             Route("/settings/otp/bulk", self.otp_bulk_submit, methods=["POST"]),
             Route("/settings/otp/bulk/download", self.otp_bulk_download, methods=["GET"]),
+            Route("/settings/otp/release", self.otp_release_page, methods=["GET"]),
+            Route("/settings/otp/release", self.otp_release_submit, methods=["POST"]),
+            Route("/settings/otp/release/confirm", self.otp_release_confirm, methods=["POST"]),
             Route("/settings/otp", self.settings_otp_page, methods=["GET"]),
             Route("/settings/otp", self.settings_otp_submit, methods=["POST"]),
             Route("/settings/otp/address", self.settings_address, methods=["GET"]),

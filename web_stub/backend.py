@@ -224,6 +224,19 @@ class CredentialBackend(Protocol):
         """Whose current passwords a change of the contract's unit asks for."""
         ...
 
+    def check_password(self, *, number: str, password: str, now: datetime) -> str:
+        """The current password re-entered to confirm an action: ``ok``, ``wrong``, ``locked``
+        (this try was the last, or none was left) or ``expired``; counts like a login."""
+        ...
+
+    def otp_registered_numbers(self, *, numbers: list[str]) -> list[str]:
+        """Those of ``numbers`` with a one-time-password registration (or one waiting for its link)."""
+        ...
+
+    def otp_release(self, *, numbers: list[str], now: datetime) -> list[str]:
+        """Release the registrations of ``numbers`` (the admin's bulk release); the numbers released."""
+        ...
+
     def contract_size(self, *, contract_id: int) -> int:
         """How many numbers the contract has, whatever their credentials (the 33-number bulk pages)."""
         ...

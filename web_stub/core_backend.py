@@ -221,6 +221,26 @@ class CoreBackend:
                 policy=self._policy,
             )
 
+    def check_password(self, *, number: str, password: str, now: datetime) -> str:
+        if len(password) > self._limits.max_secret_chars:
+            return "wrong"
+        return auth.check_password_in_steps(
+            self._sessions, number=number, password=password, now=now, policy=self._policy
+        )
+
+    def otp_registered_numbers(self, *, numbers: list[str]) -> list[str]:
+        found = []
+        with read_session_factory_for(self._sessions)() as session, session.begin():
+            for number in numbers:
+                state = otp.otp_state(session, number=number)
+                if state.has_confirmation or state.mail_address is not None or state.status == "pending":
+                    found.append(number)
+        return found
+
+    def otp_release(self, *, numbers: list[str], now: datetime) -> list[str]:
+        with self._tx() as session:
+            return otp.release_registrations(session, numbers=numbers, now=now)
+
     def contract_size(self, *, contract_id: int) -> int:
         with read_session_factory_for(self._sessions)() as session:
             count = session.scalar(

@@ -222,6 +222,14 @@ LINK_USED = "このURLはすでに使用されています。本登録が完了�
 LINK_UNKNOWN = "このURLは無効です。メールに記載されたURLを、途中で切れないようにすべて開いてください。"
 BULK_NOTHING_CHANGED = "エラーがあったため、いずれの電話番号のパスワードも変更していません。"
 BULK_NOTHING_SET = "エラーがあったため、いずれの電話番号も設定していません。"
+RELEASE_PASSWORD_EMPTY = "現在のパスワードを入力してください。"
+
+
+def release_password_wrong(tries: int) -> str:
+    return f"パスワードが正しくありません。パスワードの入力を連続して{tries}回誤ると、パスワードは無効になります。"
+
+
+RELEASE_NOTHING = "ワンタイムパスワードの登録がある電話番号はありません。"
 CONFIRMATION_WRONG = "確認用IDまたは確認用パスワードが正しくありません。"
 SYSTEM_ERROR = "ただいまシステムが混み合っているか、障害が発生しています。しばらく時間をおいてから、もう一度お試しください。"
 

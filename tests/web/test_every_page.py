@@ -159,8 +159,8 @@ def test_every_page_at_phone_and_desktop_width_with_axe(
     go(page, base, "/otp/verify?token=unknown")
     walk.check(page, "anonymous link")
 
-    # A line-unit login: the forced change, the OTP choice both ways, then home without OTP.
-    web_database.set_temporary_password(LINE, TEMP, unit="line")
+    # The contract number as admin: the forced change, the OTP choice both ways, home without OTP.
+    web_database.set_temporary_password(LINE, TEMP, unit="admin_user")
     log_in(page, base, LINE, TEMP)
     walk.check(page, "must change", shot="password-required")
     change_password(page, TEMP, NEW)
@@ -176,9 +176,9 @@ def test_every_page_at_phone_and_desktop_width_with_axe(
     walk.check(page, "OTP off", shot="home")
     for url, state in [
         ("/password", "own number"),
-        ("/settings/unit", "line unit"),
-        ("/settings/unit/number", "line to number"),
-        ("/settings/unit/admin_user", "line to admin/user"),
+        ("/settings/unit", "admin/user unit"),
+        ("/settings/unit/number", "admin/user to number"),
+        ("/settings/unit/line", "admin/user to line"),
         ("/settings/otp", "OTP off"),
         ("/help", "logged in"),
     ]:
@@ -229,10 +229,13 @@ def test_every_page_at_phone_and_desktop_width_with_axe(
         ("/settings/otp/confirmation-id", "OTP on"),
         ("/settings/otp/confirmation-password", "OTP on"),
         ("/otp/address", "after a two-step login (P23)"),
-        ("/otp/address-check", "from home"),
+        ("/settings/otp/release", "admin after a two-step login"),
     ]:
         go(page, base, url)
         walk.check(page, state)
+    page.fill("#password", NEW)
+    click(page, "#release-next")
+    walk.check(page, "release to confirm")
     go(page, base, "/otp/address")
     page.fill("#email", "hanako2@example.jp")
     page.fill("#email_confirm", "hanako2@example.jp")
