@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -64,11 +64,14 @@ class CoreBackend:
         )
 
     @classmethod
+    def open(cls, database_url: str, credentials: PolicyLike, web: Any) -> CoreBackend:
+        """The backend on ``database_url`` with the credential policy and the web's limits."""
+        engine = make_engine(database_url)
+        return cls(make_session_factory(engine), credentials, WebLimits.from_web_settings(web))
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> CoreBackend:
-        engine = make_engine(settings.effective_database_url)
-        return cls(
-            make_session_factory(engine), settings.credentials, WebLimits.from_web_settings(settings.web)
-        )
+        return cls.open(settings.effective_database_url, settings.credentials, settings.web)
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:

@@ -198,12 +198,12 @@ def test_address_change_from_the_menu_after_two_steps_skips_the_check(
 def test_sender_domain_shown_comes_from_the_settings(
     web_settings: Any, web_clock: FakeClock, web_database: WebDatabase, smtp_server: SmtpServer
 ) -> None:
-    from web_stub.app import create_app
+    from tests.fixtures.web import make_app
 
     settings = web_settings.model_copy(
         update={"smtp": web_settings.smtp.model_copy(update={"sender": "info@mail.hikari.example.com"})}
     )
-    with client_for(create_app(settings, clock=web_clock)) as client:
+    with client_for(make_app(settings, clock=web_clock)) as client:
         web_database.set_temporary_password(ADDITIONAL, TEMP, unit="number")
         page = login(client, ADDITIONAL, TEMP)
         page = change_required_password(client, page, TEMP, NEW)
@@ -220,13 +220,13 @@ def test_lockout_messages_name_the_password_the_tries_and_the_number(
     web_settings: Any, web_clock: FakeClock, web_database: WebDatabase
 ) -> None:
     """The number customers call comes from WebSettings, not from the lab's settings."""
-    from web_stub.app import create_app
+    from tests.fixtures.web import make_app
 
     settings = web_settings.model_copy(
         update={"web": web_settings.web.model_copy(update={"service_number": "0312345678"})}
     )
     assert settings.lab.service_number == "0363044747"
-    with client_for(create_app(settings, clock=web_clock)) as client:
+    with client_for(make_app(settings, clock=web_clock)) as client:
         web_database.set_temporary_password(LINE, TEMP, unit="line")
         for _ in range(3):
             page = login(client, LINE, "11112222")
