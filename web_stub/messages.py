@@ -263,14 +263,18 @@ def unit_change_notes(old_unit: str, new_unit: str) -> list[str]:
     return notes
 
 
-def unit_change_problems(problems: dict[str, str], service_number: str) -> list[str]:
+def unit_change_problems(
+    problems: dict[str, str], service_number: str, *, temporary_tries: int = 3, permanent_tries: int = 10
+) -> list[str]:
     out = []
     for number, reason in problems.items():
         prefix = "" if number == "*" else f"{number} の"
         text = {
             "wrong_password": "パスワードが正しくありません。",
             "password_required": "パスワードを入力してください。",
-            "locked": "パスワードは無効になっています。" + phone_instructions(service_number),
+            "locked": invalidated_message(
+                service_number, temporary=None, temporary_tries=temporary_tries, permanent_tries=permanent_tries
+            ),
             "expired": "仮パスワードの有効期限が切れています。" + phone_instructions(service_number),
             "same_unit": "現在と同じ認証単位です。",
             "not_allowed": "このログインでは認証単位を変更できません。お客様電話番号でログインしてください。",

@@ -39,6 +39,14 @@ class UnitPages:
         ]
 
     # ----------------------------------------------------------------- authentication unit (P14–P21)
+    def problems(self, problems: dict[str, str]) -> list[str]:
+        return msg.unit_change_problems(
+            problems,
+            self.site.service_number,
+            temporary_tries=self.site.policy.temporary_max_failures,
+            permanent_tries=self.site.policy.permanent_max_failures,
+        )
+
     def _unit_change_allowed(self, session: WebSession) -> bool:
         return session.role in {"line", "number", "admin"}
 
@@ -150,7 +158,7 @@ class UnitPages:
             passwords.update({n: "" for n in numbers if n not in passwords})
         if self.site.too_long(*passwords.values()):
             too_long = {n: "wrong_password" for n, p in passwords.items() if self.site.too_long(p)}
-            return refused(msg.unit_change_problems(too_long, self.site.service_number))
+            return refused(self.problems(too_long))
         missing = [n for n, p in passwords.items() if not p]
         if missing:
             return refused([f"{n} のパスワードを入力してください。" for n in missing])
@@ -171,7 +179,7 @@ class UnitPages:
                     else msg.temporary_expired_message(self.site.service_number)
                 )
                 return self.site.end_session_with(request, session, "認証単位変更", text)
-            return refused(msg.unit_change_problems(problems, self.site.service_number))
+            return refused(self.problems(problems))
         log.info("web_unit_changed", number=session.number, old_unit=session.unit, new_unit=new_unit)
         old_label = UNIT_LABELS.get(session.unit or "", "")
         session.end()
