@@ -22,7 +22,17 @@ from web_stub.backend import CredentialBackend
 from web_stub.mail import Mailer, SmtpMailer
 from web_stub.pages import api, bulk, login, otp_login, otp_settings, passwords, units
 from web_stub.sessions import Clock
-from web_stub.site import HERE, BodyLimit, SecurityHeaders, Site, client_address, log, utc_now
+from web_stub.site import (
+    HERE,
+    BodyLimit,
+    BodyTooLarge,
+    Detour,
+    SecurityHeaders,
+    Site,
+    client_address,
+    log,
+    utc_now,
+)
 
 __all__ = ["client_address", "create_app"]
 
@@ -73,7 +83,11 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, web=site)],
-        exception_handlers={Exception: _error_page(site)},
+        exception_handlers={
+            Detour: site.detour_answer,
+            BodyTooLarge: site.detour_answer,
+            Exception: _error_page(site),
+        },
     )
     app.state.site = site
     return app

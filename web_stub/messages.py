@@ -273,7 +273,10 @@ def unit_change_problems(
             "wrong_password": "パスワードが正しくありません。",
             "password_required": "パスワードを入力してください。",
             "locked": invalidated_message(
-                service_number, temporary=None, temporary_tries=temporary_tries, permanent_tries=permanent_tries
+                service_number,
+                temporary=None,
+                temporary_tries=temporary_tries,
+                permanent_tries=permanent_tries,
             ),
             "expired": "仮パスワードの有効期限が切れています。" + phone_instructions(service_number),
             "same_unit": "現在と同じ認証単位です。",

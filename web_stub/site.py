@@ -244,24 +244,29 @@ class Site:
     # ----------------------------------------------------------------- plumbing
     # ----------------------------------------------------------------- plumbing
     def endpoint(self, handler: Handler) -> Handler:
-        """A route: the handler, its guards' detours, then the sessions it touched are stored."""
+        """A route: the handler, then the sessions it touched are stored, when it answered or a
+        guard raised (a :class:`Detour`, answered by :meth:`detour_answer`, the app's exception
+        handler for it)."""
 
         async def run(request: Request) -> Response:
             try:
                 response = await handler(request)
-            except Detour as detour:
-                response = detour.response
-            except BodyTooLarge:
-                log.info(
-                    "web_body_too_large",
-                    path=request.url.path,
-                    limit=body_limit_for(request.url.path, self.web),
-                )
-                response = self.too_large_page(request, body_limit_for(request.url.path, self.web))
-            await self.persist(request)
+            except (Detour, BodyTooLarge):
+                await self.persist(request)  # e.g. the stage a guard's redirect points to
+                raise
+            await self.persist(request)  # not after a failure: nothing half-done is stored
             return response
 
         return run
+
+    async def detour_answer(self, request: Request, exc: Exception) -> Response:
+        """The one exception handler of the guards: a :class:`Detour`'s response, or the page of
+        a body that passed its cap while it was read."""
+        if isinstance(exc, Detour):
+            return exc.response
+        limit = body_limit_for(request.url.path, self.web)
+        log.info("web_body_too_large", path=request.url.path, limit=limit)
+        return self.too_large_page(request, limit)
 
     def _sessions_of(self, request: Request) -> list[WebSession]:
         found = request.scope.setdefault(SCOPE_SESSIONS, [])
