@@ -45,8 +45,8 @@ class OtpLoginPages:
             Route("/otp/decline", self.otp_decline_submit, methods=["POST"]),
             Route("/otp/register", self.otp_register_page, methods=["GET"]),
             Route("/otp/register", self.otp_register_submit, methods=["POST"]),
-            Route("/otp/address", self.otp_register_page, methods=["GET"]),
-            Route("/otp/address", self.otp_register_submit, methods=["POST"]),
+            Route("/otp/address", self.otp_address_page, methods=["GET"]),
+            Route("/otp/address", self.otp_address_submit, methods=["POST"]),
             Route("/otp/register/confirm", self.otp_register_confirm_page, methods=["GET"]),
             Route("/otp/register/confirm", self.otp_register_confirm_submit, methods=["POST"]),
             Route("/otp/verify", self.otp_verify_page, methods=["GET"]),
@@ -163,8 +163,14 @@ class OtpLoginPages:
         session.data.draft = None
         session.secrets = {}
 
-    async def otp_register_page(self, request: Request) -> Response:
-        address_only = request.url.path == "/otp/address"
+    async def otp_address_page(self, request: Request) -> Response:
+        """The receiving-address change: the registration form with the address only (P22–P23)."""
+        return await self.otp_register_page(request, address_only=True)
+
+    async def otp_address_submit(self, request: Request) -> Response:
+        return await self.otp_register_submit(request, address_only=True)
+
+    async def otp_register_page(self, request: Request, *, address_only: bool = False) -> Response:
         stages = (Stage.OTP_CODE, Stage.HOME) if address_only else (Stage.OTP_REGISTER, Stage.HOME)
         session = await self.site.logged_in(request, *stages)
         await self._registration_gate(request, session, address_only)
@@ -184,8 +190,7 @@ class OtpLoginPages:
             **self._register_context(session, address_only),
         )
 
-    async def otp_register_submit(self, request: Request) -> Response:
-        address_only = request.url.path == "/otp/address"
+    async def otp_register_submit(self, request: Request, *, address_only: bool = False) -> Response:
         stages = (Stage.OTP_CODE, Stage.HOME) if address_only else (Stage.OTP_REGISTER, Stage.HOME)
         session, form = await self.site.logged_in_form(request, *stages)
         await self._registration_gate(request, session, address_only)

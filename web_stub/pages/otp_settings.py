@@ -30,10 +30,10 @@ class OtpSettingsPages:
             Route("/settings/otp", self.settings_otp_page, methods=["GET"]),
             Route("/settings/otp", self.settings_otp_submit, methods=["POST"]),
             Route("/settings/otp/address", self.settings_address, methods=["GET"]),
-            Route("/settings/otp/confirmation-id", self.confirmation_page, methods=["GET"]),
-            Route("/settings/otp/confirmation-id", self.confirmation_submit, methods=["POST"]),
-            Route("/settings/otp/confirmation-password", self.confirmation_page, methods=["GET"]),
-            Route("/settings/otp/confirmation-password", self.confirmation_submit, methods=["POST"]),
+            Route("/settings/otp/confirmation-id", self.confirmation_id_page, methods=["GET"]),
+            Route("/settings/otp/confirmation-id", self.confirmation_id_submit, methods=["POST"]),
+            Route("/settings/otp/confirmation-password", self.confirmation_password_page, methods=["GET"]),
+            Route("/settings/otp/confirmation-password", self.confirmation_password_submit, methods=["POST"]),
         ]
 
     async def _otp_settings_unlocked(self, request: Request, session: WebSession) -> None:
@@ -120,14 +120,24 @@ class OtpSettingsPages:
             action="/settings/otp/confirmation-id" if kind == "id" else "/settings/otp/confirmation-password",
         )
 
-    async def confirmation_page(self, request: Request) -> Response:
-        kind = "id" if request.url.path.endswith("confirmation-id") else "password"
+    async def confirmation_id_page(self, request: Request) -> Response:
+        return await self.confirmation_page(request, "id")
+
+    async def confirmation_id_submit(self, request: Request) -> Response:
+        return await self.confirmation_submit(request, "id")
+
+    async def confirmation_password_page(self, request: Request) -> Response:
+        return await self.confirmation_page(request, "password")
+
+    async def confirmation_password_submit(self, request: Request) -> Response:
+        return await self.confirmation_submit(request, "password")
+
+    async def confirmation_page(self, request: Request, kind: str) -> Response:
         session = await self.site.logged_in(request, Stage.HOME)
         await self.site.require_otp_settings(request, session)
         return self._confirmation_form(request, session, kind)
 
-    async def confirmation_submit(self, request: Request) -> Response:
-        kind = "id" if request.url.path.endswith("confirmation-id") else "password"
+    async def confirmation_submit(self, request: Request, kind: str) -> Response:
         session, form = await self.site.logged_in_form(request, Stage.HOME)
         await self.site.require_otp_settings(request, session)
         to_messages = msg.confirmation_id_messages if kind == "id" else msg.confirmation_password_messages

@@ -32,15 +32,21 @@ class PasswordPages:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/password/required", self.password_page, methods=["GET"]),
-            Route("/password/required", self.password_submit, methods=["POST"]),
+            Route("/password/required", self.forced_page, methods=["GET"]),
+            Route("/password/required", self.forced_submit, methods=["POST"]),
             Route("/password", self.password_page, methods=["GET"]),
             Route("/password", self.password_submit, methods=["POST"]),
         ]
 
     # ----------------------------------------------------------------- passwords
-    async def password_page(self, request: Request) -> Response:
-        forced = request.url.path == "/password/required"
+    async def forced_page(self, request: Request) -> Response:
+        """P8: the change a temporary or expired password must make before anything else."""
+        return await self.password_page(request, forced=True)
+
+    async def forced_submit(self, request: Request) -> Response:
+        return await self.password_submit(request, forced=True)
+
+    async def password_page(self, request: Request, *, forced: bool = False) -> Response:
         session = await self.site.logged_in(request, Stage.MUST_CHANGE if forced else Stage.HOME)
         targets = [] if forced else await self.site.password_targets(session)
         search = None
@@ -81,8 +87,7 @@ class PasswordPages:
             invalid_fields=invalid or [],
         )
 
-    async def password_submit(self, request: Request) -> Response:
-        forced = request.url.path == "/password/required"
+    async def password_submit(self, request: Request, *, forced: bool = False) -> Response:
         session, form = await self.site.logged_in_form(request, Stage.MUST_CHANGE if forced else Stage.HOME)
         targets = [session.number] if forced else await self.site.password_targets(session)
         target = normalize_login_number(form.get("target", "")) or session.number
