@@ -651,6 +651,50 @@ def change_password_in_steps(
         raise rules
 
 
+def check_password_in_steps(
+    sessions: sessionmaker[Session],
+    *,
+    number: str,
+    password: str,
+    now: datetime,
+    policy: PolicyLike = DEFAULT_POLICY,
+    hasher: SecretHasher | None = None,
+    channel: Channel | str = Channel.WEB,
+) -> str:
+    """The current password of ``number``'s identity re-entered to confirm an action (the bulk
+    release): ``ok``, ``wrong``, ``locked`` or ``expired``. It counts like a login (a wrong one
+    spends a try, the last one invalidates the password) with no lock across the hash: the try is
+    reserved and committed, checked with no transaction open, then settled and audited."""
+    hasher = hasher or default_hasher()
+    with _readers(sessions)() as session, session.begin():
+        target = _password_target(session, number)
+    identity, credential = target.identity, target.credential
+    ticket: AttemptTicket | None = None
+    state = credential_state(credential, now, policy) if credential else None
+    if credential is None:
+        hasher.dummy_verify(password)
+        status = "wrong"
+    elif state is CredentialState.INVALIDATED:
+        status = "locked"
+    elif state is CredentialState.EXPIRED:
+        status = "expired"
+    else:
+        with sessions() as session, session.begin():
+            ticket = reserve_attempt(session, credential=credential, policy=policy)
+        if ticket is None:
+            status = "locked"
+        else:
+            ok, _rehash = check_attempt(ticket, password, hasher)
+            status = "ok" if ok else "wrong"
+    with sessions() as session, session.begin():
+        if ticket is not None:
+            status, _ = settle_attempt(session, ticket, ok=status == "ok", now=now)
+        _identity_audit(session, identity, now=now, channel=channel).record(
+            AuditEventType.PASSWORD_REENTERED, status
+        )
+    return status
+
+
 def _readers(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     """Read-only sessions on the same engine (the write factory itself if bound to a connection)."""
     from core.db import read_session_factory_for

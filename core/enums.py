@@ -103,4 +103,6 @@ class AuditEventType(StrEnum):
     OTP_ATTEMPT_VOIDED = "otp_attempt_voided"
     OTP_CONFIRMATION_CHANGED = "otp_confirmation_changed"
     OTP_CONFIRMATION_CHECKED = "otp_confirmation_checked"
+    OTP_RELEASED = "otp_released"  # an admin released the number's registration (bulk release)
+    PASSWORD_REENTERED = "password_reentered"  # the current password re-entered to confirm an action
     CONTRACT_IMPORTED = "contract_imported"

@@ -99,6 +99,7 @@ class OtpState:
     usage: OtpUsage
     mail_address: str | None = None  # the registered (active) receiving address
     pending_mail_address: str | None = None  # waiting for its link
+    has_confirmation: bool = False  # a confirmation ID and password are set
 
     @property
     def required_at_login(self) -> bool:
@@ -183,6 +184,7 @@ def otp_state(session: Session, *, number: str, now: datetime | None = None) -> 
         usage=settings.usage,
         mail_address=settings.mail_address if registered else None,
         pending_mail_address=pending.mail_address if pending else None,
+        has_confirmation=settings.confirmation_id_hash is not None,
     )
 
 
@@ -211,6 +213,50 @@ def choose_otp(session: Session, *, number: str, now: datetime, channel: Channel
         AuditEventType.OTP_USAGE_CHANGED, "ok", f"{previous}->used"
     )
     session.flush()
+
+
+def release_registrations(
+    session: Session, *, numbers: list[str], now: datetime, channel: Channel | str = Channel.WEB
+) -> list[str]:
+    """The admin's bulk release (登録一括解除): each of ``numbers`` that has a one-time-password
+    registration (or one waiting for its link) loses it: receiving address, confirmation ID and
+    password, pending links. Its next login asks again whether to use one-time passwords (P9).
+    Returns the numbers released, in the order given; numbers without a registration are left
+    as they are."""
+    released: list[str] = []
+    for number in numbers:
+        phone = find_number(session, number)
+        if phone is None:
+            continue
+        settings = session.scalars(
+            select(OtpSettings).where(OtpSettings.phone_number_id == phone.id)
+        ).one_or_none()
+        pending = session.execute(
+            update(OtpRegistration)
+            .where(
+                OtpRegistration.phone_number_id == phone.id,
+                OtpRegistration.consumed_at.is_(None),
+                OtpRegistration.superseded_at.is_(None),
+            )
+            .values(superseded_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        registered = settings is not None and (
+            settings.mail_address is not None or settings.confirmation_id_hash is not None
+        )
+        if not registered and not pending:
+            continue
+        if settings is not None:
+            settings.usage = OtpUsage.UNDECIDED
+            settings.mail_address = None
+            settings.confirmation_id_hash = None
+            settings.confirmation_password_hash = None
+            settings.registered_at = None
+            settings.declined_at = None
+        Audit.of_phone(session, phone, at=now, channel=channel).record(AuditEventType.OTP_RELEASED, "ok")
+        released.append(phone.number)
+    session.flush()
+    return released
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,10 @@ class WebSettings(BaseModel):
     max_secret_chars: int = 64  # longer passwords, codes or confirmation secrets are not hashed
     # /metrics answers only this bearer token (web_stub/ops.py, docs/deploy.md); None: /metrics is 404
     metrics_token: SecretStr | None = None
+    # --- what the pages tell customers
+    # the temporary-password line customers call from their contract line (pages and messages)
+    service_number: str = "0363044747"
+    copyright_notice: str = "Copyright © 1999-2022 東日本電信電話株式会社"  # footer of every page (seed 003)
 
 
 class SmtpSettings(BaseModel):
@@ -139,6 +143,8 @@ class SmtpSettings(BaseModel):
     start_tls: bool = False
     use_tls: bool = False
     timeout_seconds: float = 10.0
+    # From: of every mail; the pages tell customers to allow mail from its domain. The default is a
+    # sample (example.jp is reserved for examples): set IVR_SMTP__SENDER to the real sending address.
     sender: str = "noreply@settings.example.jp"
 
 

@@ -104,6 +104,7 @@ class LoginOutcome:
     change_reason: Literal["temporary", "expired"] | None = None
     otp: OtpState = field(default_factory=lambda: OtpState("unchosen"))
     retry_after_seconds: int = 0  # "throttled": the client's failure budget is spent
+    temporary: bool | None = None  # "invalidated": the password was a temporary one (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,23 @@ class CredentialBackend(Protocol):
         self, *, contract_id: int, new_unit: str, login_number: str, now: datetime
     ) -> list[str]:
         """Whose current passwords a change of the contract's unit asks for."""
+        ...
+
+    def check_password(self, *, number: str, password: str, now: datetime) -> str:
+        """The current password re-entered to confirm an action: ``ok``, ``wrong``, ``locked``
+        (this try was the last, or none was left) or ``expired``; counts like a login."""
+        ...
+
+    def otp_registered_numbers(self, *, numbers: list[str]) -> list[str]:
+        """Those of ``numbers`` with a one-time-password registration (or one waiting for its link)."""
+        ...
+
+    def otp_release(self, *, numbers: list[str], now: datetime) -> list[str]:
+        """Release the registrations of ``numbers`` (the admin's bulk release); the numbers released."""
+        ...
+
+    def contract_size(self, *, contract_id: int) -> int:
+        """How many numbers the contract has, whatever their credentials (the 33-number bulk pages)."""
         ...
 
     def change_unit(

@@ -11,14 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import auth, limits, otp, throttle, web_sessions
 from core.db import make_engine, make_session_factory, read_session_factory_for
-from core.enums import AuthUnit, CredentialState
+from core.enums import AuthUnit, CredentialKind, CredentialState
 from core.models import PhoneNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
 from core.policy import PolicyLike
@@ -69,11 +69,14 @@ class CoreBackend:
         return self._sessions
 
     @classmethod
+    def open(cls, database_url: str, credentials: PolicyLike, web: Any) -> CoreBackend:
+        """The backend on ``database_url`` with the credential policy and the web's limits."""
+        engine = make_engine(database_url)
+        return cls(make_session_factory(engine), credentials, WebLimits.from_web_settings(web))
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> CoreBackend:
-        engine = make_engine(settings.effective_database_url)
-        return cls(
-            make_session_factory(engine), settings.credentials, WebLimits.from_web_settings(settings.web)
-        )
+        return cls.open(settings.effective_database_url, settings.credentials, settings.web)
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -101,7 +104,12 @@ class CoreBackend:
         if result.status == "wrong":
             return LoginOutcome("wrong")
         if result.status == "locked":
-            return LoginOutcome("invalidated", number=result.identity_number)
+            kind = result.credential_kind
+            return LoginOutcome(
+                "invalidated",
+                number=result.identity_number,
+                temporary=None if kind is None else kind is CredentialKind.TEMPORARY,
+            )
         if result.status == "expired":
             return LoginOutcome("temporary_expired", number=result.identity_number)
         assert result.identity_number is not None and result.unit is not None
@@ -220,6 +228,33 @@ class CoreBackend:
                 now=now,
                 policy=self._policy,
             )
+
+    def check_password(self, *, number: str, password: str, now: datetime) -> str:
+        if len(password) > self._limits.max_secret_chars:
+            return "wrong"
+        return auth.check_password_in_steps(
+            self._sessions, number=number, password=password, now=now, policy=self._policy
+        )
+
+    def otp_registered_numbers(self, *, numbers: list[str]) -> list[str]:
+        found = []
+        with read_session_factory_for(self._sessions)() as session, session.begin():
+            for number in numbers:
+                state = otp.otp_state(session, number=number)
+                if state.has_confirmation or state.mail_address is not None or state.status == "pending":
+                    found.append(number)
+        return found
+
+    def otp_release(self, *, numbers: list[str], now: datetime) -> list[str]:
+        with self._tx() as session:
+            return otp.release_registrations(session, numbers=numbers, now=now)
+
+    def contract_size(self, *, contract_id: int) -> int:
+        with read_session_factory_for(self._sessions)() as session:
+            count = session.scalar(
+                select(func.count()).select_from(PhoneNumber).where(PhoneNumber.contract_id == contract_id)
+            )
+            return int(count or 0)
 
     def change_unit(
         self, *, contract_id: int, new_unit: str, login_number: str, passwords: dict[str, str], now: datetime

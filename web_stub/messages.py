@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from core.phone import format_number
 
 # Password rules (core.auth.password_rule_violations codes). Unknown codes fall back to a generic
@@ -11,9 +13,9 @@ PASSWORD_RULE_MESSAGES: dict[str, str] = {
     "length": "パスワードは8桁～12桁で設定してください。",
     "too_short": "パスワードは8桁～12桁で設定してください。",
     "too_long": "パスワードは8桁～12桁で設定してください。",
-    "charset": "パスワードは半角英数字（英字と数字）のみで設定してください。記号や全角文字は使えません。",
-    "invalid_characters": "パスワードは半角英数字（英字と数字）のみで設定してください。記号や全角文字は使えません。",
-    "not_alphanumeric": "パスワードは半角英数字（英字と数字）のみで設定してください。記号や全角文字は使えません。",
+    "charset": "パスワードは半角英数字（英字と数字）のみで設定してください。記号は使えません。",
+    "invalid_characters": "パスワードは半角英数字（英字と数字）のみで設定してください。記号は使えません。",
+    "not_alphanumeric": "パスワードは半角英数字（英字と数字）のみで設定してください。記号は使えません。",
     "letters_and_digits": "パスワードには英字と数字の両方を含めてください。英字のみ、数字のみの設定はできません。",
     "needs_letter_and_digit": "パスワードには英字と数字の両方を含めてください。英字のみ、数字のみの設定はできません。",
     "letters_only": "英字のみのパスワードは設定できません。英字と数字の両方を含めてください。",
@@ -86,6 +88,29 @@ CONFIRMATION_PASSWORD_FALLBACK = (
 )
 
 
+#: Codes that still say something true of a value typed in full-width characters; the others
+#: (charset, letters and digits, runs) would only mislead next to the one 全角 message.
+_STILL_TRUE_WHEN_FULL_WIDTH = {"length", "too_short", "too_long", "same_as_current", "mismatch", "empty"}
+
+
+def has_full_width(value: str) -> bool:
+    """Typed with a Japanese input method (全角): ａ１ etc., and the ideographic space."""
+    return any(unicodedata.east_asian_width(c) in ("F", "W") for c in value)
+
+
+def full_width_message(what: str) -> str:
+    return f"{what}に全角文字が含まれています。{what}は半角英数字で入力してください（入力モードを半角英数に切り替えてください）。"
+
+
+def _full_width_first(
+    codes: list[str], value: str, what: str, table: dict[str, str], fallback: str
+) -> list[str]:
+    if not value or not has_full_width(value):
+        return _messages(codes, table, fallback)
+    kept = [c for c in codes if c in _STILL_TRUE_WHEN_FULL_WIDTH]
+    return [full_width_message(what), *_messages(kept, table, fallback)]
+
+
 def _messages(codes: list[str], table: dict[str, str], fallback: str) -> list[str]:
     out: list[str] = []
     for code in codes:
@@ -107,15 +132,19 @@ def password_messages(codes: list[str], new_password: str = "") -> list[str]:
             elif has_digit and not has_letter:
                 code = "digits_only"
         refined.append(code)
-    return _messages(refined, PASSWORD_RULE_MESSAGES, PASSWORD_RULE_FALLBACK)
+    return _full_width_first(
+        refined, new_password, "パスワード", PASSWORD_RULE_MESSAGES, PASSWORD_RULE_FALLBACK
+    )
 
 
-def confirmation_id_messages(codes: list[str]) -> list[str]:
-    return _messages(codes, CONFIRMATION_ID_MESSAGES, CONFIRMATION_ID_FALLBACK)
+def confirmation_id_messages(codes: list[str], value: str = "") -> list[str]:
+    return _full_width_first(codes, value, "確認用ID", CONFIRMATION_ID_MESSAGES, CONFIRMATION_ID_FALLBACK)
 
 
-def confirmation_password_messages(codes: list[str]) -> list[str]:
-    return _messages(codes, CONFIRMATION_PASSWORD_MESSAGES, CONFIRMATION_PASSWORD_FALLBACK)
+def confirmation_password_messages(codes: list[str], value: str = "") -> list[str]:
+    return _full_width_first(
+        codes, value, "確認用パスワード", CONFIRMATION_PASSWORD_MESSAGES, CONFIRMATION_PASSWORD_FALLBACK
+    )
 
 
 def phone_instructions(service_number: str) -> str:
@@ -128,11 +157,22 @@ def phone_instructions(service_number: str) -> str:
 WRONG_CREDENTIALS = "電話番号またはパスワードが正しくありません。"
 
 
-def invalidated_message(service_number: str) -> str:
-    return (
-        "パスワードの入力を規定の回数続けて誤ったため、このパスワード（仮パスワード）は無効になりました。"
-        + phone_instructions(service_number)
-    )
+def invalidated_message(
+    service_number: str, *, temporary: bool | None, temporary_tries: int = 3, permanent_tries: int = 10
+) -> str:
+    """A password that no longer opens the site: which one (temporary or not), after how many wrong
+    tries in a row (the policy's 3 / 10), and what to do (call the temporary-password number from the
+    contract line). ``temporary=None``: the page cannot tell which, so both are named."""
+    if temporary is None:
+        why = (
+            f"パスワードの入力を連続して{permanent_tries}回（仮パスワードの場合は{temporary_tries}回）誤ったため、"
+            "パスワード（仮パスワード）は無効になりました。"
+        )
+    elif temporary:
+        why = f"仮パスワードの入力を連続して{temporary_tries}回誤ったため、仮パスワードは無効になりました。"
+    else:
+        why = f"パスワードの入力を連続して{permanent_tries}回誤ったため、パスワードは無効になりました。"
+    return why + "このままではログインできません。" + phone_instructions(service_number)
 
 
 def temporary_expired_message(service_number: str) -> str:
@@ -180,6 +220,16 @@ LINK_EXPIRED = (
 )
 LINK_USED = "このURLはすでに使用されています。本登録が完了している場合は、そのままログインしてください。"
 LINK_UNKNOWN = "このURLは無効です。メールに記載されたURLを、途中で切れないようにすべて開いてください。"
+BULK_NOTHING_CHANGED = "エラーがあったため、いずれの電話番号のパスワードも変更していません。"
+BULK_NOTHING_SET = "エラーがあったため、いずれの電話番号も設定していません。"
+RELEASE_PASSWORD_EMPTY = "現在のパスワードを入力してください。"
+
+
+def release_password_wrong(tries: int) -> str:
+    return f"パスワードが正しくありません。パスワードの入力を連続して{tries}回誤ると、パスワードは無効になります。"
+
+
+RELEASE_NOTHING = "ワンタイムパスワードの登録がある電話番号はありません。"
 CONFIRMATION_WRONG = "確認用IDまたは確認用パスワードが正しくありません。"
 SYSTEM_ERROR = "ただいまシステムが混み合っているか、障害が発生しています。しばらく時間をおいてから、もう一度お試しください。"
 
@@ -213,14 +263,21 @@ def unit_change_notes(old_unit: str, new_unit: str) -> list[str]:
     return notes
 
 
-def unit_change_problems(problems: dict[str, str], service_number: str) -> list[str]:
+def unit_change_problems(
+    problems: dict[str, str], service_number: str, *, temporary_tries: int = 3, permanent_tries: int = 10
+) -> list[str]:
     out = []
     for number, reason in problems.items():
         prefix = "" if number == "*" else f"{number} の"
         text = {
             "wrong_password": "パスワードが正しくありません。",
             "password_required": "パスワードを入力してください。",
-            "locked": "パスワードは無効になっています。" + phone_instructions(service_number),
+            "locked": invalidated_message(
+                service_number,
+                temporary=None,
+                temporary_tries=temporary_tries,
+                permanent_tries=permanent_tries,
+            ),
             "expired": "仮パスワードの有効期限が切れています。" + phone_instructions(service_number),
             "same_unit": "現在と同じ認証単位です。",
             "not_allowed": "このログインでは認証単位を変更できません。お客様電話番号でログインしてください。",

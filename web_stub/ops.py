@@ -1,7 +1,7 @@
 """What operators watch on the web process: ``/metrics`` (Prometheus) and ``/readyz``, and the
 counters behind them (docs/deploy.md "Metrics"). ``/healthz`` (alive) is the app's own route.
 
-`install_ops(app, settings)` is the one hook `create_app` calls. It counts from outside the pages,
+`install_ops(app, site, web)` is the one hook `create_app` calls. It counts from outside the pages,
 so the pages know nothing of it:
 
 - logins by outcome, from the backend's ``login`` answers (ok, wrong, invalidated, temporary_expired,
@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -41,7 +41,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.secrets import constant_time_equals
-from ivr.settings import Settings
+from ivr.settings import WebSettings
+
+if TYPE_CHECKING:
+    from web_stub.site import Site
 
 log = structlog.get_logger("web")
 
@@ -217,23 +220,22 @@ def _bearer_matches(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and constant_time_equals(given.strip(), token)
 
 
-def install_ops(app: Starlette, settings: Settings) -> WebMetrics:
+def install_ops(app: Starlette, site: Site, web: WebSettings) -> WebMetrics:
     """Add /metrics and /readyz to ``app`` and count what the module docstring lists."""
     from core.db import database_readiness
 
     metrics = WebMetrics()
-    web = app.state.web
     from sqlalchemy.orm import sessionmaker
 
-    session_factory = getattr(web.backend, "session_factory", None)
+    session_factory = getattr(site.backend, "session_factory", None)
     if not isinstance(session_factory, sessionmaker):  # a test's backend without a database
         session_factory = None
     if session_factory is not None:
         metrics.watch_database(session_factory)
-    web.backend = cast(Any, _CountedBackend(web.backend, metrics))
-    web.mailer = cast(Any, _CountedMailer(web.mailer, metrics))
+    site.backend = cast(Any, _CountedBackend(site.backend, metrics))
+    site.mailer = cast(Any, _CountedMailer(site.mailer, metrics))
     app.add_middleware(_CountThrottled, metrics=metrics)
-    token = settings.web.metrics_token.get_secret_value() if settings.web.metrics_token else None
+    token = web.metrics_token.get_secret_value() if web.metrics_token else None
 
     async def metrics_page(request: Request) -> Response:
         if token is None:

@@ -19,26 +19,26 @@ import json
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from enum import StrEnum
-from typing import Any
 
 from core.secrets import constant_time_equals
 from core.web_sessions import session_id_hash
+from web_stub.stages import Stage
+
+__all__ = [
+    "Clock",
+    "Draft",
+    "FormToken",
+    "SessionData",
+    "Stage",
+    "WebSession",
+    "new_cookie_value",
+    "seal",
+    "unseal",
+]
 
 Clock = Callable[[], datetime]
-
-
-class Stage(StrEnum):
-    """Where a login stands; the pages of ``STAGE_PAGES`` (web_stub.app) belong to each."""
-
-    ANONYMOUS = "anonymous"
-    MUST_CHANGE = "must_change"
-    OTP_CHOICE = "otp_choice"
-    OTP_REGISTER = "otp_register"
-    OTP_CODE = "otp_code"
-    HOME = "home"
 
 
 def _b64(data: bytes) -> str:
@@ -87,17 +87,65 @@ def unseal(cookie: str, sealed: str) -> bytes | None:
 
 
 @dataclass
+class Draft:
+    """A registration or address change waiting for its confirmation page. Its confirmation ID
+    and password are not here: they are the session's sealed ``secrets``."""
+
+    email: str
+    confirmation_password_length: int
+    address_only: bool
+
+
+@dataclass
+class SessionData:
+    """What a session remembers between pages (stored as JSON in the row; never a secret)."""
+
+    otp_status: str = "unchosen"  # "unchosen" | "off" | "pending" | "on", refreshed from the store
+    otp_email: str | None = None
+    login_attempt_id: str | None = None  # the one-time-password step of this login (until home)
+    change_reason: str | None = None  # "temporary" | "expired": why the password must change
+    two_step: bool = False  # this login passed a one-time password (P23)
+    confirmation_checked: bool = False  # the confirmation ID and password were checked (P22)
+    release_checked: bool = False  # the admin re-entered the password for the bulk release
+    bulk: bool = False  # an admin of 33 numbers or more (the bulk menu items)
+    draft: Draft | None = None
+
+    def to_json(self) -> str:
+        """The fields that differ from their defaults (a small row; defaults come back on load)."""
+        default = asdict(SessionData())
+        changed = {k: v for k, v in asdict(self).items() if v != default[k]}
+        return json.dumps(changed, sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> SessionData:
+        """The stored JSON; keys this version does not know are dropped, missing ones default."""
+        raw = json.loads(text or "{}")
+        if not isinstance(raw, dict):
+            return cls()
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        draft = values.pop("draft", None)
+        data = cls(**values)
+        if isinstance(draft, dict):
+            try:
+                data.draft = Draft(**draft)
+            except TypeError:
+                data.draft = None
+        return data
+
+
+@dataclass
 class WebSession:
     """One logged-in browser. ``secrets`` never reach the row in clear (sealed)."""
 
     cookie: str
-    stage: str
+    stage: Stage
     number: str
     contract_id: int
     unit: str
     role: str
     created_at: datetime
-    data: dict[str, Any] = field(default_factory=dict)
+    data: SessionData = field(default_factory=SessionData)
     secrets: dict[str, str] = field(default_factory=dict)
     stored_hash: str | None = None  # the row's key as loaded (None: not stored yet)
     ended: bool = False
@@ -124,7 +172,7 @@ class WebSession:
         self.ended = True
 
     def state(self) -> str:
-        return json.dumps([self.stage, self.data, self.secrets], sort_keys=True, ensure_ascii=False)
+        return json.dumps([self.stage, asdict(self.data), self.secrets], sort_keys=True, ensure_ascii=False)
 
     @property
     def needs_save(self) -> bool:

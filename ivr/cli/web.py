@@ -58,7 +58,9 @@ def run_web(args: argparse.Namespace, settings: Settings) -> int:
         import os
 
         os.nice(settings.web.niceness)
-    app = create_app(settings)
+    app = create_app(
+        settings.web, settings.smtp, settings.credentials, database_url=settings.effective_database_url
+    )
     log.info(
         "web_listening",
         url=f"http://{host}:{port}/login",

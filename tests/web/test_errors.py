@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 from starlette.testclient import TestClient
 
-from web_stub.app import create_app
+from tests.fixtures.web import make_app
 
 
 class BrokenStore:
@@ -21,7 +21,7 @@ class BrokenStore:
 
 
 def test_store_failure_is_an_apology_page_and_a_log_without_details(web_settings: Any) -> None:
-    app = create_app(web_settings, backend=BrokenStore())  # type: ignore[arg-type]
+    app = make_app(web_settings, backend=BrokenStore())  # type: ignore[arg-type]
     with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         page = client.get("/login")
         token = page.text.split('name="csrf_token" value="')[1].split('"')[0]

@@ -12,17 +12,17 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from core.models import OtpSettings, PhoneNumber
-from tests.fixtures.web import FakeClock, SmtpServer, WebDatabase
+from tests.fixtures.web import FakeClock, SmtpServer, WebDatabase, make_app
 from tests.web.helpers import csrf_of, first_login, login, post_form
 from tests.web.test_otp import CID, CPW, MAIL, NEW, NUMBER, register_form, registered_home, send_code
-from web_stub.app import client_address, create_app
+from web_stub.app import client_address
 
 CONTRACT = "0300001111"
 TEMP = "48151623"
 
 
 def app_with(settings: Any, clock: FakeClock, **web: Any) -> Any:
-    return create_app(settings.model_copy(update={"web": settings.web.model_copy(update=web)}), clock=clock)
+    return make_app(settings.model_copy(update={"web": settings.web.model_copy(update=web)}), clock=clock)
 
 
 def client_for(app: Any, address: str = "testclient") -> TestClient:

@@ -421,10 +421,10 @@ def test_an_expired_password_forces_a_change(
     web_settings: Any, web_database: WebDatabase, web_clock: FakeClock
 ) -> None:
     from ivr.settings import CredentialPolicy
-    from web_stub.app import create_app
+    from tests.fixtures.web import make_app
 
     settings = web_settings.model_copy(update={"credentials": CredentialPolicy(permanent_max_age_days=90)})
-    app = create_app(settings, clock=web_clock)
+    app = make_app(settings, clock=web_clock)
     with TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as client:
         web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
         first_login(client, CONTRACT, TEMP, NEW)

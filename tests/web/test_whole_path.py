@@ -52,14 +52,14 @@ def web_on_e2e_database(e2e_database: str) -> Iterator[LiveServer]:
     import uvicorn
 
     from ivr.settings import Settings, WebSettings
-    from web_stub.app import create_app
+    from tests.fixtures.web import make_app
 
     port = free_port()
     settings = Settings(
         database_url=e2e_database,
         web=WebSettings(host="127.0.0.1", port=port, base_url=f"http://127.0.0.1:{port}"),
     )
-    app = create_app(settings, clock=lambda: datetime.now(UTC))
+    app = make_app(settings, clock=lambda: datetime.now(UTC))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off")
     )
