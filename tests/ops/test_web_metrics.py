@@ -12,10 +12,9 @@ from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from core.db import make_engine
-from tests.fixtures.web import FakeClock, SmtpServer, WebDatabase
+from tests.fixtures.web import FakeClock, SmtpServer, WebDatabase, make_app
 from tests.web.helpers import login
 from tests.web.test_otp import MAIL, registered_home
-from web_stub.app import create_app
 from web_stub.ops import area_of
 
 TOKEN = "metrics-token-for-the-tests-0123456789"
@@ -26,7 +25,7 @@ TEMP = "48151623"
 
 def app_with(settings: Any, clock: FakeClock, **web: Any) -> Any:
     web = {"metrics_token": SecretStr(TOKEN), **web}
-    return create_app(settings.model_copy(update={"web": settings.web.model_copy(update=web)}), clock=clock)
+    return make_app(settings.model_copy(update={"web": settings.web.model_copy(update=web)}), clock=clock)
 
 
 @pytest.fixture
