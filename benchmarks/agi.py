@@ -183,7 +183,17 @@ class Daemon:
         self.port = port
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ivr.cli.main", "serve", "--no-ami", "--port", str(port), "--grace", "5"],
+            [
+                sys.executable,
+                "-m",
+                "stack.cli.main",
+                "serve",
+                "--no-ami",
+                "--port",
+                str(port),
+                "--grace",
+                "5",
+            ],
             cwd=tree,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -315,7 +325,7 @@ def classic_runner(tree: Path, env: dict[str, str], starts: list[float]) -> Runn
         )
         script = caller_script(dialog.actions(), env["IVR_AGI__SECRET"])
         session, first = await classic_session(
-            [sys.executable, "-m", "ivr.cli.main", "agi"], agi_env, script, process_env=env, cwd=str(tree)
+            [sys.executable, "-m", "stack.cli.main", "agi"], agi_env, script, process_env=env, cwd=str(tree)
         )
         starts.append(first)
         return session
@@ -457,11 +467,11 @@ async def idle_sessions(port: int, pid: int, secret: str, count: int, step: int 
 
 
 def import_time(tree: Path, env: dict[str, str]) -> dict[str, Any]:
-    """``python -X importtime -m ivr.cli.main agi`` with an environment and a caller who hangs up at
+    """``python -X importtime -m stack.cli.main agi`` with an environment and a caller who hangs up at
     once: the import time of one classic call, and its biggest top-level imports."""
     agi_env = agi_environment(uniqueid=f"{_RUN}.{next(_ids)}", callerid="0300001111", request="/x")
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "ivr.cli.main", "agi"],
+        [sys.executable, "-X", "importtime", "-m", "stack.cli.main", "agi"],
         cwd=tree,
         env=env,
         input=agi_env,
@@ -554,7 +564,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, str, dict[str, 
     }
     for command in (["db", "upgrade"], ["contracts", "import", "--sample"]):
         subprocess.run(
-            [sys.executable, "-m", "ivr.cli.main", *command],
+            [sys.executable, "-m", "stack.cli.main", *command],
             cwd=tree,
             env=base_env,
             check=True,

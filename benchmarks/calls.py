@@ -64,10 +64,11 @@ from core.models import CallRecord, Credential, PhoneNumber
 from core.secrets import default_hasher, verify_secret
 from ivr.lab import Lab
 from ivr.lab.config import placeholder_values, render_text
-from ivr.processes import stop_processes
-from ivr.settings import AgiSettings, LabSettings, Settings, load_settings
+from ivr.settings import AgiSettings, LabSettings
 from ivr.sipp import SippError, Target
 from ivr.sipp.load import LoadCallResult, LoadProcess, LoadResult, TypeAheadScript, arun_load, plan_processes
+from stack.processes import stop_processes
+from stack.settings import Settings, load_settings
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BENCH_DIR = Path(__file__).resolve().parent
@@ -145,7 +146,7 @@ def tcp_port_free(port: int) -> bool:
 
 def ivr_argv() -> list[str]:
     ivr = Path(sys.executable).with_name("ivr")
-    return [str(ivr)] if ivr.exists() else [sys.executable, "-m", "ivr.cli.main"]
+    return [str(ivr)] if ivr.exists() else [sys.executable, "-m", "stack.cli.main"]
 
 
 def caller_numbers(count: int, prefix: str = CALLER_PREFIX) -> list[str]:

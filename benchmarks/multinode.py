@@ -98,7 +98,7 @@ def prepared_env(url: str, secret: str) -> dict[str, str]:
     }
     for command in (["db", "upgrade"], ["contracts", "import", "--sample"]):
         subprocess.run(
-            [sys.executable, "-m", "ivr.cli.main", *command],
+            [sys.executable, "-m", "stack.cli.main", *command],
             cwd=REPO,
             env=env,
             check=True,

@@ -154,7 +154,7 @@ def run_once(
                     [
                         sys.executable,
                         "-m",
-                        "ivr.cli.main",
+                        "stack.cli.main",
                         "notices",
                         "serve",
                         "--no-web",

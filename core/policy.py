@@ -1,7 +1,8 @@
 """The tunable credential rules (the operator guide gives the defaults).
 
-Mirrors ``ivr.settings.CredentialPolicy`` field for field so core never imports ``ivr``: functions
-accept anything with these attributes (:class:`PolicyLike`), e.g. ``settings.credentials``.
+Mirrors the settings' ``CredentialPolicy`` (``stack.settings``) field for field so core never
+imports the root: functions accept anything with these attributes (:class:`PolicyLike`), e.g.
+``settings.credentials``.
 """
 
 from __future__ import annotations

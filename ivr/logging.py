@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 if TYPE_CHECKING:
-    from ivr.settings import Settings
+    from ivr.settings import VoiceSettings
 
 _SECRET_KEY_PARTS = ("password", "secret", "token", "code", "digits", "pin")
 _ALLOWED_KEYS = {"exit_code", "sip_code", "status_code", "reason_code", "digit_count", "outcome_code"}
@@ -89,7 +89,7 @@ def _writer(*_args: Any) -> _CurrentStderrLogger:
     return _WRITER
 
 
-def configure_logging(settings: Settings, *, stream: Any = None) -> None:
+def configure_logging(settings: VoiceSettings, *, stream: Any = None) -> None:
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     renderer: Any
     if settings.log_format == "console":

@@ -1,8 +1,8 @@
-"""One typed settings object, built once at the entry point and passed down.
+"""The voice's settings sections: the FastAGI daemon, the menu, AMI and the lab.
 
-Values come from environment variables (prefix ``IVR_``, nested sections with ``__``, e.g.
-``IVR_AGI__PORT=573``) and, if ``IVR_CONFIG`` names a TOML file, from that file (environment wins).
-Each area owns its section class below; nothing reads the environment anywhere else.
+The root (`stack.settings.Settings`) composes them with the web's and the notices' sections into the
+one settings object. What the voice needs of that object is `VoiceSettings`, a protocol: the voice
+never imports the root.
 """
 
 from __future__ import annotations
@@ -11,29 +11,11 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class CredentialPolicy(BaseModel):
-    """Rules of the credential core that an operator may tune (the operator guide gives the defaults)."""
-
-    temporary_validity_seconds: int = 24 * 3600
-    temporary_max_failures: int = 3
-    permanent_max_failures: int = 10
-    permanent_max_age_days: int | None = None  # None: passwords never expire
-    otp_code_validity_seconds: int = 300
-    otp_code_max_failures: int = 3
-    registration_link_validity_seconds: int = 24 * 3600
 
 
 class AgiSettings(BaseModel):
@@ -98,113 +80,6 @@ class AmiSettings(BaseModel):
     reconnect_seconds: float = 2.0
 
 
-class WebSettings(BaseModel):
-    """The web login endpoint."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    base_url: str = "http://127.0.0.1:8080"
-    session_idle_timeout_seconds: int = 15 * 60
-    cookie_secure: bool = False
-    secret_key: SecretStr = SecretStr("change-me-in-production-ivr-web-secret")
-    # `ivr web` lowers its CPU priority by this much (os.nice): beside the FastAGI daemon on one
-    # machine, a login flood then cannot starve the callers' password hashes (nice 10). 0: as is.
-    niceness: int = Field(default=15, ge=0, le=19)
-    # --- limits (web_stub, docs/web.md "Security")
-    session_absolute_lifetime_seconds: int = 8 * 3600  # a session ends this long after login
-    trusted_proxies: list[str] = []  # addresses/networks whose X-Forwarded-For is believed
-    login_failures_per_client: int = 100  # failed logins per client address per window ...
-    login_failure_window_seconds: int = 300  # ... (then 429 without checking the password)
-    otp_wrong_codes_per_number: int = 10  # wrong one-time codes per number per window ...
-    otp_wrong_code_window_seconds: int = 24 * 3600  # ... (the last one invalidates the password)
-    otp_mails_per_number: int = 10  # one-time-password mails per number per window
-    otp_mail_window_seconds: int = 3600
-    confirmation_failures_per_number: int = 5  # wrong confirmation ID/password per window ...
-    confirmation_failure_window_seconds: int = 24 * 3600  # ... (then OTP settings locked)
-    max_form_bytes: int = 16 * 1024  # request body of a form page or the JSON API
-    max_login_bytes: int = 4 * 1024  # request body of the login form and POST /api/login
-    max_upload_bytes: int = 2 * 1024 * 1024  # request body of a CSV upload page
-    max_secret_chars: int = 64  # longer passwords, codes or confirmation secrets are not hashed
-    # /metrics answers only this bearer token (web_stub/ops.py, docs/deploy.md); None: /metrics is 404
-    metrics_token: SecretStr | None = None
-    # --- what the pages tell customers
-    # the temporary-password line customers call from their contract line (pages and messages)
-    service_number: str = "0363044747"
-    copyright_notice: str = "Copyright © 1999-2022 東日本電信電話株式会社"  # footer of every page (seed 003)
-
-
-class SmtpSettings(BaseModel):
-    """Outgoing mail (one-time passwords, registration links)."""
-
-    host: str = "127.0.0.1"
-    port: int = 8025
-    username: str | None = None
-    password: SecretStr | None = None
-    start_tls: bool = False
-    use_tls: bool = False
-    timeout_seconds: float = 10.0
-    # From: of every mail; the pages tell customers to allow mail from its domain. The default is a
-    # sample (example.jp is reserved for examples): set IVR_SMTP__SENDER to the real sending address.
-    sender: str = "noreply@settings.example.jp"
-
-
-class NoticeSettings(BaseModel):
-    """The support site and its maintenance/outage notice mail (notices/, docs/notices.md)."""
-
-    # --- the support site (its own Starlette app, served by `ivr notices serve`)
-    web_host: str = "127.0.0.1"
-    web_port: int = 8081
-    base_url: str = "http://127.0.0.1:8081"  # links in mails (confirmation, List-Unsubscribe)
-    operator_token: SecretStr | None = None  # Bearer token of the operator JSON API; None: API off
-    confirmation_validity_seconds: int = 24 * 3600  # registration and destination links
-    pending_retry_seconds: int = 30 * 60  # the same pending address again: "try after 30 minutes"
-    # products a customer may choose to be told about (code: label); notices name them by code
-    products: dict[str, str] = Field(
-        default_factory=lambda: {
-            "hikari-denwa": "ひかり電話",
-            "hikari-net": "光インターネット",
-            "ocn": "OCN",
-            "business-line": "法人向け回線",
-        }
-    )
-    session_idle_timeout_seconds: int = 15 * 60  # the support login's idle logout
-    session_lifetime_seconds: int = 8 * 3600
-    login_failures_per_account: int = 10  # wrong passwords per support ID per window: then locked
-    login_failure_window_seconds: int = 3600
-    login_failures_per_client: int = 100  # failed logins per client address per window (then 429)
-    mails_per_address: int = 5  # registration / reset / confirmation mails per address per hour
-    # --- the mail
-    sender: str = "notice@support.example.jp"  # From: (the seed's site uses @support.ntt.com)
-    return_path_domain: str = "bounce.support.example.jp"  # per-mail return paths b-<id>-<sig>@…
-    bounce_secret: SecretStr = SecretStr("change-me-notice-bounce-secret")  # signs the return paths
-    # The relay (an MTA such as postfix) or the receiving server; unset: the `smtp` section's.
-    smtp_host: str | None = None
-    smtp_port: int | None = None
-    smtp_start_tls: bool = False  # with smtp_host unset, the `smtp` section's TLS and login apply
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_connections: int = Field(default=16, ge=1, le=500)  # SMTP sessions kept open per worker
-    send_timeout_seconds: float = 30.0  # one mail's whole SMTP transaction
-    # True (mail goes straight to the receiving server): its 250 is delivery and resets the failure
-    # count. False (through a relay such as postfix): the relay's acceptance is not delivery; the
-    # worker asks for DSNs (NOTIFY=SUCCESS,FAILURE) and the relay's success report resets the count.
-    acceptance_is_delivery: bool = True
-    # --- the bounce listener (RFC 3464 DSNs to the return paths)
-    bounce_host: str = "127.0.0.1"
-    bounce_port: int = 2526
-    # --- the queue and the worker
-    worker_id: str | None = None  # default: the host name; distinct for every live worker
-    window: int = Field(default=400, ge=1, le=100_000)  # mails claimed and not yet recorded
-    per_domain_window: int = Field(default=50, ge=1)  # of them, at most this many to one domain
-    claim_batch: int = Field(default=200, ge=1)
-    lease_seconds: float = 120.0  # a claimed mail not recorded within it is claimed again
-    poll_seconds: float = 0.5
-    flush_seconds: float = 0.05  # results are recorded in one transaction at most this long after
-    max_failures: int = Field(default=3, ge=1)  # consecutive failures that stop a destination
-    retry_backoff_seconds: list[int] = Field(default_factory=lambda: [60, 300, 900, 1800, 3600])
-    give_up_after_seconds: int = 24 * 3600  # a temporary failure for this long counts as failed
-
-
 class LabSettings(BaseModel):
     """The local Asterisk lab (root filesystem, ports)."""
 
@@ -237,57 +112,35 @@ class LabSettings(BaseModel):
     dns_address: str = "127.0.0.153"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="IVR_",
-        env_nested_delimiter="__",
-        extra="ignore",
-    )
+SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
-    data_dir: Path = PROJECT_ROOT / "data"
-    database_url: str | None = None  # default: SQLite file in data_dir
-    log_format: str = "json"  # json | console
-    log_level: str = "info"
 
-    credentials: CredentialPolicy = Field(default_factory=CredentialPolicy)
-    agi: AgiSettings = Field(default_factory=AgiSettings)
-    menu: MenuSettings = Field(default_factory=MenuSettings)
-    ami: AmiSettings = Field(default_factory=AmiSettings)
-    web: WebSettings = Field(default_factory=WebSettings)
-    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
-    notices: NoticeSettings = Field(default_factory=NoticeSettings)
-    lab: LabSettings = Field(default_factory=LabSettings)
+class VoiceSettings(Protocol):
+    """What the voice reads of the one settings object (`stack.settings.Settings` has it)."""
 
     @property
-    def effective_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{self.data_dir / 'ivr.sqlite3'}"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("IVR_CONFIG")
-        if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
-        return tuple(sources)
-
-
-SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,128}")
+    def data_dir(self) -> Path: ...
+    @property
+    def log_format(self) -> str: ...
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def agi(self) -> AgiSettings: ...
+    @property
+    def menu(self) -> MenuSettings: ...
+    @property
+    def ami(self) -> AmiSettings: ...
+    @property
+    def lab(self) -> LabSettings: ...
+    @property
+    def effective_database_url(self) -> str: ...
 
 
 class SecretError(ValueError):
     """The FastAGI shared secret is missing or unusable."""
 
 
-def agi_secret(settings: Settings) -> str:
+def agi_secret(settings: VoiceSettings) -> str:
     """The FastAGI shared secret: `agi.secret`, else the secret file (created with a new random
     secret, mode 0600, when it does not exist yet). The daemon and the lab's dialplan both call
     this, so they agree without the secret appearing in any command line or URL."""
@@ -311,8 +164,3 @@ def agi_secret(settings: Settings) -> str:
     if not SECRET_PATTERN.fullmatch(value):
         raise SecretError("the FastAGI secret must be 32 to 128 characters of A-Z a-z 0-9 _ -")
     return value
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings object (entry points only)."""
-    return Settings(**overrides)

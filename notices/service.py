@@ -32,7 +32,7 @@ def _quiet_server_class() -> Any:
 
 
 async def run_service(
-    settings: Any,  # ivr.settings.Settings
+    settings: Any,  # stack.settings.Settings
     sessions: sessionmaker[Session],
     *,
     worker: bool = True,

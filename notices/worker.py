@@ -126,7 +126,7 @@ class DeliveryWorker:
         self,
         *,
         sessions: sessionmaker[Session],
-        settings: Any,  # ivr.settings.NoticeSettings
+        settings: Any,  # notices.settings.NoticeSettings
         worker_id: str | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:

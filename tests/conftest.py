@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
+import structlog
 
 pytest_plugins = [
     "tests.fixtures.db",
@@ -10,6 +16,21 @@ pytest_plugins = [
     "tests.fixtures.web",
     "tests.fixtures.voice",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _process_state_left_as_found() -> Iterator[None]:
+    """A test that runs the CLI in-process (`stack.cli.main.main`) configures structlog, the root
+    logger and the SIGTERM handler for the whole process: put them back, so the next test logs
+    where it expects (and library loggers such as httpx's stay quiet as they are by default)."""
+    sigterm = signal.getsignal(signal.SIGTERM)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

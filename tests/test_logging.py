@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from ivr.logging import configure_logging
-from ivr.settings import Settings
+from stack.settings import Settings
 
 
 def test_log_lines_follow_stderr_after_the_original_stream_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from ivr.lab import Lab
-from ivr.settings import LabSettings, Settings
+from ivr.settings import LabSettings
+from stack.settings import Settings
 
 pytestmark = [pytest.mark.lab, pytest.mark.e2e]
 
@@ -56,7 +57,7 @@ def test_ivr_run_brings_up_the_stack_takes_a_call_and_cleans_up(tmp_path: Path) 
     out_path = tmp_path / "run.out"
     with open(out_path, "wb") as out:
         stack = subprocess.Popen(
-            [sys.executable, "-m", "ivr.cli.main", "run", "--exit-after", "240"],
+            [sys.executable, "-m", "stack.cli.main", "run", "--exit-after", "240"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -71,7 +72,7 @@ def test_ivr_run_brings_up_the_stack_takes_a_call_and_cleans_up(tmp_path: Path) 
         assert support.status_code == 200 and "工事・故障情報" in support.text
 
         call = subprocess.run(
-            [sys.executable, "-m", "ivr.cli.main", "call", "--withheld"],
+            [sys.executable, "-m", "stack.cli.main", "call", "--withheld"],
             env=env,
             capture_output=True,
             text=True,
@@ -141,7 +142,7 @@ def test_ivr_run_stops_everything_on_a_supervisors_sigterm(tmp_path: Path) -> No
     out_path = tmp_path / "run.out"
     with open(out_path, "wb") as out:
         stack = subprocess.Popen(
-            [sys.executable, "-m", "ivr.cli.main", "run", "--exit-after", "240"],
+            [sys.executable, "-m", "stack.cli.main", "run", "--exit-after", "240"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -16,12 +16,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ivr.settings import CredentialPolicy, SmtpSettings, WebSettings
+from core.policy import PolicyLike
 from web_stub import messages as msg
 from web_stub.backend import CredentialBackend
 from web_stub.mail import Mailer, SmtpMailer
 from web_stub.pages import api, bulk, login, otp_login, otp_settings, passwords, units
 from web_stub.sessions import Clock
+from web_stub.settings import SmtpSettings, WebSettings
 from web_stub.site import (
     HERE,
     BodyLimit,
@@ -51,7 +52,7 @@ PAGE_GROUPS = (
 def create_app(
     web: WebSettings,
     smtp: SmtpSettings,
-    credentials: CredentialPolicy,
+    credentials: PolicyLike,
     *,
     database_url: str | None = None,
     clock: Clock | None = None,

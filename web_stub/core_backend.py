@@ -22,7 +22,6 @@ from core.enums import AuthUnit, CredentialKind, CredentialState
 from core.models import PhoneNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
 from core.policy import PolicyLike
-from ivr.settings import Settings
 from web_stub.backend import (
     CodeStatus,
     CodeUnavailable,
@@ -73,10 +72,6 @@ class CoreBackend:
         """The backend on ``database_url`` with the credential policy and the web's limits."""
         engine = make_engine(database_url)
         return cls(make_session_factory(engine), credentials, WebLimits.from_web_settings(web))
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CoreBackend:
-        return cls.open(settings.effective_database_url, settings.credentials, settings.web)
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from ivr.settings import SmtpSettings
+from web_stub.settings import SmtpSettings
 
 
 class MailSendError(Exception):

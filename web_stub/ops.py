@@ -41,7 +41,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.secrets import constant_time_equals
-from ivr.settings import WebSettings
+from web_stub.settings import WebSettings
 
 if TYPE_CHECKING:
     from web_stub.site import Site

@@ -26,8 +26,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.phone import format_number
+from core.policy import PolicyLike
 from core.web_sessions import session_id_hash
-from ivr.settings import CredentialPolicy, SmtpSettings, WebSettings
 from web_stub import messages as msg
 from web_stub.backend import (
     CredentialBackend,
@@ -41,6 +41,7 @@ from web_stub.csv_files import (
 )
 from web_stub.mail import Mailer
 from web_stub.sessions import Clock, FormToken, SessionData, WebSession, new_cookie_value, unseal
+from web_stub.settings import SmtpSettings, WebSettings
 from web_stub.stages import API_NEXT, PAGES, Event, Stage, next_stage, password_done
 
 log = structlog.get_logger("web")
@@ -224,7 +225,7 @@ class Site:
         *,
         web: WebSettings,
         smtp: SmtpSettings,
-        policy: CredentialPolicy,
+        policy: PolicyLike,
         backend: CredentialBackend,
         clock: Clock,
         mailer: Mailer,

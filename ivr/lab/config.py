@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ivr.settings import PROJECT_ROOT, Settings, agi_secret
+from ivr.settings import PROJECT_ROOT, VoiceSettings, agi_secret
 
 CONFIG_DIR = PROJECT_ROOT / "asterisk.conf.d"
 DIALPLAN_DIR = PROJECT_ROOT / "dialplan"
@@ -47,12 +47,12 @@ def e164_without_plus(national: str, country_code: str = "81") -> str:
     return country_code + digits[1:] if digits.startswith("0") else digits
 
 
-def agi_host(settings: Settings) -> str:
+def agi_host(settings: VoiceSettings) -> str:
     return settings.agi.host if settings.agi.host not in ("0.0.0.0", "::") else "127.0.0.1"
 
 
 def placeholder_values(
-    settings: Settings, paths: AsteriskPaths, agi_ports: tuple[int, int]
+    settings: VoiceSettings, paths: AsteriskPaths, agi_ports: tuple[int, int]
 ) -> dict[str, str]:
     lab = settings.lab
     return {

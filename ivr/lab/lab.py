@@ -29,7 +29,7 @@ from typing import Any
 from ivr.lab import config as lab_config
 from ivr.lab.prompts import PromptsReport, build_prompts, load_catalog
 from ivr.lab.rootfs import BuildReport, RootfsRecipe, ensure_rootfs, is_complete, rootfs_path
-from ivr.settings import Settings
+from ivr.settings import VoiceSettings
 
 ASTERISK = "/usr/sbin/asterisk"
 _PLAYING = re.compile(r"<(?P<channel>[^>]+)> Playing '(?P<file>[^']+?)(?:\.(?:wav|slin|gsm|ulaw|alaw))?'")
@@ -133,7 +133,7 @@ def _port_free(host: str, port: int, kind: int) -> bool:
 class Lab:
     """Paths and process control of the Asterisk lab (see module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: VoiceSettings) -> None:
         self.settings = settings
         self.recipe = RootfsRecipe()
         self.run_dir = settings.lab.run_dir.resolve()

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ivr.settings import Settings
+from ivr.settings import LabSettings, VoiceSettings
 from ivr.sipp.model import Caller, CallResult, ExpectHangup, SendDigits, Wait
 from ivr.sipp.scenario import render_scenario
 
@@ -87,11 +87,13 @@ class Target:
     binary: str = "sipp"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Target:
-        host = settings.lab.sip_host
+    def from_settings(cls, settings: VoiceSettings | None) -> Target:
+        """Where the lab's Asterisk listens (``None``: the lab section's defaults)."""
+        lab = settings.lab if settings is not None else LabSettings()
+        host = lab.sip_host
         if host in ("0.0.0.0", "", "::"):
             host = "127.0.0.1"
-        return cls(host, settings.lab.sip_port, settings.lab.sipp_binary)
+        return cls(host, lab.sip_port, lab.sipp_binary)
 
 
 class _PortPool:
@@ -136,7 +138,7 @@ def planned_seconds(caller: Caller) -> float:
 
 async def arun_call(
     caller: Caller,
-    settings: Settings | None = None,
+    settings: VoiceSettings | None = None,
     *,
     target: Target | None = None,
     keep_logs: bool = False,
@@ -146,7 +148,7 @@ async def arun_call(
     DTMF digits sent by SIP INFO; they are off by default and the work directory is removed unless
     ``keep_logs``."""
     if target is None:
-        target = Target.from_settings(settings or Settings())
+        target = Target.from_settings(settings)
     if shutil.which(target.binary) is None:
         raise SippError(f"{target.binary} not found (apt-get install sip-tester)")
     call_tag = uuid.uuid4().hex
@@ -256,14 +258,14 @@ async def arun_calls(
     callers: Sequence[Caller],
     rate: float = 5.0,
     concurrency: int = 10,
-    settings: Settings | None = None,
+    settings: VoiceSettings | None = None,
     *,
     target: Target | None = None,
 ) -> list[CallResult]:
     """Place calls at ``rate`` new calls per second, at most ``concurrency`` at once; results in order."""
     if rate <= 0 or concurrency <= 0:
         raise ValueError("rate and concurrency must be positive")
-    target = target or Target.from_settings(settings or Settings())
+    target = target or Target.from_settings(settings)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(index: int, caller: Caller) -> CallResult:
@@ -274,13 +276,13 @@ async def arun_calls(
     return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(callers))))
 
 
-def run_call(caller: Caller, settings: Settings | None = None, **kwargs: object) -> CallResult:
+def run_call(caller: Caller, settings: VoiceSettings | None = None, **kwargs: object) -> CallResult:
     """Blocking ``arun_call`` (not from inside a running event loop)."""
     return asyncio.run(arun_call(caller, settings, **kwargs))  # type: ignore[arg-type]
 
 
 def run_calls(
-    callers: Sequence[Caller], rate: float = 5.0, concurrency: int = 10, settings: Settings | None = None
+    callers: Sequence[Caller], rate: float = 5.0, concurrency: int = 10, settings: VoiceSettings | None = None
 ) -> list[CallResult]:
     """Blocking ``arun_calls``."""
     return asyncio.run(arun_calls(callers, rate, concurrency, settings))

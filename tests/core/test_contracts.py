@@ -128,7 +128,7 @@ def test_view_shows_state_but_no_secret(
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, url: str, *argv: str) -> int:
-    from ivr.cli.main import main
+    from stack.cli.main import main
 
     monkeypatch.setenv("IVR_DATABASE_URL", url)
     return main(list(argv))

@@ -47,9 +47,10 @@ from core.models import CallRecord, Credential, PhoneNumber
 from core.phone_line import lookup_caller_line, set_temporary_password
 from core.secrets import hash_secret
 from ivr.lab import Lab
-from ivr.processes import stop_processes
-from ivr.settings import AgiSettings, AmiSettings, LabSettings, Settings
+from ivr.settings import AgiSettings, AmiSettings, LabSettings
 from ivr.sipp import Caller, CallResult, ExpectHangup, SendDigits, Wait, run_call
+from stack.processes import stop_processes
+from stack.settings import Settings
 from tests.fixtures.db import PG_BIN, PostgresServer, _as_postgres
 from tests.fixtures.web import env_for
 from tests.support import eventually, free_port
@@ -67,7 +68,7 @@ OUTAGE = "13572468"  # typed during the database outage: never stored
 #: every password this module types; the last test checks none is in any log or record
 TYPED = (P_A, P_B, P_FLOOD, NEW, OUTAGE)
 _DTMF_LINE = re.compile(r"DTMF[^\n]*?'([0-9*#A-D])'")
-IVR = [sys.executable, "-m", "ivr.cli.main"]
+IVR = [sys.executable, "-m", "stack.cli.main"]
 FIRST_DIGIT, INTER_DIGIT = 4.0, 2.0
 #: fixed UDP ports of the two Asterisks (SIP, RTP), away from the other lab tests'
 SIP = {"a": 5480, "b": 5482}

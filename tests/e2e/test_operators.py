@@ -63,7 +63,7 @@ def test_ami_follows_channels_and_reconnects_when_asterisk_restarts(
 def test_ivr_calls_shows_the_calls_with_filters(voice_daemon: VoiceDaemon) -> None:
     def calls(*args: str) -> list[dict[str, Any]]:
         output = subprocess.run(
-            [sys.executable, "-m", "ivr.cli.main", "calls", "--json", "--limit", "1000", *args],
+            [sys.executable, "-m", "stack.cli.main", "calls", "--json", "--limit", "1000", *args],
             env=voice_daemon.env,
             capture_output=True,
             text=True,
@@ -87,7 +87,7 @@ def test_ivr_calls_shows_the_calls_with_filters(voice_daemon: VoiceDaemon) -> No
     hung_up = calls("--outcome", "caller_hung_up")
     assert hung_up and {row["last_step"] for row in hung_up} <= {"password", "confirm"}
     table = subprocess.run(
-        [sys.executable, "-m", "ivr.cli.main", "calls", "--limit", "5"],
+        [sys.executable, "-m", "stack.cli.main", "calls", "--limit", "5"],
         env=voice_daemon.env,
         capture_output=True,
         text=True,

@@ -533,7 +533,7 @@ class _ProcessPerCallBridge:
             with conn, open(self.log_path, "ab") as log:
                 self.children.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "ivr.cli.main", "agi"],
+                        [sys.executable, "-m", "stack.cli.main", "agi"],
                         stdin=conn.fileno(),
                         stdout=conn.fileno(),
                         stderr=log,

@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ivr.cli.calls import calls, parse_since
 from ivr.daemon.scripted import FakeChannel
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import temporary_password_call
-from ivr.settings import MenuSettings, Settings
+from ivr.settings import MenuSettings
+from stack.cli.calls import calls, parse_since
+from stack.settings import Settings
 from tests.support import eventually
 
 PASSWORD = "40719352"
@@ -102,7 +103,7 @@ def test_follow_prints_calls_as_they_start_and_end(
 ) -> None:
     env = dict(os.environ, IVR_DATABASE_URL=voice_db_url, IVR_LOG_LEVEL="warning")
     follower = subprocess.Popen(
-        [sys.executable, "-m", "ivr.cli.main", "calls", "--follow", "--json", "--interval", "0.2"],
+        [sys.executable, "-m", "stack.cli.main", "calls", "--follow", "--json", "--interval", "0.2"],
         env=env,
         stdout=subprocess.PIPE,
         text=True,

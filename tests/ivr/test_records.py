@@ -210,7 +210,7 @@ class Daemon:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ivr.cli.main", "serve", "--no-ami", "--port", str(self.port)],
+                [sys.executable, "-m", "stack.cli.main", "serve", "--no-ami", "--port", str(self.port)],
                 env=self.env,
                 stdout=log,
                 stderr=log,

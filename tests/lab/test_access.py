@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ivr.lab import Lab, ProcessSpec
-from ivr.settings import Settings
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, Wait, arun_call
+from stack.settings import Settings
 from tests.lab.agi_stub import StubAgiServer
 from tests.support import async_eventually
 
@@ -169,7 +169,7 @@ async def test_softphone_with_its_password_calls_as_the_lab_line(lab: Lab, lab_s
 def test_cli_down_refuses_while_a_test_session_holds_the_lab(
     lab: Lab, lab_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ivr.cli.main import main
+    from stack.cli.main import main
 
     assert lab.reserved_by() is not None  # this session's `lab` fixture holds it
     assert main(["lab", "down"]) == 1

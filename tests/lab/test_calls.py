@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from ivr.lab import Lab
-from ivr.settings import Settings
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, Wait, arun_call
+from stack.settings import Settings
 from tests.lab.agi_stub import StubAgiServer
 from tests.support import async_eventually
 

@@ -18,9 +18,10 @@ import pytest
 from pydantic import SecretStr
 
 from ivr.lab import Lab, dns
-from ivr.processes import stop_processes
-from ivr.settings import AgiSettings, AmiSettings, LabSettings, Settings
+from ivr.settings import AgiSettings, AmiSettings, LabSettings
 from ivr.sipp import Caller, ExpectHangup, HangUp, Wait, run_call
+from stack.processes import stop_processes
+from stack.settings import Settings
 from tests.fixtures.web import free_port
 
 pytestmark = [pytest.mark.lab, pytest.mark.e2e]
@@ -47,7 +48,7 @@ class Daemon:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ivr.cli.main", "serve", "--no-ami", "--port", str(self.port)],
+                [sys.executable, "-m", "stack.cli.main", "serve", "--no-ami", "--port", str(self.port)],
                 env=self.env,
                 stdout=out,
                 stderr=out,

@@ -11,7 +11,8 @@ import pytest
 
 from ivr.lab import PROMPT_IDS, Lab
 from ivr.lab.prompts import load_catalog, prompt_file
-from ivr.settings import PROJECT_ROOT, load_settings
+from ivr.settings import PROJECT_ROOT
+from stack.settings import load_settings
 
 KEBAB = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)+$")
 FLOW_DIRS = [PROJECT_ROOT / "ivr" / "flow"]

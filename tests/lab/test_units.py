@@ -18,11 +18,12 @@ from ivr.lab.config import (
     render_text,
 )
 from ivr.lab.rootfs import RootfsError, RootfsRecipe, host_debian_mirror
-from ivr.settings import AgiSettings, SecretError, Settings, agi_secret
+from ivr.settings import AgiSettings, SecretError, agi_secret
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, Wait
 from ivr.sipp.rtp import RtpEventStream
 from ivr.sipp.runner import parse_events
 from ivr.sipp.scenario import render_scenario
+from stack.settings import Settings
 
 PATHS = AsteriskPaths(
     etc="/i/etc", data="/i/data", varlib="/i/lib", spool="/i/spool", run="/i/run", log="/i/log"

@@ -18,8 +18,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session, sessionmaker
 
-from ivr.settings import NoticeSettings
 from notices import accounts, rules
+from notices.settings import NoticeSettings
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 SLOW_DOMAIN = "slow.example"

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
-from ivr.settings import Settings
 from notices.web import create_support_app
+from stack.settings import Settings
 
 from .conftest import Customer
 
@@ -111,7 +111,7 @@ def ivr(
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, IVR_DATABASE_URL=db_url, IVR_DATA_DIR=str(tmp_path), IVR_LOG_FORMAT="console")
     return subprocess.run(
-        [sys.executable, "-m", "ivr.cli.main", "notices", *args],
+        [sys.executable, "-m", "stack.cli.main", "notices", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.notice_models import NoticeDestination
 from core.secrets import SecretHasher
-from ivr.settings import Settings, SmtpSettings
 from notices.web import create_support_app
+from stack.settings import Settings
 from tests.fixtures.web import FakeClock, SmtpServer, free_port, screenshot
+from web_stub.settings import SmtpSettings
 
 pytestmark = pytest.mark.browser
 

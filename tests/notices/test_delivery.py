@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import write_lock_wait_stats
 from core.notice_models import NoticeDelivery, NoticeDestination
-from ivr.settings import NoticeSettings
 from notices import queue, rules
 from notices.queue import NoticeDraft
+from notices.settings import NoticeSettings
 from notices.worker import DeliveryWorker
 
 from .conftest import SLOW_DOMAIN, TOKYO_FRIDAY_1030, Customer, MailServer, async_wait_for

@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.notice_models import NoticeDestination
-from ivr.settings import NoticeSettings, Settings
 from notices import queue
 from notices.service import run_service
+from notices.settings import NoticeSettings
+from stack.settings import Settings
 
 from . import postfix
 from .conftest import Customer, MailServer, async_wait_for, free_port

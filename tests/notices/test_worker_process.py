@@ -44,7 +44,7 @@ def start_worker(db_url: str, tmp_path: Path, server: MailServer, worker_id: str
     command = ["notices", "serve", "--no-web", "--no-bounces", "--worker-id", worker_id]
     with open(tmp_path / f"{worker_id}.log", "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "ivr.cli.main", *command], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "stack.cli.main", *command], env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
 

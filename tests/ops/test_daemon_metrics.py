@@ -151,7 +151,7 @@ def test_a_metrics_port_in_use_is_a_clear_error_at_start(voice_db_url: str, tmp_
         daemon = Daemon(voice_db_url, free_port(), tmp_path)
         daemon.env["IVR_AGI__METRICS_PORT"] = str(taken.getsockname()[1])
         process = subprocess.Popen(
-            [sys.executable, "-m", "ivr.cli.main", "serve", "--no-ami", "--port", str(daemon.port)],
+            [sys.executable, "-m", "stack.cli.main", "serve", "--no-ami", "--port", str(daemon.port)],
             env=daemon.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

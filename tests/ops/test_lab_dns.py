@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ivr.lab import dns
 from ivr.lab.config import placeholder_values, render_config
-from ivr.settings import LabSettings, Settings
+from ivr.settings import LabSettings
+from stack.settings import Settings
 from tests.lab.test_units import PATHS
 
 

@@ -22,7 +22,7 @@ from tests.fixtures.web import env_for, free_port
 from tests.ivr.test_records import SECRET, Daemon, _environment, record
 from tests.support import eventually
 
-IVR = [sys.executable, "-m", "ivr.cli.main"]
+IVR = [sys.executable, "-m", "stack.cli.main"]
 
 
 @pytest.fixture
@@ -117,7 +117,8 @@ def test_followers_stop_on_sigterm_like_on_ctrl_c(
     command: list[str], voice_db_url: str, tmp_path: Path
 ) -> None:
     from ivr.lab import Lab
-    from ivr.settings import LabSettings, Settings
+    from ivr.settings import LabSettings
+    from stack.settings import Settings
 
     log = Lab(Settings(lab=LabSettings(run_dir=tmp_path))).asterisk_log_path
     log.parent.mkdir(parents=True, exist_ok=True)

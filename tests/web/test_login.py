@@ -420,7 +420,7 @@ def test_a_user_cannot_change_another_numbers_password(
 def test_an_expired_password_forces_a_change(
     web_settings: Any, web_database: WebDatabase, web_clock: FakeClock
 ) -> None:
-    from ivr.settings import CredentialPolicy
+    from stack.settings import CredentialPolicy
     from tests.fixtures.web import make_app
 
     settings = web_settings.model_copy(update={"credentials": CredentialPolicy(permanent_max_age_days=90)})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.settings import SmtpSettings
 from tests.fixtures.web import SmtpServer, free_port
 from web_stub.mail import MailSendError, SmtpMailer, code_mail, registration_mail
+from web_stub.settings import SmtpSettings
 
 
 async def test_code_mail_is_delivered_in_japanese(smtp_server: SmtpServer) -> None:

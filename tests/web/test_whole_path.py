@@ -32,7 +32,7 @@ def phone_daemon(
     lab: Any, e2e_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VoiceDaemon]:
     """`ivr serve` on the port the lab's dialplan calls (settings: IVR_AGI__PORT), on the e2e database."""
-    from ivr.settings import load_settings
+    from stack.settings import load_settings
 
     port = load_settings().agi.port
     daemon = VoiceDaemon(
@@ -51,8 +51,9 @@ def web_on_e2e_database(e2e_database: str) -> Iterator[LiveServer]:
 
     import uvicorn
 
-    from ivr.settings import Settings, WebSettings
+    from stack.settings import Settings
     from tests.fixtures.web import make_app
+    from web_stub.settings import WebSettings
 
     port = free_port()
     settings = Settings(

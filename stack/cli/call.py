@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from ivr.lab import Lab
-from ivr.settings import Settings
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, SippError, Step, Wait, run_call, run_calls
 from ivr.sipp.model import DTMF_KEYS
+from stack.settings import Settings
 
 
 def register(subparsers: Any) -> None:

@@ -17,16 +17,16 @@ from collections.abc import Sequence
 
 #: command -> the module that registers it
 COMMANDS = {
-    "db": "ivr.cli.db",  # ivr db upgrade
-    "contracts": "ivr.cli.contracts",  # ivr contracts import/show
-    "lab": "ivr.cli.lab",  # ivr lab build/up/down/status/logs/cli
-    "call": "ivr.cli.call",  # ivr call
-    "serve": "ivr.cli.serve",  # ivr serve
-    "agi": "ivr.cli.serve",  # ivr agi (classic AGI)
-    "calls": "ivr.cli.calls",  # ivr calls
-    "web": "ivr.cli.web",  # ivr web
-    "notices": "ivr.cli.notices",  # ivr notices serve/post/list/show/deliveries/destinations/resume
-    "run": "ivr.cli.run",  # ivr run (the whole stack)
+    "db": "stack.cli.db",  # ivr db upgrade
+    "contracts": "stack.cli.contracts",  # ivr contracts import/show
+    "lab": "stack.cli.lab",  # ivr lab build/up/down/status/logs/cli
+    "call": "stack.cli.call",  # ivr call
+    "serve": "stack.cli.serve",  # ivr serve
+    "agi": "stack.cli.serve",  # ivr agi (classic AGI)
+    "calls": "stack.cli.calls",  # ivr calls
+    "web": "stack.cli.web",  # ivr web
+    "notices": "stack.cli.notices",  # ivr notices serve/post/list/show/deliveries/destinations/resume
+    "run": "stack.cli.run",  # ivr run (the whole stack)
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
@@ -57,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ivr.logging import configure_logging
-    from ivr.processes import exit_status, stop_on_sigterm
-    from ivr.settings import load_settings
+    from stack.processes import exit_status, stop_on_sigterm
+    from stack.settings import load_settings
 
     stop_on_sigterm()  # a supervisor's stop cleans up exactly as Ctrl-C does
     settings = load_settings()

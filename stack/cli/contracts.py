@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ivr.settings import Settings
+from stack.settings import Settings
 
 
 def register(subparsers: Any) -> None:

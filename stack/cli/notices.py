@@ -25,7 +25,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ivr.settings import Settings
+from stack.settings import Settings
 
 SAMPLE_ID = "sample@support-customer.example.jp"
 SAMPLE_PASSWORD = "Sample-Pass-2026"
@@ -176,8 +176,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import structlog
 
-    from ivr.settings import NoticeSettings, WebSettings
     from notices.service import run_service
+    from notices.settings import NoticeSettings
+    from web_stub.settings import WebSettings
 
     log = structlog.get_logger("notices")
     if settings.notices.bounce_secret.get_secret_value() == NoticeSettings().bounce_secret.get_secret_value():

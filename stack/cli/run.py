@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ivr.processes import stop_processes, stop_signals_ignored
-from ivr.settings import Settings
+from stack.processes import stop_processes, stop_signals_ignored
+from stack.settings import Settings
 
 STEP_STOP_SECONDS = 30  # `ivr lab up` / `down` stopped half-way: time to clean up before SIGKILL
 #: beyond the daemon's grace period (calls in progress finish), time to write its last records
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
 
 
 def _ivr(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ivr.cli.main", *args]
+    return [sys.executable, "-m", "stack.cli.main", *args]
 
 
 def _is_listening(port: int) -> bool:
@@ -97,7 +97,7 @@ def _step(argv: list[str], env: dict[str, str]) -> None:
 
 
 def run_stack(args: argparse.Namespace, settings: Settings) -> int:
-    """Until Ctrl-C or SIGTERM (both raise KeyboardInterrupt here: `ivr.processes`), then stop
+    """Until Ctrl-C or SIGTERM (both raise KeyboardInterrupt here: `stack.processes`), then stop
     every process started, the web and the daemon first, and the lab Asterisk last."""
     env = dict(os.environ)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from ivr.settings import Settings
+from stack.settings import Settings
 
 
 def register(subparsers: Any) -> None:

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from ivr.settings import Settings
+from stack.settings import Settings
 
 OUTCOMES = (
     "completed",

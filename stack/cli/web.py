@@ -7,7 +7,7 @@ import contextlib
 import sys
 from typing import Any
 
-from ivr.settings import Settings
+from stack.settings import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -46,7 +46,7 @@ def run_web(args: argparse.Namespace, settings: Settings) -> int:
         log.error("web_schema_not_current", hint="run `ivr db upgrade` first")
         print("ivr web: the database schema is missing or old; run `ivr db upgrade` first", file=sys.stderr)
         return 2
-    from ivr.settings import WebSettings
+    from web_stub.settings import WebSettings
 
     if settings.web.secret_key.get_secret_value() == WebSettings().secret_key.get_secret_value():
         log.warning("web_secret_key_default", hint="set IVR_WEB__SECRET_KEY to a long random value")

@@ -1,6 +1,6 @@
 """`ivr serve`: the FastAGI daemon and the AMI listener; `ivr agi`: one call as classic AGI.
 
-Configuration comes from `ivr.settings.Settings` (``IVR_AGI__PORT``, ``IVR_MENU__...``,
+Configuration comes from `stack.settings.Settings` (``IVR_AGI__PORT``, ``IVR_MENU__...``,
 ``IVR_AMI__...``, ``IVR_DATABASE_URL``; see docs/voice.md). SIGTERM / SIGINT stop accepting new
 calls, let calls in progress finish (up to ``--grace`` seconds), then exit.
 """
@@ -19,7 +19,8 @@ from typing import Any
 
 import structlog
 
-from ivr.settings import SecretError, Settings, agi_secret
+from ivr.settings import SecretError, agi_secret
+from stack.settings import Settings
 
 SD_LISTEN_FDS_START = 3
 

@@ -11,7 +11,7 @@ from ivr.lab import Lab, LabError
 from ivr.lab.config import ConfigError
 from ivr.lab.prompts import PromptError
 from ivr.lab.rootfs import RootfsError
-from ivr.settings import Settings
+from stack.settings import Settings
 
 
 def register(subparsers: Any) -> None:
