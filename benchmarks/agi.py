@@ -206,7 +206,14 @@ class Daemon:
         self.ready.set()
 
     def wait_ready(self, limit: float = 30) -> None:
-        if not self.ready.wait(limit) or self.process.poll() is not None:
+        """The ``daemon_ready`` line, or (below info, where it is not logged) the port listening."""
+        deadline = time.monotonic() + limit
+        while not self.ready.wait(0.05) and time.monotonic() < deadline and self.process.poll() is None:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    time.sleep(0.5)  # let it close its stale call records before the first call
+                    self.ready.set()
+        if not self.ready.is_set() or self.process.poll() is not None:
             tail = self.log_path.read_bytes()[-2000:].decode(errors="replace")
             raise RuntimeError(f"ivr serve did not start: {tail}")
 
@@ -549,7 +556,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, str, dict[str, 
         "PYTHONPATH": str(tree),
         "IVR_DATABASE_URL": url,
         "IVR_LOG_FORMAT": "json",
-        "IVR_LOG_LEVEL": "info",
+        "IVR_LOG_LEVEL": args.log_level,
         "IVR_AGI__SECRET": secret,
     }
     for command in (["db", "upgrade"], ["contracts", "import", "--sample"]):
@@ -826,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", help="also profile the daemon with py-spy; raw stacks go to this directory"
     )
+    parser.add_argument("--log-level", default="info", help="the daemon's and ivr agi's log level")
     parser.add_argument("--quick", action="store_true", help="small run: levels 1,10, 40 sessions, 500 idle")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, logs)")
     args = parser.parse_args(argv)
