@@ -45,16 +45,14 @@ SECRET_VARIABLE = "AST_CONFIG(ivr-agi.conf,fastagi,secret)"
 # Asterisk reconnecting after an outage opens hundreds of connections at once (asyncio's default
 # backlog is 100; the kernel caps it at net.core.somaxconn).
 LISTEN_BACKLOG = 4096
-HASH_THREAD_NICENESS = 10  # password hashes yield the CPU to the event loop's call commands
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _lower_priority() -> None:
+def _lower_priority(niceness: int) -> None:
     """Run in each hashing thread: Linux schedules threads by their own nice value, so the argon2
     work (tens of ms of CPU each) gives way to the event loop that answers every other call."""
     with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 def parse_networks(entries: list[str]) -> list[Network]:
@@ -100,7 +98,10 @@ class FastAgiServer:
         self._extra_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._hash_pool = ThreadPoolExecutor(
-            max_workers=max(1, agi.hash_workers), thread_name_prefix="ivr-hash", initializer=_lower_priority
+            max_workers=max(1, agi.hash_workers),
+            thread_name_prefix="ivr-hash",
+            initializer=_lower_priority,
+            initargs=(agi.hash_niceness,),
         )
         self.log = structlog.get_logger("ivr.daemon")
 
