@@ -9,18 +9,24 @@ again (tests call `main()` in-process) keeps the processor list instance and the
 that cached loggers hold, so they follow the new set-up (`structlog.testing.capture_logs` relies
 on the same); only a changed level is not seen by loggers cached before.
 
-On the daemon's event loop (`lines_batched_on`), a line is not written at once: the lines of one
-loop iteration are joined and written with one ``write`` + flush at the start of the next, so 50
-calls in flight cost one system call per iteration instead of one per line (a write per line was
-the daemon's biggest cost per call after the call itself). A line waits at most one iteration; lines
-of other threads are written at once; leaving the block writes what is left.
+On the daemon's event loop (`lines_batched_on`), no line is written by the loop itself: the lines
+of one loop iteration are joined at its end and handed to one writer thread, which writes them with
+one ``write`` + flush. So 50 calls in flight cost one hand-over per iteration instead of one system
+call per line (the write per line was the daemon's biggest cost per call after the call itself),
+and a slow log sink (a full pipe, a stalled journald) holds up the writer thread, never the calls.
+Lines of other threads go through the same thread, in order. Bounded: past `MAX_QUEUED_BYTES`
+waiting to be written, lines are dropped and counted, and a ``log_lines_dropped`` line says how many
+once the sink takes lines again. Leaving the block writes everything queued, then lines are written
+at once again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import queue
 import sys
 import threading
 from collections.abc import Iterator, MutableMapping
@@ -59,6 +65,9 @@ def redact_secrets(
     return event_dict
 
 
+MAX_QUEUED_BYTES = 8 * 1024 * 1024  # log text waiting for a slow sink before lines are dropped
+
+
 class _CurrentStderrLogger:
     """Writes each line to the stream given to `configure_logging`, else to whatever
     ``sys.stderr`` is at that moment, not when logging was set up.
@@ -69,12 +78,18 @@ class _CurrentStderrLogger:
 
     _lock = threading.Lock()
     stream: Any = None  # set by configure_logging(stream=...); None: the current sys.stderr
-    # set by lines_batched_on(loop): lines logged in that loop's thread wait for the iteration's end
-    _loop: asyncio.AbstractEventLoop | None = None
-    _loop_thread: int | None = None
 
     def __init__(self) -> None:
+        # set by lines_batched_on(loop): lines of that loop's thread wait for the iteration's end
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._batch: list[str] = []  # touched only by the loop's thread
+        self._queue: queue.SimpleQueue[str | None] | None = None  # to the writer thread
+        self._queued_lock = threading.Lock()
+        self._queued_bytes = 0
+        self.max_queued_bytes = MAX_QUEUED_BYTES
+        self.dropped_lines = 0  # dropped since the last report (a log_lines_dropped line)
+        self._thread: threading.Thread | None = None
 
     def msg(self, message: str) -> None:
         if self._loop_thread is not None and threading.get_ident() == self._loop_thread:
@@ -84,7 +99,10 @@ class _CurrentStderrLogger:
                 assert self._loop is not None
                 self._loop.call_soon(self.flush_batch)
             return
-        self._write(message + "\n")
+        if self._queue is not None:
+            self._hand_over(message + "\n", 1)
+        else:
+            self._write(message + "\n")
 
     def _write(self, text: str) -> None:
         with self._lock:
@@ -93,11 +111,71 @@ class _CurrentStderrLogger:
             stream.flush()
 
     def flush_batch(self) -> None:
-        """Write the lines the loop's thread has batched (call in that thread)."""
+        """Hand the lines the loop's thread has batched to the writer (call in that thread)."""
         batch = self._batch
-        if batch:
-            self._batch = []
-            self._write("\n".join(batch) + "\n")
+        if not batch:
+            return
+        self._batch = []
+        text = "\n".join(batch) + "\n"
+        if self._queue is not None:
+            self._hand_over(text, len(batch))
+        else:
+            self._write(text)
+
+    def _hand_over(self, text: str, lines: int) -> None:
+        assert self._queue is not None
+        with self._queued_lock:
+            if self._queued_bytes + len(text) > self.max_queued_bytes:
+                self.dropped_lines += lines
+                return
+            self._queued_bytes += len(text)
+        self._queue.put(text)
+
+    def _run_writer(self, texts: queue.SimpleQueue[str | None]) -> None:
+        while (text := texts.get()) is not None:
+            try:
+                self._write(text)
+                written = True
+            except Exception:  # a closed or broken sink: the calls go on without their log
+                written = False
+            with self._queued_lock:
+                self._queued_bytes -= len(text)
+                if written:
+                    dropped, self.dropped_lines = self.dropped_lines, 0
+                else:
+                    dropped = 0
+                    self.dropped_lines += text.count("\n")
+            if dropped:  # the sink takes lines again: say how many it missed
+                self._report_dropped(dropped)
+
+    def _report_dropped(self, count: int) -> None:
+        line = json.dumps({"count": count, "event": "log_lines_dropped", "level": "warning"})
+        with contextlib.suppress(Exception):
+            self._write(line + "\n")
+
+    def start_writer(self) -> None:
+        if self._queue is None:
+            texts: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+            self._queue = texts
+            self._thread = threading.Thread(
+                target=self._run_writer, args=(texts,), name="ivr_log_writer", daemon=True
+            )
+            self._thread.start()
+
+    def stop_writer(self, timeout: float = 10.0) -> None:
+        """Write everything queued, then stop the thread (lines are written at once again)."""
+        texts = self._queue
+        if texts is None:
+            return
+        self._queue = None
+        texts.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._queued_lock:
+            dropped, self.dropped_lines = self.dropped_lines, 0
+        if dropped:
+            self._report_dropped(dropped)
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
@@ -128,12 +206,14 @@ def lines_batched_on(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     per loop iteration; on leaving it, what is batched is written and lines go out at once again."""
     writer = _WRITER
     writer.flush_batch()
+    writer.start_writer()
     writer._loop, writer._loop_thread = loop, threading.get_ident()
     try:
         yield
     finally:
         writer._loop_thread, writer._loop = None, None
         writer.flush_batch()
+        writer.stop_writer()
 
 
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:
