@@ -504,16 +504,25 @@ def import_time(tree: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 async def profile_batch(
-    out_dir: Path, pid: int, runner: Runner, dialogs: Sequence[Dialog], total: int, name: str
+    out_dir: Path,
+    pid: int,
+    runner: Runner,
+    dialogs: Sequence[Dialog],
+    total: int,
+    name: str,
+    *,
+    gil: bool = False,
 ) -> None:
-    """py-spy (raw collapsed stacks, all threads, GIL-holding or not) on the daemon during a batch."""
+    """py-spy (raw collapsed stacks) on the daemon during a batch: all threads, GIL-holding or not
+    (where the wall time goes), or with `gil` only the thread holding the GIL (the Python CPU)."""
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
         print(f"  (no py-spy: profile {name} skipped)")
         return
     raw = out_dir / f"{name}.txt"
     spy = subprocess.Popen(  # noqa: ASYNC220 - started and stopped around the batch, never waited on
-        [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "400", "--output", str(raw)],
+        [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "400", "--output", str(raw)]
+        + (["--gil"] if gil else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -679,6 +688,7 @@ async def benchmark(
         if args.profile:
             out = Path(args.profile)
             await profile_batch(out, daemon.pid, run_daemon, [WRONG_UNIT], 600, "short")
+            await profile_batch(out, daemon.pid, run_daemon, [WRONG_UNIT], 600, "short-gil", gil=True)
             await profile_batch(out, daemon.pid, run_daemon, COMPLETED, 200, "completed")
     finally:
         daemon.stop()

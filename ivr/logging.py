@@ -10,8 +10,8 @@ that cached loggers hold, so they follow the new set-up (`structlog.testing.capt
 on the same); only a changed level is not seen by loggers cached before.
 
 On the daemon's event loop (`lines_batched_on`), no line is written by the loop itself: the lines
-of one loop iteration are joined at its end and handed to one writer thread, which writes them with
-one ``write`` + flush. So 50 calls in flight cost one hand-over per iteration instead of one system
+of up to `LOOP_FLUSH_SECONDS` (10 ms) are joined and handed to one writer thread, which writes them
+with one ``write`` + flush. So 50 calls in flight cost one hand-over per 10 ms instead of one system
 call per line (the write per line was the daemon's biggest cost per call after the call itself),
 and a slow log sink (a full pipe, a stalled journald) holds up the writer thread, never the calls.
 Lines of other threads go through the same thread, in order. Bounded: past `MAX_QUEUED_BYTES`
@@ -66,6 +66,7 @@ def redact_secrets(
 
 
 MAX_QUEUED_BYTES = 8 * 1024 * 1024  # log text waiting for a slow sink before lines are dropped
+LOOP_FLUSH_SECONDS = 0.01  # the longest a line of the loop's thread waits to be handed over
 
 
 class _CurrentStderrLogger:
@@ -97,7 +98,7 @@ class _CurrentStderrLogger:
             batch.append(message)
             if len(batch) == 1:
                 assert self._loop is not None
-                self._loop.call_soon(self.flush_batch)
+                self._loop.call_later(LOOP_FLUSH_SECONDS, self.flush_batch)
             return
         if self._queue is not None:
             self._hand_over(message + "\n", 1)
