@@ -582,6 +582,13 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, str, dict[str, 
         "IVR_AGI__SECRET": secret,
         **dict(item.split("=", 1) for item in args.setting),
     }
+    # Bytecode for the tree, as an install has it (pip compiles at install): with
+    # PYTHONDONTWRITEBYTECODE set, each classic `ivr agi` would otherwise compile ivr/ and core/.
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(tree / "ivr"), str(tree / "core")],
+        check=True,
+        capture_output=True,
+    )
     for command in (["db", "upgrade"], ["contracts", "import", "--sample"]):
         subprocess.run(
             [sys.executable, "-m", "ivr.cli.main", *command],
