@@ -11,7 +11,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -68,9 +68,6 @@ class AgiSettings(BaseModel):
     node_id: str | None = None
     # Call records are queued and written in one transaction per batch at most this long after.
     call_record_flush_seconds: float = 0.1
-    # `ivr serve`'s event loop: uvloop (libuv; its transports cost the daemon less CPU per command
-    # than asyncio's own, docs/voice.md "Cost per call") or the standard library's.
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
 
 class MenuSettings(BaseModel):

@@ -14,15 +14,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
 from ivr.settings import SecretError, Settings, agi_secret
 
 SD_LISTEN_FDS_START = 3
-T = TypeVar("T")
 
 
 def inherited_sockets(environ: Mapping[str, str]) -> list[socket.socket]:
@@ -84,20 +83,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     if updates:
         agi_settings = agi_settings.model_copy(update=updates)
     store = _store(settings)
-    daemon = _serve(
-        settings, agi_settings, store, ami=not args.no_ami and settings.ami.enabled, grace=args.grace
+    return asyncio.run(
+        _serve(settings, agi_settings, store, ami=not args.no_ami and settings.ami.enabled, grace=args.grace)
     )
-    return run_on_loop(daemon, agi_settings.event_loop)
-
-
-def run_on_loop(main: Coroutine[Any, Any, T], event_loop: str) -> T:
-    """Run `main` on a new event loop of the kind named (settings ``agi.event_loop``)."""
-    if event_loop == "uvloop":
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main)
-    return asyncio.run(main)
 
 
 async def _serve(settings: Settings, agi_settings: Any, store: Any, *, ami: bool, grace: float) -> int:
