@@ -223,14 +223,14 @@ class FastAgiServer:
             self._reject("secret_mismatch", peer)
             return
         channel = FastAgiChannel(env, connection)
-        with structlog.contextvars.bound_contextvars(call_id=channel.call_id):
-            if self.active_calls >= self.agi.max_concurrent_calls:
-                await busy_call(channel, store=self.store)
-                return
-            self.active_calls += 1
-            try:
-                await temporary_password_call(
-                    channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool
-                )
-            finally:
-                self.active_calls -= 1
+        # both calls bind call_id to every log line of the call themselves
+        if self.active_calls >= self.agi.max_concurrent_calls:
+            await busy_call(channel, store=self.store)
+            return
+        self.active_calls += 1
+        try:
+            await temporary_password_call(
+                channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool
+            )
+        finally:
+            self.active_calls -= 1
