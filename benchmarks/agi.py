@@ -661,7 +661,7 @@ async def benchmark(
             for kind, dialogs, total in (
                 ("wave", [WRONG_UNIT], level),  # `level` callers arriving at once, one session each
                 ("short", [WRONG_UNIT], max(args.sessions, 3 * level)),
-                ("completed", COMPLETED, max(args.sessions // 2, 2 * level)),
+                ("completed", COMPLETED, max(args.sessions // 5, 2 * level)),
             ):
                 for server, runner, pid in (("daemon", run_daemon, daemon.pid), ("bare", run_bare, bare.pid)):
                     batch = await run_batch(
@@ -859,7 +859,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", default=str(REPO), help="checkout whose ivr serve / ivr agi to run")
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=list(LEVELS))
     parser.add_argument("--classic-levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10])
-    parser.add_argument("--sessions", type=int, default=200, help="short sessions per level (at least 3x it)")
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=1000,
+        help="short sessions per level (at least 3x it; a fifth as many completed): CPU is read in "
+        "10 ms ticks, so the bare responder's ~0.3 ms sessions need many for a figure within a few %%",
+    )
     parser.add_argument("--saturate-seconds", type=float, default=8.0)
     parser.add_argument("--hashers", type=int, default=8, help="sessions completing passwords at once")
     parser.add_argument("--idle", type=int, default=5000, help="idle sessions for the RSS figure (0: skip)")
@@ -874,11 +880,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a setting for the processes started, e.g. IVR_AGI__HASH_WORKERS=1 (repeatable)",
     )
     parser.add_argument("--log-level", default="info", help="the daemon's and ivr agi's log level")
-    parser.add_argument("--quick", action="store_true", help="small run: levels 1,10, 40 sessions, 500 idle")
+    parser.add_argument("--quick", action="store_true", help="small run: levels 1,10, 100 sessions, 500 idle")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, logs)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.levels, args.sessions, args.idle, args.saturate_seconds = [1, 10], 40, min(args.idle, 500), 3.0
+        args.levels, args.sessions, args.idle, args.saturate_seconds = [1, 10], 100, min(args.idle, 500), 3.0
         args.classic_levels = [1, 2]
     work = Path(tempfile.mkdtemp(prefix="ivr-agi-bench-"))
     try:
