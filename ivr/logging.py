@@ -89,6 +89,7 @@ class _CurrentStderrLogger:
         self._queued_lock = threading.Lock()
         self._queued_bytes = 0
         self.max_queued_bytes = MAX_QUEUED_BYTES
+        self.stop_timeout = 10.0  # seconds leaving lines_batched_on waits for a stalled sink
         self.dropped_lines = 0  # dropped since the last report (a log_lines_dropped line)
         self._thread: threading.Thread | None = None
 
@@ -100,8 +101,9 @@ class _CurrentStderrLogger:
                 assert self._loop is not None
                 self._loop.call_later(LOOP_FLUSH_SECONDS, self.flush_batch)
             return
-        if self._queue is not None:
-            self._hand_over(message + "\n", 1)
+        texts = self._queue  # read once: stop_writer may clear it meanwhile
+        if texts is not None:
+            self._hand_over(texts, message + "\n", 1)
         else:
             self._write(message + "\n")
 
@@ -118,19 +120,19 @@ class _CurrentStderrLogger:
             return
         self._batch = []
         text = "\n".join(batch) + "\n"
-        if self._queue is not None:
-            self._hand_over(text, len(batch))
+        texts = self._queue
+        if texts is not None:
+            self._hand_over(texts, text, len(batch))
         else:
             self._write(text)
 
-    def _hand_over(self, text: str, lines: int) -> None:
-        assert self._queue is not None
+    def _hand_over(self, texts: queue.SimpleQueue[str | None], text: str, lines: int) -> None:
         with self._queued_lock:
             if self._queued_bytes + len(text) > self.max_queued_bytes:
                 self.dropped_lines += lines
                 return
             self._queued_bytes += len(text)
-        self._queue.put(text)
+        texts.put(text)
 
     def _run_writer(self, texts: queue.SimpleQueue[str | None]) -> None:
         while (text := texts.get()) is not None:
@@ -170,10 +172,23 @@ class _CurrentStderrLogger:
             return
         self._queue = None
         texts.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():  # the sink is stalled: what is still queued is lost, not waited for
+                return
+        # what another thread handed over while the writer was stopping: written here, in order
+        leftovers: list[str] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                text = texts.get_nowait()
+                if text is not None:
+                    leftovers.append(text)
+        if leftovers:
+            with contextlib.suppress(Exception):
+                self._write("".join(leftovers))
         with self._queued_lock:
+            self._queued_bytes = 0
             dropped, self.dropped_lines = self.dropped_lines, 0
         if dropped:
             self._report_dropped(dropped)
@@ -214,7 +229,7 @@ def lines_batched_on(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     finally:
         writer._loop_thread, writer._loop = None, None
         writer.flush_batch()
-        writer.stop_writer()
+        writer.stop_writer(writer.stop_timeout)
 
 
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:

@@ -149,3 +149,21 @@ async def test_lines_beyond_the_bound_are_dropped_and_counted(
     assert 0 < len(kept) < 100
     assert [d["count"] for d in dropped] == [100 - len(kept)]
     assert [k["n"] for k in kept] == sorted(k["n"] for k in kept)
+
+
+async def test_a_sink_stalled_at_shutdown_does_not_hold_up_the_exit(
+    sink: _SinkStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ivr_logging._WRITER, "stop_timeout", 0.2)
+    log = structlog.get_logger("t")
+    sink.blocked.set()
+    try:
+        with lines_batched_on(asyncio.get_running_loop()):
+            log.info("stuck")
+            await _until(sink.waiting.is_set)
+            log.info("queued")
+        assert sink.getvalue() == ""  # left the block with the sink still stalled
+    finally:
+        sink.blocked.clear()
+        sink.release.set()
+    await _until(lambda: _events(sink) == ["stuck", "queued"])  # the sink back: nothing lost
