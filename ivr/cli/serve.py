@@ -91,7 +91,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 async def _serve(settings: Settings, agi_settings: Any, store: Any, *, ami: bool, grace: float) -> int:
     from ivr.logging import lines_batched_on
 
-    with lines_batched_on(asyncio.get_running_loop()):  # one write per loop iteration, not per line
+    with lines_batched_on(asyncio.get_running_loop()):  # the loop hands its log lines to a writer thread
         return await _serve_batched(settings, agi_settings, store, ami=ami, grace=grace)
 
 
