@@ -4,15 +4,20 @@ Synchronous; the caller owns the session and the transaction. Nothing here hashe
 flow hashes the confirmed digits off the event loop (``core.secrets.hash_secret`` in a thread) and
 passes the hash to :func:`set_temporary_password`. :func:`lookup_caller_line` and
 :func:`number_on_contract` only read (one query each): give them a read-only session
-(``core.db.make_read_session_factory``) so the answer path never waits for the write lock.
+(``core.db.make_read_session_factory``), or a read-only connection (``core.db.read_only_engine``,
+the daemon's answer path: a third of the ORM session's CPU), so the answer path never waits for the
+write lock. Their statements are built once, with bound parameters (no statement construction or
+cache-key work per call).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import Connection, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from core.audit import Audit
@@ -59,7 +64,27 @@ class NotOnContract(ValueError):
     """The target number is not a number of this contract (or not allowed for the unit)."""
 
 
-def lookup_caller_line(session: Session, caller_number: str) -> CallerLine | None:
+@cache
+def _caller_line_query() -> Any:
+    return (
+        select(PhoneNumber.contract_id, PhoneNumber.number, Contract.contract_number)
+        .join(Contract, Contract.id == PhoneNumber.contract_id)
+        .where(PhoneNumber.number == bindparam("number"))
+    )
+
+
+@cache
+def _number_on_contract_query() -> Any:
+    return select(
+        exists().where(
+            PhoneNumber.contract_id == bindparam("contract_id"),
+            PhoneNumber.number == bindparam("number"),
+            ServiceSubscription.phone_number_id == PhoneNumber.id,
+        )
+    )
+
+
+def lookup_caller_line(session: Session | Connection, caller_number: str) -> CallerLine | None:
     """The contract line a caller ID belongs to; None when withheld, invalid or on no contract.
 
     One SELECT (number joined to its contract); reads only.
@@ -68,11 +93,7 @@ def lookup_caller_line(session: Session, caller_number: str) -> CallerLine | Non
         number = normalize_number(caller_number)
     except InvalidPhoneNumber:
         return None
-    row = session.execute(
-        select(PhoneNumber.contract_id, PhoneNumber.number, Contract.contract_number)
-        .join(Contract, Contract.id == PhoneNumber.contract_id)
-        .where(PhoneNumber.number == number)
-    ).one_or_none()
+    row = session.execute(_caller_line_query(), {"number": number}).one_or_none()
     if row is None:
         return None
     contract_id, found, contract_number = row
@@ -84,7 +105,7 @@ def lookup_caller_line(session: Session, caller_number: str) -> CallerLine | Non
     )
 
 
-def number_on_contract(session: Session, contract_id: int, number: str) -> bool:
+def number_on_contract(session: Session | Connection, contract_id: int, number: str) -> bool:
     """Is ``number`` (digits as entered) a number of this contract that subscribes to a service?
 
     "本サービスを契約している電話番号以外" is a wrong entry, so a number without any service
@@ -94,14 +115,10 @@ def number_on_contract(session: Session, contract_id: int, number: str) -> bool:
         normalised = normalize_number(number)
     except InvalidPhoneNumber:
         return False
-    query = select(
-        exists().where(
-            PhoneNumber.contract_id == contract_id,
-            PhoneNumber.number == normalised,
-            ServiceSubscription.phone_number_id == PhoneNumber.id,
-        )
-    )
-    return bool(session.scalar(query))
+    found = session.execute(
+        _number_on_contract_query(), {"contract_id": contract_id, "number": normalised}
+    ).scalar()
+    return bool(found)
 
 
 def temporary_password_problem(digits: str) -> str | None:

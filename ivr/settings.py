@@ -42,6 +42,9 @@ class AgiSettings(BaseModel):
     # burst of confirmations must neither grow the daemon's memory without bound nor hold up the
     # database calls of other callers in the shared thread pool.
     hash_workers: int = 2
+    # The hashing threads' nice value (Linux schedules threads by their own): the argon2 work gives
+    # way to the event loop that answers every other call's commands (docs/voice.md "Cost per call").
+    hash_niceness: int = Field(10, ge=0, le=19)
     # Stamped on this daemon's call records; at start it closes only its own node's open records.
     # Default (None): "<hostname>:<port>". Daemons sharing one database need distinct ids.
     node_id: str | None = None

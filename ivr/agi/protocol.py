@@ -33,6 +33,7 @@ class EnvironmentTooLarge(AgiProtocolError):
 
 _ENV_KEY = re.compile(r"agi_[a-z0-9_]{1,64}")
 _ENV_LINE_MAX = 1024
+_ENV_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")  # control characters but the tab
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def parse_environment(block: bytes) -> AgiEnvironment:
             value = value.lstrip(" ")
         if not sep or not _ENV_KEY.fullmatch(key):
             continue
-        if any(ord(ch) < 0x20 and ch != "\t" for ch in value):
+        if _ENV_CONTROL.search(value):
             continue
         variables.setdefault(key, value)
     if not variables:

@@ -20,13 +20,14 @@ import structlog
 from ivr.agi.protocol import (
     AgiEnvironment,
     AgiProtocolError,
-    EnvironmentReader,
+    EnvironmentTooLarge,
     HangupNotice,
     ReplyParser,
     Response,
     build_command,
     get_data_result,
     key_from_result,
+    parse_environment,
     raise_for_reply,
 )
 from ivr.channel import (
@@ -107,9 +108,11 @@ class AgiConnection:
 
 
 async def read_environment(reader: asyncio.StreamReader, *, max_bytes: int) -> AgiEnvironment:
-    """Read the environment line by line (no read past it), within `max_bytes`; the caller wraps
-    this in a timeout."""
-    env_reader = EnvironmentReader(max_bytes)
+    """Read the environment line by line (no read past it) up to its empty line, within
+    `max_bytes`; the caller wraps this in a timeout. Lines are only collected here (the empty line
+    is found by looking at each line once) and parsed in one go."""
+    lines: list[bytes] = []
+    size = 0
     while True:
         try:
             line = await reader.readline()
@@ -117,10 +120,12 @@ async def read_environment(reader: asyncio.StreamReader, *, max_bytes: int) -> A
             raise AgiProtocolError("AGI environment line too long") from exc
         if not line:
             raise AgiProtocolError("connection closed before the AGI environment ended")
-        done = env_reader.feed(line)
-        if done is not None:
-            env, _rest = done
-            return env
+        if line == b"\n" or line == b"\r\n":
+            return parse_environment(b"".join(lines))
+        size += len(line)
+        if size > max_bytes:
+            raise EnvironmentTooLarge(f"AGI environment larger than {max_bytes} bytes")
+        lines.append(line)
 
 
 class FastAgiChannel(KeyReadingChannel):

@@ -50,16 +50,14 @@ SECRET_VARIABLE = "AST_CONFIG(ivr-agi.conf,fastagi,secret)"
 # Asterisk reconnecting after an outage opens hundreds of connections at once (asyncio's default
 # backlog is 100; the kernel caps it at net.core.somaxconn).
 LISTEN_BACKLOG = 4096
-HASH_THREAD_NICENESS = 10  # password hashes yield the CPU to the event loop's call commands
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _lower_priority() -> None:
+def _lower_priority(niceness: int) -> None:
     """Run in each hashing thread: Linux schedules threads by their own nice value, so the argon2
     work (tens of ms of CPU each) gives way to the event loop that answers every other call."""
     with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 def parse_networks(entries: list[str]) -> list[Network]:
@@ -106,7 +104,10 @@ class FastAgiServer:
         self._extra_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._hash_pool = ThreadPoolExecutor(
-            max_workers=max(1, agi.hash_workers), thread_name_prefix="ivr-hash", initializer=_lower_priority
+            max_workers=max(1, agi.hash_workers),
+            thread_name_prefix="ivr-hash",
+            initializer=_lower_priority,
+            initargs=(agi.hash_niceness,),
         )
         self.log = structlog.get_logger("ivr.daemon")
         self.metrics = metrics
@@ -243,20 +244,20 @@ class FastAgiServer:
             self._reject("secret_mismatch", peer)
             return
         channel = FastAgiChannel(env, connection)
-        with structlog.contextvars.bound_contextvars(call_id=channel.call_id):
-            started = time.monotonic()
-            if self.active_calls >= self.agi.max_concurrent_calls:
-                await busy_call(channel, store=self.store)
-                if self.metrics is not None:
-                    self.metrics.call_ended("busy", time.monotonic() - started)
-                return
-            call = TemporaryPasswordCall(
-                channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool, metrics=self.metrics
-            )
-            self.active_calls += 1
-            try:
-                await call.run()
-            finally:
-                self.active_calls -= 1
-                if self.metrics is not None:  # also for a call cut by the shutdown (system_error)
-                    self.metrics.call_ended(call.report.outcome, time.monotonic() - started)
+        # both calls bind call_id to every log line of the call themselves
+        started = time.monotonic()
+        if self.active_calls >= self.agi.max_concurrent_calls:
+            await busy_call(channel, store=self.store)
+            if self.metrics is not None:
+                self.metrics.call_ended("busy", time.monotonic() - started)
+            return
+        call = TemporaryPasswordCall(
+            channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool, metrics=self.metrics
+        )
+        self.active_calls += 1
+        try:
+            await call.run()
+        finally:
+            self.active_calls -= 1
+            if self.metrics is not None:  # also for a call cut by the shutdown (system_error)
+                self.metrics.call_ended(call.report.outcome, time.monotonic() - started)

@@ -146,8 +146,14 @@ class TemporaryPasswordCall:
                 service_number=report.service_number,
             )
             # the start is written whatever happens to the call meanwhile, so that a shutdown
-            # cutting the call here finishes a record that exists (not one still being written)
-            record_start = asyncio.ensure_future(self._record_start())
+            # cutting the call here finishes a record that exists (not one still being written);
+            # a batching store only queues it: done at once, no task, nothing to wait for
+            record_start: asyncio.Future[bool]
+            if self.store.queues_call_records:
+                record_start = asyncio.get_running_loop().create_future()
+                record_start.set_result(self._queue_record_start())
+            else:
+                record_start = asyncio.ensure_future(self._record_start())
             try:
                 record_started = await asyncio.shield(record_start)
                 if not record_started:
@@ -188,16 +194,25 @@ class TemporaryPasswordCall:
 
     async def _menu(self) -> Outcome:
         channel, report = self.channel, self.report
-        await channel.answer()
+        number = channel.caller.number if channel.caller.kind is CallerIdKind.NUMBER else None
+        # The caller's line is looked up (in a thread) while ANSWER goes to Asterisk and back, so
+        # the first prompt follows the answer with no database time in between.
+        lookup = asyncio.ensure_future(self._lookup(number)) if number is not None else None
+        try:
+            await channel.answer()
+        except BaseException:
+            if lookup is not None:
+                _forget(lookup)
+            raise
 
         # 1. Who is calling: the line is identified by the caller ID alone.
         report.last_step = Step.IDENTIFY
-        if channel.caller.kind is not CallerIdKind.NUMBER or channel.caller.number is None:
+        if lookup is None:
             self.log.info("caller_not_identified", caller_kind=channel.caller.kind.value)
             self._decided = Outcome.CALLER_ID_WITHHELD
             await self._play(["caller-id-withheld"], interruptible=False)
             return Outcome.CALLER_ID_WITHHELD
-        line = await self._lookup(channel.caller.number)
+        line = await lookup
         if line is None:
             self._decided = Outcome.CALLER_NOT_ELIGIBLE
             await self._play(["caller-not-eligible"], interruptible=False)
@@ -416,6 +431,20 @@ class TemporaryPasswordCall:
         except Exception as exc:  # the line may be gone; the dialplan apologises then
             self.log.warning("apology_not_played", error_type=type(exc).__name__)
 
+    def _queue_record_start(self) -> bool:
+        report = self.report
+        try:
+            self.store.start_call(
+                call_id=report.call_id,
+                caller=report.caller,
+                service_number=report.service_number,
+                started_at=report.started_at,
+            )
+        except Exception as exc:
+            self.log.error("call_record_start_failed", error_type=type(exc).__name__)
+            return False
+        return True
+
     async def _record_start(self) -> bool:
         report = self.report
         try:
@@ -452,6 +481,16 @@ class TemporaryPasswordCall:
             )
         except Exception as exc:
             self.log.error("call_record_finish_failed", error_type=type(exc).__name__)
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Cancel a task whose result is no longer wanted (an exception it ended with is retrieved, so
+    asyncio does not report it as never retrieved)."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+    else:
+        task.cancel()
 
 
 async def write_call_record(store: CallStore, method: Callable[..., None], **fields: Any) -> None:

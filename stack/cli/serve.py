@@ -118,6 +118,24 @@ async def _serve(
     ami: bool,
     grace: float,
 ) -> int:
+    from ivr.logging import lines_batched_on
+
+    with lines_batched_on(asyncio.get_running_loop()):  # the loop hands its log lines to a writer thread
+        return await _serve_batched(
+            settings, agi_settings, store, engine=engine, metrics=metrics, ami=ami, grace=grace
+        )
+
+
+async def _serve_batched(
+    settings: Settings,
+    agi_settings: Any,
+    store: Any,
+    *,
+    engine: Any,
+    metrics: Any,
+    ami: bool,
+    grace: float,
+) -> int:
     from core.db import database_readiness
     from ivr.ami.listener import AmiListener
     from ivr.daemon.health import OpsServer, loop_alive, ops_app

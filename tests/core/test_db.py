@@ -19,6 +19,7 @@ from core.db import (
     make_engine,
     make_read_session_factory,
     make_session_factory,
+    read_only_engine,
     write_lock_wait_stats,
 )
 from core.models import CallRecord, PhoneNumber
@@ -84,6 +85,20 @@ def test_read_sessions_open_a_deferred_transaction_and_refuse_writes(
     assert "BEGIN IMMEDIATE" in seen
     with readers() as session:
         assert session.scalars(select(CallRecord.call_id)).all() == ["w-1"]
+
+
+def test_read_only_connections_open_a_deferred_transaction_and_refuse_writes(
+    sqlite_engine: Engine, core_now: datetime
+) -> None:
+    seen = statements(sqlite_engine)
+    with read_only_engine(sqlite_engine).begin() as connection:
+        connection.execute(select(PhoneNumber.number)).all()
+    assert "BEGIN IMMEDIATE" not in seen and "BEGIN " in seen
+    with pytest.raises(OperationalError, match="readonly"), read_only_engine(sqlite_engine).begin() as c:
+        c.execute(text("DELETE FROM call_records"))
+    with make_session_factory(sqlite_engine)() as session, session.begin():  # the same connection
+        session.add(_record("w-2", core_now))
+    assert "BEGIN IMMEDIATE" in seen
 
 
 def test_a_reader_does_not_wait_for_an_open_write_transaction(sqlite_url: str, core_now: datetime) -> None:

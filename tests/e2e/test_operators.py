@@ -56,7 +56,10 @@ def test_ami_follows_channels_and_reconnects_when_asterisk_restarts(
     after = voice_daemon.log_offset()
     assert run_call(_completed_call("0300002222")).hung_up_by == "remote"
     _wait_for(lambda: _count(voice_daemon, "ami_channel_hangup", after) >= 1)
-    outcomes = [e["outcome"] for e in voice_daemon.events(after) if e.get("event") == "call_finished"]
+    events = voice_daemon.events_once(
+        after, lambda found: any(e.get("event") == "call_finished" for e in found)
+    )
+    outcomes = [e["outcome"] for e in events if e.get("event") == "call_finished"]
     assert outcomes == ["completed"]
 
 

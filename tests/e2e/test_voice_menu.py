@@ -468,7 +468,9 @@ def test_a_fastagi_peer_without_the_secret_sets_nothing(
     assert credential(e2e_sessions, "0300001111") == before
     with e2e_sessions() as session:
         assert session.scalars(select(CallRecord).where(CallRecord.call_id == "impostor.1")).first() is None
-    events = voice_daemon.events(offset)
+    events = voice_daemon.events_once(
+        offset, lambda found: any(e.get("event") == "agi_connection_rejected" for e in found)
+    )
     assert any(e.get("reason") == "secret_mismatch" for e in events)
 
 

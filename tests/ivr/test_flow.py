@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.enums import AuthUnit, CredentialKind
 from core.models import Contract, Credential, PhoneNumber
 from core.secrets import SecretHasher
+from ivr.channel import CallerHungUp
 from ivr.daemon.scripted import HANG_UP, NO_INPUT, PROMPT_SECONDS, FakeChannel, HangUpAfter, ScriptItem
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import CallReport, Outcome, busy_call, temporary_password_call
@@ -526,6 +527,53 @@ async def test_keys_typed_ahead_skip_prompts(
     assert "set-for-number-suffix" not in channel.prompts
     assert "confirm-password" not in channel.prompts
     assert_password_stored(voice_sessions, test_hasher, "0300001111")
+
+
+class LookupSeenStore(SqlCallStore):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.looked_up = threading.Event()
+
+    def lookup_caller(self, caller_number: str) -> Any:
+        self.looked_up.set()
+        return super().lookup_caller(caller_number)
+
+
+class AnswerWaitsForLookup(FakeChannel):
+    """An ANSWER whose reply comes only once the caller's line is being looked up."""
+
+    def __init__(self, store: LookupSeenStore, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.store = store
+
+    async def answer(self) -> None:
+        assert await asyncio.to_thread(self.store.looked_up.wait, 10), "no lookup during ANSWER"
+        await super().answer()
+
+
+async def test_the_caller_is_looked_up_while_answer_is_on_its_way(
+    voice_sessions: sessionmaker[Session], test_hasher: SecretHasher, menu_settings: MenuSettings
+) -> None:
+    store = LookupSeenStore(voice_sessions, hasher=test_hasher.hash)
+    channel = AnswerWaitsForLookup(store, ["4", "4", "4"])
+    report = await temporary_password_call(channel, store=store, menu=menu_settings, monotonic=channel.clock)
+    assert report.outcome is Outcome.TOO_MANY_WRONG_UNIT
+    assert channel.prompts[0] == "choose-unit"
+
+
+class HangUpAtAnswer(FakeChannel):
+    async def answer(self) -> None:
+        raise CallerHungUp()
+
+
+async def test_a_hangup_at_answer_with_a_failed_lookup_is_a_hangup(
+    voice_sessions: sessionmaker[Session], test_hasher: SecretHasher, menu_settings: MenuSettings
+) -> None:
+    store = BrokenStore(voice_sessions, hasher=test_hasher.hash)
+    channel = HangUpAtAnswer([], call_id="gone.1")
+    report = await temporary_password_call(channel, store=store, menu=menu_settings)
+    assert report.outcome is Outcome.CALLER_HUNG_UP
+    assert record_of(voice_sessions, "gone.1").outcome == "caller_hung_up"
 
 
 class BrokenStore(SqlCallStore):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.secrets import SecretHasher
 from ivr.daemon.scripted import FakeChannel
+from ivr.daemon.server import FastAgiServer
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import Outcome, temporary_password_call
 from ivr.settings import AgiSettings, MenuSettings
@@ -43,3 +46,19 @@ async def test_the_password_is_hashed_in_the_given_pool(
 
 def test_the_daemon_bounds_concurrent_hashes_by_default() -> None:
     assert AgiSettings().hash_workers == 2
+
+
+def _own_niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+async def test_the_hashing_threads_run_at_the_configured_niceness(call_store: SqlCallStore) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    wanted = min(19, base + 5)
+    server = FastAgiServer(AgiSettings(hash_niceness=wanted), MenuSettings(), call_store, secret="x" * 32)
+    try:
+        niceness = await asyncio.get_running_loop().run_in_executor(server._hash_pool, _own_niceness)
+    finally:
+        await server.stop(grace_seconds=0)
+    assert niceness == wanted
+    assert _own_niceness() == base  # the event loop's thread keeps its own
