@@ -46,7 +46,6 @@ Confirmation ID / password (needed to change the receiving address)
 
 from __future__ import annotations
 
-import re
 import secrets as _random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,6 +56,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.audit import Audit
 from core.directory import find_number
 from core.enums import AuditEventType, Channel, OtpUsage
+from core.mail_address import mail_address_problems
 from core.models import OtpCode, OtpLoginAttempt, OtpRegistration, OtpSettings, PhoneNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
 from core.policy import DEFAULT_POLICY, PolicyLike
@@ -67,9 +67,6 @@ from core.tries import reserve_try
 CODE_DIGITS = 6
 TOKEN_BYTES = 24  # 192 bits
 MAX_CODES_PER_ATTEMPT = 5
-_MAIL = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
-)
 
 
 class OtpInputError(ValueError):
@@ -121,17 +118,6 @@ class IssuedCode:
 
 
 #: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def mail_address_problems(value: str) -> list[str]:
-    if not value:
-        return ["empty"]
-    if len(value) > 254 or not value.isascii() or not _MAIL.fullmatch(value):
-        return ["invalid"]
-    if value.startswith(FORMULA_PREFIXES):
-        return ["formula"]  # valid by RFC 5322, but a spreadsheet would run it from a download
-    return []
 
 
 def _phone(session: Session, number: str) -> PhoneNumber:

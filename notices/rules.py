@@ -23,6 +23,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from core.mail_address import mail_address_problems, normalize_mail_address
+
 TOKYO = ZoneInfo("Asia/Tokyo")
 ALL_DAYS = 0x7F
 ALL_HOURS = 0xFFFFFF
@@ -103,31 +105,18 @@ def hours_of(mask: int) -> list[int]:
 
 # ---------------------------------------------------------------------------------- addresses
 
-_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-
 
 class AddressError(ValueError):
     """Not a mail address we can deliver to."""
 
 
 def normalize_address(value: str) -> str:
-    """The address as stored: trimmed, the domain lower-cased (the local part is kept as typed)."""
+    """The address as stored: core's one rule (`core.mail_address`), trimmed, the domain lower-cased
+    (the local part is kept as typed)."""
     text = value.strip()
-    if len(text) > 254 or text.count("@") != 1:
+    if mail_address_problems(text):
         raise AddressError("メールアドレスの形式が正しくありません。")
-    local, domain = text.split("@")
-    labels = domain.split(".")
-    if (
-        not _LOCAL.fullmatch(local)
-        or local.startswith(".")
-        or local.endswith(".")
-        or ".." in local
-        or len(labels) < 2
-        or not all(_LABEL.fullmatch(label) for label in labels)
-    ):
-        raise AddressError("メールアドレスの形式が正しくありません。")
-    return f"{local}@{domain.lower()}"
+    return normalize_mail_address(text)
 
 
 def domain_of(address: str) -> str:

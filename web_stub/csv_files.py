@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from starlette.responses import Response
 
+from core.mail_address import FORMULA_PREFIXES, mail_address_problems
 from core.password_rules import (
     confirmation_id_violations,
     confirmation_password_violations,
@@ -20,7 +21,6 @@ from core.password_rules import (
 )
 from web_stub import messages as msg
 
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 MAX_SECRET_CHARS_IN_FILE = 64  # a longer cell is not a password: not checked further
 MAX_ERROR_LINES = 1000  # a bulk page shows at most this many errors, then how many more
 BULK_THRESHOLD = 33  # seed P12: number search and bulk settings for 33 numbers or more
@@ -37,8 +37,8 @@ def normalize_login_number(raw: str) -> str:
 
 
 def email_ok(email: str) -> bool:
-    """A receiving address the site accepts (no leading ``= + - @``: a spreadsheet would run it)."""
-    return bool(_EMAIL.fullmatch(email)) and len(email) <= 254 and not email.startswith(_FORMULA_START)
+    """A receiving address the site accepts: core's one rule (`core.mail_address`)."""
+    return not mail_address_problems(email)
 
 
 def number_matches(number: str, pattern: str) -> bool:
@@ -127,11 +127,10 @@ def bound_errors(errors: list[str], limit: int = MAX_ERROR_LINES) -> list[str]:
 
 
 #: OWASP "CSV injection": a cell a spreadsheet would read as a formula gets a leading quote.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
 def csv_download(rows: list[list[str]], filename: str) -> Response:
