@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit import Audit
+from core.db import readers_of
 from core.directory import contract_number_list, find_number, number_row_on_contract
 from core.enums import AuditEventType, AuthUnit, Channel, CredentialKind, CredentialState, OtpUsage
 from core.models import Contract, Credential, OtpSettings, PhoneNumber
@@ -437,7 +438,7 @@ def log_in(
     A process that dies between 2 and 4 leaves the try counted as wrong (fail safe).
     """
     hasher = hasher or default_hasher()
-    with _readers(sessions)() as session, session.begin():
+    with readers_of(sessions)() as session, session.begin():
         view = _read_login(session, number, now, policy)
     if view.identity is None or view.credential is None:
         hasher.dummy_verify(password)
@@ -600,28 +601,14 @@ def change_password_in_steps(
     and hash the new password; one write transaction settles the try and stores (or audits the
     refusal)."""
     hasher = hasher or default_hasher()
-    with _readers(sessions)() as session, session.begin():
+    with readers_of(sessions)() as session, session.begin():
         target = _password_target(session, number)
     identity, credential = target.identity, target.credential
     status = "ok"
     ticket: AttemptTicket | None = None
     if current_password is not None:
-        state = credential_state(credential, now, policy) if credential else None
-        if credential is None:
-            hasher.dummy_verify(current_password)
-            status = "wrong"
-        elif state is CredentialState.INVALIDATED:
-            status = "locked"
-        elif state is CredentialState.EXPIRED:
-            status = "expired"
-        else:
-            with sessions() as session, session.begin():
-                ticket = reserve_attempt(session, credential=credential, policy=policy)
-            if ticket is None:
-                status = "locked"
-            else:
-                ok, _rehash = check_attempt(ticket, current_password, hasher)  # replaced below anyway
-                status = "ok" if ok else "wrong"
+        # a rehash is not needed: the password is replaced below anyway
+        status, ticket = _reserve_and_check(sessions, credential, current_password, now, policy, hasher)
     change: PasswordChange | None = None
     rules: PasswordRuleError | None = None
     if status == "ok":
@@ -666,26 +653,10 @@ def check_password_in_steps(
     spends a try, the last one invalidates the password) with no lock across the hash: the try is
     reserved and committed, checked with no transaction open, then settled and audited."""
     hasher = hasher or default_hasher()
-    with _readers(sessions)() as session, session.begin():
+    with readers_of(sessions)() as session, session.begin():
         target = _password_target(session, number)
     identity, credential = target.identity, target.credential
-    ticket: AttemptTicket | None = None
-    state = credential_state(credential, now, policy) if credential else None
-    if credential is None:
-        hasher.dummy_verify(password)
-        status = "wrong"
-    elif state is CredentialState.INVALIDATED:
-        status = "locked"
-    elif state is CredentialState.EXPIRED:
-        status = "expired"
-    else:
-        with sessions() as session, session.begin():
-            ticket = reserve_attempt(session, credential=credential, policy=policy)
-        if ticket is None:
-            status = "locked"
-        else:
-            ok, _rehash = check_attempt(ticket, password, hasher)
-            status = "ok" if ok else "wrong"
+    status, ticket = _reserve_and_check(sessions, credential, password, now, policy, hasher)
     with sessions() as session, session.begin():
         if ticket is not None:
             status, _ = settle_attempt(session, ticket, ok=status == "ok", now=now)
@@ -695,14 +666,31 @@ def check_password_in_steps(
     return status
 
 
-def _readers(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
-    """Read-only sessions on the same engine (the write factory itself if bound to a connection)."""
-    from core.db import read_session_factory_for
-
-    try:
-        return read_session_factory_for(sessions)
-    except TypeError:
-        return sessions
+def _reserve_and_check(
+    sessions: sessionmaker[Session],
+    credential: Credential | None,
+    password: str,
+    now: datetime,
+    policy: PolicyLike,
+    hasher: SecretHasher,
+) -> tuple[str, AttemptTicket | None]:
+    """A password given to confirm who one is, checked like a login with no lock across the hash:
+    ``ok``, ``wrong``, ``locked`` or ``expired``, and the try to settle (None: nothing reserved).
+    The try is reserved in a committed transaction, then checked with none open."""
+    state = credential_state(credential, now, policy) if credential else None
+    if credential is None:
+        hasher.dummy_verify(password)
+        return "wrong", None
+    if state is CredentialState.INVALIDATED:
+        return "locked", None
+    if state is CredentialState.EXPIRED:
+        return "expired", None
+    with sessions() as session, session.begin():
+        ticket = reserve_attempt(session, credential=credential, policy=policy)
+    if ticket is None:
+        return "locked", None
+    ok, _rehash = check_attempt(ticket, password, hasher)
+    return ("ok" if ok else "wrong"), ticket
 
 
 def unit_change_password_numbers(

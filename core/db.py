@@ -414,3 +414,12 @@ def database_readiness(engine: Engine) -> str | None:
     except SQLAlchemyError:
         return "database_unreachable"
     return None if current else "schema_not_current"
+
+
+def readers_of(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Read-only sessions on the same engine as ``sessions`` (the write factory itself when it is
+    bound to a connection, as in a test's transaction)."""
+    try:
+        return read_session_factory_for(sessions)
+    except TypeError:
+        return sessions

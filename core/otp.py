@@ -54,6 +54,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit import Audit
+from core.db import readers_of
 from core.directory import find_number
 from core.enums import AuditEventType, Channel, OtpUsage
 from core.mail_address import mail_address_problems
@@ -411,7 +412,7 @@ def complete_registration_in_steps(
     registration_id, secret = _link_registration_id(token)
     token_hash: str | None = None
     if registration_id is not None:
-        with _readers(sessions)() as session, session.begin():
+        with readers_of(sessions)() as session, session.begin():
             token_hash = session.scalar(
                 select(OtpRegistration.token_hash).where(OtpRegistration.id == registration_id)
             )
@@ -732,16 +733,6 @@ def record_confirmation_check(
     )
 
 
-def _readers(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
-    """Read-only sessions on the same engine (the write factory itself if bound to a connection)."""
-    from core.db import read_session_factory_for
-
-    try:
-        return read_session_factory_for(sessions)
-    except TypeError:
-        return sessions
-
-
 def check_confirmation_in_steps(
     sessions: sessionmaker[Session],
     *,
@@ -755,7 +746,7 @@ def check_confirmation_in_steps(
     """Both the confirmation ID and password match: the hashes are read in a read-only session,
     checked with no transaction open, and the check is audited in a short write transaction.
     (The count of wrong checks is the web's, see ``web_stub.core_backend``.)"""
-    with _readers(sessions)() as session, session.begin():
+    with readers_of(sessions)() as session, session.begin():
         hashes = confirmation_hashes(session, number=number)
     ok = confirmation_matches(
         hashes, confirmation_id=confirmation_id, confirmation_password=confirmation_password, hasher=hasher
@@ -839,7 +830,7 @@ def _change_confirmation_in_steps(
     channel: Channel | str,
     which: str,
 ) -> list[str]:
-    with _readers(sessions)() as session, session.begin():
+    with readers_of(sessions)() as session, session.begin():
         hashes = confirmation_hashes(session, number=number)
     change = prepare_confirmation_change(hashes, which=which, current=current, new=new, hasher=hasher)
     with sessions() as session, session.begin():
