@@ -106,3 +106,33 @@ class AuditEventType(StrEnum):
     OTP_RELEASED = "otp_released"  # an admin released the number's registration (bulk release)
     PASSWORD_REENTERED = "password_reentered"  # the current password re-entered to confirm an action
     CONTRACT_IMPORTED = "contract_imported"
+
+
+class OtpStatus(StrEnum):
+    """Where a number's one-time-password settings stand."""
+
+    UNCHOSEN = "unchosen"  # the customer has not chosen yet (asked at the next login)
+    OFF = "off"  # not used
+    PENDING = "pending"  # used, the receiving address waits for its mailed link
+    ON = "on"  # used and registered: asked at every login
+
+
+class LinkStatus(StrEnum):
+    """What a mailed registration link found."""
+
+    OK = "ok"
+    EXPIRED = "expired"
+    USED = "used"
+    UNKNOWN = "unknown"
+
+
+class CodeStatus(StrEnum):
+    """What a one-time code typed at login found."""
+
+    OK = "ok"
+    WRONG = "wrong"
+    EXPIRED = "expired"
+    USED = "used"
+    TOO_MANY = "too_many"  # the login attempt's last try: a new login is needed
+    NONE = "none"  # no code was sent for this login attempt
+    INVALIDATED = "invalidated"  # the number's code budget is spent: the password is invalidated

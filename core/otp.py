@@ -56,12 +56,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.audit import Audit
 from core.db import readers_of
 from core.directory import find_number
-from core.enums import AuditEventType, Channel, OtpUsage
+from core.enums import AuditEventType, Channel, CodeStatus, LinkStatus, OtpStatus, OtpUsage
 from core.mail_address import mail_address_problems
 from core.models import OtpCode, OtpLoginAttempt, OtpRegistration, OtpSettings, PhoneNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
 from core.policy import DEFAULT_POLICY, PolicyLike
-from core.rules import is_within
+from core.rules import code_refusal, otp_status, registration_link_refusal
 from core.secrets import SecretHasher, default_hasher
 from core.tries import reserve_try
 
@@ -93,7 +93,7 @@ class UnknownNumber(LookupError):
 
 @dataclass(frozen=True)
 class OtpState:
-    status: str  # "unchosen" | "off" | "pending" | "on"
+    status: OtpStatus
     usage: OtpUsage
     mail_address: str | None = None  # the registered (active) receiving address
     pending_mail_address: str | None = None  # waiting for its link
@@ -101,12 +101,12 @@ class OtpState:
 
     @property
     def required_at_login(self) -> bool:
-        return self.status == "on"
+        return self.status is OtpStatus.ON
 
 
 @dataclass(frozen=True)
 class LinkResult:
-    status: str  # "ok" | "expired" | "used" | "unknown"
+    status: LinkStatus
     number: str | None = None
     mail_address: str | None = None
 
@@ -116,9 +116,6 @@ class IssuedCode:
     code: str = field(repr=False)
     mail_address: str
     expires_at: datetime
-
-
-#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
 
 
 def _phone(session: Session, number: str) -> PhoneNumber:
@@ -159,13 +156,9 @@ def otp_state(session: Session, *, number: str, now: datetime | None = None) -> 
     ).one_or_none()
     pending = _pending(session, phone.id, now) if now is not None else None
     if settings is None:
-        return OtpState("unchosen", OtpUsage.UNDECIDED)
+        return OtpState(OtpStatus.UNCHOSEN, OtpUsage.UNDECIDED)
     registered = settings.registered_at is not None and settings.mail_address is not None
-    status = {
-        OtpUsage.UNDECIDED: "unchosen",
-        OtpUsage.NOT_USED: "off",
-        OtpUsage.USED: "on" if registered else "pending",
-    }[settings.usage]
+    status = otp_status(settings.usage, registered=registered)
     return OtpState(
         status=status,
         usage=settings.usage,
@@ -418,21 +411,24 @@ def complete_registration_in_steps(
             )
     if token_hash is None:
         hasher.dummy_verify(secret)
-        return LinkResult("unknown")
+        return LinkResult(LinkStatus.UNKNOWN)
     if not hasher.verify(token_hash, secret):
-        return LinkResult("unknown")
+        return LinkResult(LinkStatus.UNKNOWN)
     with sessions() as session, session.begin():
         registration = session.get(OtpRegistration, registration_id, populate_existing=True)
         if registration is None or registration.token_hash != token_hash:
-            return LinkResult("unknown")
+            return LinkResult(LinkStatus.UNKNOWN)
         phone = session.get(PhoneNumber, registration.phone_number_id)
         assert phone is not None
-        if registration.superseded_at is not None:
-            return LinkResult("unknown", number=phone.number)
-        if registration.consumed_at is not None:
-            return LinkResult("used", number=phone.number)
-        if not is_within(registration.created_at, now, policy.registration_link_validity_seconds):
-            return LinkResult("expired", number=phone.number)
+        refusal = registration_link_refusal(
+            superseded=registration.superseded_at is not None,
+            consumed=registration.consumed_at is not None,
+            created_at=registration.created_at,
+            now=now,
+            validity_seconds=policy.registration_link_validity_seconds,
+        )
+        if refusal is not None:
+            return LinkResult(refusal, number=phone.number)
         claimed = session.execute(
             update(OtpRegistration)
             .where(
@@ -445,7 +441,7 @@ def complete_registration_in_steps(
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
         if claimed != 1:
-            return LinkResult("used", number=phone.number)
+            return LinkResult(LinkStatus.USED, number=phone.number)
         settings = _settings(session, phone)
         settings.mail_address = registration.mail_address
         if registration.confirmation_id_hash is not None:
@@ -456,7 +452,7 @@ def complete_registration_in_steps(
         settings.usage = OtpUsage.USED
         Audit.of_phone(session, phone, at=now, channel=channel).record(AuditEventType.OTP_REGISTERED, "ok")
         session.flush()
-        return LinkResult("ok", number=phone.number, mail_address=registration.mail_address)
+        return LinkResult(LinkStatus.OK, number=phone.number, mail_address=registration.mail_address)
 
 
 def _attempt(session: Session, attempt_id: str) -> OtpLoginAttempt | None:
@@ -551,7 +547,7 @@ def reserve_code_check(
     login_attempt_id: str,
     now: datetime,
     policy: PolicyLike = DEFAULT_POLICY,
-) -> CodeTicket | str:
+) -> CodeTicket | CodeStatus:
     """Count one try of the attempt's latest code before it is checked (one ``UPDATE …
     RETURNING``, so ``otp_code_max_failures`` stays exact under concurrent tries), or answer
     without spending one: ``none`` (no such attempt or code; spend a dummy check's time),
@@ -561,23 +557,24 @@ def reserve_code_check(
         _attempt(session, login_attempt_id) if login_attempt_id and len(login_attempt_id) <= 64 else None
     )
     if row is None or attempt is None or attempt.phone_number_id != row.id:
-        return "none"
-    if attempt.voided_at is not None:
-        return "too_many"
-    if attempt.completed_at is not None:
-        return "used"
+        return CodeStatus.NONE
     latest = session.scalars(
         select(OtpCode)
         .where(OtpCode.attempt_id == attempt.id, OtpCode.superseded_at.is_(None))
         .order_by(OtpCode.id.desc())
         .execution_options(populate_existing=True)
     ).first()
-    if latest is None:
-        return "none"
-    if latest.consumed_at is not None:
-        return "used"
-    if not is_within(latest.created_at, now, policy.otp_code_validity_seconds):
-        return "expired"
+    refusal = code_refusal(
+        attempt_voided=attempt.voided_at is not None,
+        attempt_completed=attempt.completed_at is not None,
+        code_consumed=None if latest is None else latest.consumed_at is not None,
+        code_created_at=None if latest is None else latest.created_at,
+        now=now,
+        validity_seconds=policy.otp_code_validity_seconds,
+    )
+    if refusal is not None:
+        return refusal
+    assert latest is not None
     limit = policy.otp_code_max_failures
     reserved = reserve_try(
         session,
@@ -589,7 +586,7 @@ def reserve_code_check(
     )
     session.expire(attempt)
     if reserved is None:
-        return "too_many"
+        return CodeStatus.TOO_MANY
     return CodeTicket(attempt.id, latest.id, latest.code_hash, row.id, limit, reserved)
 
 
@@ -606,7 +603,7 @@ def code_matches(ticket: CodeTicket | None, code: str, hasher: SecretHasher | No
 
 def settle_code_check(
     session: Session, ticket: CodeTicket, *, ok: bool, now: datetime, channel: Channel | str = Channel.WEB
-) -> str:
+) -> CodeStatus:
     """Record a checked try: ``ok`` (the code consumed, the attempt completed, the try given back),
     ``used`` (a concurrent try consumed it first), ``too_many`` (the last try was wrong: the
     attempt is void; or a concurrent try voided it first) or ``wrong``."""
@@ -628,7 +625,7 @@ def settle_code_check(
             voided = session.scalar(
                 select(OtpLoginAttempt.voided_at).where(OtpLoginAttempt.id == ticket.attempt_id)
             )
-            return "too_many" if voided is not None else "used"
+            return CodeStatus.TOO_MANY if voided is not None else CodeStatus.USED
         consumed = session.execute(
             update(OtpCode)
             .where(OtpCode.id == ticket.code_id, OtpCode.consumed_at.is_(None))
@@ -636,9 +633,9 @@ def settle_code_check(
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
         if consumed != 1:  # cannot happen while the attempt was open; keep the code single use
-            return "used"
+            return CodeStatus.USED
         audit.record(AuditEventType.OTP_CODE_ACCEPTED, "ok")
-        return "ok"
+        return CodeStatus.OK
     if ticket.reserved >= ticket.limit:
         session.execute(
             update(OtpLoginAttempt)
@@ -647,9 +644,9 @@ def settle_code_check(
             .execution_options(synchronize_session=False)
         )
         audit.record(AuditEventType.OTP_ATTEMPT_VOIDED, "too_many")
-        return "too_many"
+        return CodeStatus.TOO_MANY
     audit.record(AuditEventType.OTP_CODE_REJECTED, "wrong", f"remaining={ticket.limit - ticket.reserved}")
-    return "wrong"
+    return CodeStatus.WRONG
 
 
 def verify_code_in_steps(
@@ -662,7 +659,7 @@ def verify_code_in_steps(
     policy: PolicyLike = DEFAULT_POLICY,
     hasher: SecretHasher | None = None,
     channel: Channel | str = Channel.WEB,
-) -> str:
+) -> CodeStatus:
     """``ok`` | ``wrong`` | ``expired`` | ``used`` | ``too_many`` | ``none`` (no code for this
     attempt), with no lock held across the hash: a write transaction reserves the try
     (:func:`reserve_code_check`) and commits, the code is checked with none open

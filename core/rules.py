@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from core.enums import AuthUnit, CredentialKind, CredentialState
+from core.enums import AuthUnit, CodeStatus, CredentialKind, CredentialState, LinkStatus, OtpStatus, OtpUsage
 from core.policy import PolicyLike, permanent_max_age
 
 
@@ -129,3 +129,56 @@ def scope_numbers(
     if unit is AuthUnit.ADMIN_USER and login_number == contract_number:
         return everything
     return [login_number]
+
+
+# --------------------------------------------------------------------- one-time passwords
+
+
+def otp_status(usage: OtpUsage, *, registered: bool) -> OtpStatus:
+    """Where a number's OTP settings stand: the customer's choice, and whether an address is
+    registered (a mailed link followed)."""
+    if usage is OtpUsage.UNDECIDED:
+        return OtpStatus.UNCHOSEN
+    if usage is OtpUsage.NOT_USED:
+        return OtpStatus.OFF
+    return OtpStatus.ON if registered else OtpStatus.PENDING
+
+
+def registration_link_refusal(
+    *, superseded: bool, consumed: bool, created_at: datetime, now: datetime, validity_seconds: int
+) -> LinkStatus | None:
+    """Why a mailed registration link cannot register now (None: it can): a newer registration
+    replaced it (``unknown``, as if it never was), it was followed already (``used``), or it is
+    older than its validity (``expired``, 24 h by default)."""
+    if superseded:
+        return LinkStatus.UNKNOWN
+    if consumed:
+        return LinkStatus.USED
+    if not is_within(created_at, now, validity_seconds):
+        return LinkStatus.EXPIRED
+    return None
+
+
+def code_refusal(
+    *,
+    attempt_voided: bool,
+    attempt_completed: bool,
+    code_consumed: bool | None,
+    code_created_at: datetime | None,
+    now: datetime,
+    validity_seconds: int,
+) -> CodeStatus | None:
+    """Why a one-time code cannot be checked for this login attempt (None: a try may be spent on
+    it): the attempt's tries are spent (``too_many``), the attempt is done (``used``), no code was
+    sent (``none``, ``code_consumed`` None), the code was used or is older than its validity."""
+    if attempt_voided:
+        return CodeStatus.TOO_MANY
+    if attempt_completed:
+        return CodeStatus.USED
+    if code_consumed is None or code_created_at is None:
+        return CodeStatus.NONE
+    if code_consumed:
+        return CodeStatus.USED
+    if not is_within(code_created_at, now, validity_seconds):
+        return CodeStatus.EXPIRED
+    return None

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from core.enums import CodeStatus, LinkStatus, OtpStatus
+
 LoginStatus = Literal["ok", "wrong", "invalidated", "temporary_expired", "throttled"]
-OtpStatus = Literal["unchosen", "off", "pending", "on"]
-LinkStatus = Literal["ok", "expired", "used", "unknown"]
-CodeStatus = Literal["ok", "wrong", "expired", "used", "too_many", "none", "invalidated"]
 ConfirmationStatus = Literal["ok", "wrong", "locked"]
 
 
@@ -102,7 +101,7 @@ class LoginOutcome:
     role: str | None = None  # "line" | "number" | "admin" | "user"
     must_change_password: bool = False
     change_reason: Literal["temporary", "expired"] | None = None
-    otp: OtpState = field(default_factory=lambda: OtpState("unchosen"))
+    otp: OtpState = field(default_factory=lambda: OtpState(OtpStatus.UNCHOSEN))
     retry_after_seconds: int = 0  # "throttled": the client's failure budget is spent
     temporary: bool | None = None  # "invalidated": the password was a temporary one (None: unknown)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,11 +29,9 @@ from web_stub.backend import (
     InputRefused,
     IssuedCode,
     LinkOutcome,
-    LinkStatus,
     LoginOutcome,
     NumberServices,
     OtpState,
-    OtpStatus,
     SessionRecord,
     WebLimits,
 )
@@ -351,7 +349,7 @@ class CoreBackend:
     def otp_state(self, *, number: str) -> OtpState:
         with self._tx() as session:
             state = otp.otp_state(session, number=number)
-        return OtpState(cast(OtpStatus, state.status), state.mail_address)
+        return OtpState(state.status, state.mail_address)
 
     def otp_decline(self, *, number: str, now: datetime) -> None:
         with self._tx() as session:
@@ -403,7 +401,7 @@ class CoreBackend:
 
     def otp_confirm_link(self, *, token: str, now: datetime) -> LinkOutcome:
         result = otp.complete_registration_in_steps(self._sessions, token=token, now=now, policy=self._policy)
-        return LinkOutcome(cast(LinkStatus, result.status), result.number)
+        return LinkOutcome(result.status, result.number)
 
     def otp_issue_code(self, *, number: str, login_attempt_id: str, now: datetime) -> IssuedCode:
         new_code = otp.prepare_code()  # hashed before the transaction
@@ -445,14 +443,14 @@ class CoreBackend:
             taken = limits.take_code_check(session, number=number, now=now, budget=self._code_budget)
             if not taken.allowed:
                 limits.invalidate_password(session, number=number, now=now, reason="otp_codes")
-                return "invalidated"
+                return CodeStatus.INVALIDATED
             ticket = otp.reserve_code_check(
                 session, number=number, login_attempt_id=login_attempt_id, now=now, policy=self._policy
             )
-            if isinstance(ticket, str):  # no try spent
+            if isinstance(ticket, CodeStatus):  # no try spent
                 status = self._settle_code_count(session, number=number, now=now, taken=taken, status=ticket)
-        if isinstance(ticket, str):
-            if ticket == "none":
+        if isinstance(ticket, CodeStatus):
+            if ticket is CodeStatus.NONE:
                 otp.code_matches(None, code)  # a dummy check (committed first): same time as a real one
             return status
         ok = otp.code_matches(ticket, code)
@@ -461,17 +459,17 @@ class CoreBackend:
             return self._settle_code_count(session, number=number, now=now, taken=taken, status=result)
 
     def _settle_code_count(
-        self, session: Session, *, number: str, now: datetime, taken: throttle.Taken, status: str
+        self, session: Session, *, number: str, now: datetime, taken: throttle.Taken, status: CodeStatus
     ) -> CodeStatus:
         """Give the number's count back unless the code was wrong; at the limit, invalidate."""
-        if status not in ("wrong", "too_many"):
+        if status not in (CodeStatus.WRONG, CodeStatus.TOO_MANY):
             throttle.give_back(
                 session, scope=limits.OTP_CODE_SCOPE, key=limits.credential_key(session, number), taken=taken
             )
         elif taken.count >= self._code_budget.limit:
             limits.invalidate_password(session, number=number, now=now, reason="otp_codes")
-            return "invalidated"
-        return cast(CodeStatus, status)
+            return CodeStatus.INVALIDATED
+        return status
 
     def otp_settings_locked(self, *, number: str) -> bool:
         with self._tx() as session:

@@ -137,3 +137,63 @@ def test_menu_keys() -> None:
     with pytest.raises(ValueError):
         AuthUnit.from_menu_key("4")
     assert AuthUnit.NUMBER.menu_key == "2"
+
+
+# --- one-time-password decisions, pure functions of state and now
+
+
+def test_otp_status_follows_the_choice_and_the_registration() -> None:
+    from core.enums import OtpStatus, OtpUsage
+    from core.rules import otp_status
+
+    assert otp_status(OtpUsage.UNDECIDED, registered=False) is OtpStatus.UNCHOSEN
+    assert otp_status(OtpUsage.NOT_USED, registered=True) is OtpStatus.OFF
+    assert otp_status(OtpUsage.USED, registered=False) is OtpStatus.PENDING
+    assert otp_status(OtpUsage.USED, registered=True) is OtpStatus.ON
+
+
+def test_a_registration_link_is_refused_when_replaced_used_or_older_than_24_hours() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from core.enums import LinkStatus
+    from core.rules import registration_link_refusal
+
+    sent = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    day = 24 * 3600
+
+    def refusal(
+        now: datetime = sent, *, superseded: bool = False, consumed: bool = False
+    ) -> LinkStatus | None:
+        return registration_link_refusal(
+            superseded=superseded, consumed=consumed, created_at=sent, now=now, validity_seconds=day
+        )
+
+    assert refusal(sent + timedelta(hours=23, minutes=59)) is None
+    assert refusal(sent + timedelta(hours=24, seconds=1)) is LinkStatus.EXPIRED
+    assert refusal(consumed=True) is LinkStatus.USED
+    assert refusal(superseded=True, consumed=True) is LinkStatus.UNKNOWN  # a newer one replaced it
+
+
+def test_a_code_is_refused_without_spending_a_try_when_it_cannot_match() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from core.enums import CodeStatus
+    from core.rules import code_refusal
+
+    sent = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    fresh = {
+        "attempt_voided": False,
+        "attempt_completed": False,
+        "code_consumed": False,
+        "code_created_at": sent,
+    }
+
+    def refusal(now: datetime = sent, **state: object) -> CodeStatus | None:
+        return code_refusal(**{**fresh, **state}, now=now, validity_seconds=300)  # type: ignore[arg-type]
+
+    assert refusal(sent + timedelta(seconds=299)) is None
+    assert refusal(sent + timedelta(seconds=301)) is CodeStatus.EXPIRED
+    assert refusal(code_consumed=True) is CodeStatus.USED
+    assert refusal(code_consumed=None, code_created_at=None) is CodeStatus.NONE
+    assert refusal(attempt_completed=True) is CodeStatus.USED
+    assert refusal(attempt_voided=True, attempt_completed=True) is CodeStatus.TOO_MANY
