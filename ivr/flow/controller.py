@@ -156,7 +156,7 @@ class CallController:
             record_start: asyncio.Future[bool]
             if self.store.queues_call_records:
                 record_start = asyncio.get_running_loop().create_future()
-                record_start.set_result(self._queue_record_start())
+                record_start.set_result(self._start_record())
             else:
                 record_start = asyncio.ensure_future(self._record_start())
             try:
@@ -322,26 +322,15 @@ class CallController:
         except Exception as exc:  # the line may be gone; the dialplan apologises then
             self.log.warning("apology_not_played", error_type=type(exc).__name__)
 
-    def _queue_record_start(self) -> bool:
+    async def _record_start(self) -> bool:
+        """The record's start, written in a thread (a store that writes each record itself)."""
+        return await asyncio.to_thread(self._start_record)
+
+    def _start_record(self) -> bool:
+        """The record's start (queued at once when the store batches records); False: not written."""
         report = self.report
         try:
             self.store.start_call(
-                call_id=report.call_id,
-                caller=report.caller,
-                service_number=report.service_number,
-                started_at=report.started_at,
-            )
-        except Exception as exc:
-            self.log.error("call_record_start_failed", error_type=type(exc).__name__)
-            return False
-        return True
-
-    async def _record_start(self) -> bool:
-        report = self.report
-        try:
-            await write_call_record(
-                self.store,
-                self.store.start_call,
                 call_id=report.call_id,
                 caller=report.caller,
                 service_number=report.service_number,
