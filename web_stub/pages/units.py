@@ -19,6 +19,7 @@ from web_stub.csv_files import (
 from web_stub.sessions import WebSession
 from web_stub.site import (
     UNIT_LABELS,
+    Detour,
     Site,
 )
 from web_stub.stages import Stage
@@ -97,11 +98,13 @@ class UnitPages:
         size = await run_in_threadpool(self.site.backend.contract_size, contract_id=session.contract_id)
         return size >= BULK_THRESHOLD
 
-    async def unit_change_page(self, request: Request) -> Response:
+    async def _unit_change_target(self, request: Request) -> tuple[WebSession, str, list[str]]:
+        """The logged-in session, the unit it may change to (else back to the unit page) and the
+        numbers whose passwords that change asks for."""
         new_unit = request.path_params["unit"]
         session = await self.site.logged_in(request, Stage.HOME)
         if new_unit not in UNIT_LABELS or new_unit == session.unit or not self._unit_change_allowed(session):
-            return self.site.redirect("/settings/unit", session)
+            raise Detour(self.site.redirect("/settings/unit", session))
         numbers = await run_in_threadpool(
             self.site.backend.unit_change_numbers,
             contract_id=session.contract_id,
@@ -109,20 +112,14 @@ class UnitPages:
             login_number=session.number,
             now=self.site.clock(),
         )
+        return session, new_unit, numbers
+
+    async def unit_change_page(self, request: Request) -> Response:
+        session, new_unit, numbers = await self._unit_change_target(request)
         return self._unit_form(request, session, new_unit, numbers, bulk=await self.unit_bulk(session))
 
     async def unit_download(self, request: Request) -> Response:
-        new_unit = request.path_params["unit"]
-        session = await self.site.logged_in(request, Stage.HOME)
-        if new_unit not in UNIT_LABELS or new_unit == session.unit or not self._unit_change_allowed(session):
-            return self.site.redirect("/settings/unit", session)
-        numbers = await run_in_threadpool(
-            self.site.backend.unit_change_numbers,
-            contract_id=session.contract_id,
-            new_unit=new_unit,
-            login_number=session.number,
-            now=self.site.clock(),
-        )
+        session, new_unit, numbers = await self._unit_change_target(request)
         if not await self.unit_bulk(session):
             return self.site.redirect(f"/settings/unit/{new_unit}", session)
         return await self.site.marks_csv(session, numbers, "unit-change.csv")
