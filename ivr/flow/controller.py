@@ -150,17 +150,16 @@ class CallController:
                 caller_kind=self.channel.caller.kind.value,
                 service_number=report.service_number,
             )
-            # the start is written whatever happens to the call meanwhile, so that a shutdown
-            # cutting the call here finishes a record that exists (not one still being written);
-            # a batching store only queues it: done at once, no task, nothing to wait for
-            record_start: asyncio.Future[bool]
-            if self.store.queues_call_records:
-                record_start = asyncio.get_running_loop().create_future()
-                record_start.set_result(self._start_record())
-            else:
-                record_start = asyncio.ensure_future(self._record_start())
+            # A batching store only queues the start: done here, nothing to wait for. A store that
+            # writes it gets a task, which goes on whatever happens to the call meanwhile, so that
+            # a shutdown cutting the call here finishes a record that exists (`_finish_cut_record`).
+            queued = self.store.queues_call_records
+            start_task = None if queued else asyncio.ensure_future(self._record_start())
             try:
-                record_started = await asyncio.shield(record_start)
+                if start_task is None:
+                    record_started = self._start_record()
+                else:
+                    record_started = await asyncio.shield(start_task)
                 if not record_started:
                     raise RuntimeError("call record could not be started")
                 report.outcome = await self.execute()
@@ -175,7 +174,7 @@ class CallController:
                 report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.SYSTEM_ERROR
                 self.log.warning("call_cut_by_shutdown", step=report.last_step.value)
                 report.ended_at = self.clock()
-                await asyncio.shield(self._finish_record_after(record_start))
+                await asyncio.shield(self._finish_cut_record(start_task))
                 raise
             except Exception as exc:  # the caller must hear an apology, never dead air
                 report.outcome = Outcome.COMPLETED if report.password_stored else Outcome.SYSTEM_ERROR
@@ -341,8 +340,10 @@ class CallController:
             return False
         return True
 
-    async def _finish_record_after(self, record_start: asyncio.Future[bool]) -> None:
-        if await record_start:
+    async def _finish_cut_record(self, start_task: asyncio.Task[bool] | None) -> None:
+        """The finish of a call cut by the shutdown: after its start, if that was written. A queued
+        start (no task) was, or the call would not have got past it."""
+        if start_task is None or await start_task:
             await self._record_finish()
 
     async def _record_finish(self) -> None:
