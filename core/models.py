@@ -362,9 +362,3 @@ class CallRecord(Base):
             f"CallRecord(call_id={self.call_id!r}, caller={self.caller!r}, outcome={self.outcome!r}, "
             f"unit={self.unit!r}, target_number={self.target_number!r})"
         )
-
-
-# The web login's own tables (sessions, rate counters, locks) share this metadata, and so do the
-# support site's (support IDs, notices, the delivery queue).
-from core import notice_models as _notice_models  # noqa: E402,F401
-from core import web_models as _web_models  # noqa: E402,F401

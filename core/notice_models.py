@@ -1,8 +1,8 @@
 """Tables of the support site: support IDs, their notification settings and destinations, the
 maintenance/outage notices, and the durable delivery queue (one row per notice × destination).
 
-Kept beside ``core.models`` (same ``Base``, imported at its end). The rules that read and write them
-live in ``notices/`` (pure functions of state and ``now``, and the queue's short transactions).
+Kept beside ``core.models`` (same ``Base``; ``core.schema`` has every table). The rules that read
+and write them live in ``notices/`` (pure functions of state and ``now``, and the queue's short transactions).
 No secret is stored in clear: passwords are argon2id hashes, confirmation links are stored as the
 SHA-256 of their token.
 """

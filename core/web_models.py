@@ -1,6 +1,6 @@
 """Tables of the web login's own state: server-side sessions, rate counters, number locks.
 
-Kept beside ``core.models`` (same ``Base``, imported at its end so every metadata user sees them).
+Kept beside ``core.models`` (same ``Base``; ``core.schema`` has every table).
 No secret is stored in clear: a session row is keyed by the SHA-256 of the cookie value, and the
 few secret values a session must carry (a registration draft's confirmation ID and password) are
 sealed with a key derived from the cookie value, which only the browser holds.

@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import context
 
 from core.db import make_engine
-from core.models import Base
+from core.schema import METADATA
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = METADATA
 
 
 def run_migrations_offline() -> None:

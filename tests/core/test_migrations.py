@@ -7,13 +7,13 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from core.db import HEAD_REVISION, downgrade_database, head_revision, schema_is_current, upgrade_database
-from core.models import Base
+from core.schema import METADATA
 
 
 def test_schema_matches_models(db_engine: Engine) -> None:
     assert schema_is_current(db_engine)
     with db_engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        differences = compare_metadata(MigrationContext.configure(connection), METADATA)
     assert differences == []
 
 
