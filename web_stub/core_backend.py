@@ -16,10 +16,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import auth, limits, otp, throttle, web_sessions
+from core import auth, limits, throttle, web_sessions
 from core.db import make_engine, make_session_factory, read_session_factory_for
 from core.enums import AuthUnit, CredentialKind, CredentialState
 from core.models import PhoneNumber
+from core.otp import choice, codes, confirmation, registration
+from core.otp.common import OtpNotAvailable, UnknownNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
 from core.policy import PolicyLike
 from web_stub.backend import (
@@ -233,14 +235,14 @@ class CoreBackend:
         found = []
         with read_session_factory_for(self._sessions)() as session, session.begin():
             for number in numbers:
-                state = otp.otp_state(session, number=number)
+                state = choice.otp_state(session, number=number)
                 if state.has_confirmation or state.mail_address is not None or state.status == "pending":
                     found.append(number)
         return found
 
     def otp_release(self, *, numbers: list[str], now: datetime) -> list[str]:
         with self._tx() as session:
-            return otp.release_registrations(session, numbers=numbers, now=now)
+            return registration.release_registrations(session, numbers=numbers, now=now)
 
     def contract_size(self, *, contract_id: int) -> int:
         with read_session_factory_for(self._sessions)() as session:
@@ -301,17 +303,17 @@ class CoreBackend:
     ) -> tuple[dict[int, dict[str, list[str]]], dict[int, str]]:
         problems: dict[int, dict[str, list[str]]] = {}
         tokens: dict[int, str] = {}
-        prepared: dict[int, otp.NewRegistration] = {}
+        prepared: dict[int, registration.NewRegistration] = {}
         for index, (_number, use, mail, confirmation_id, confirmation_password) in enumerate(rows):
             if not use:
                 continue
             try:  # checked and hashed before the transaction: no lock is held across a hash
-                prepared[index] = otp.prepare_registration(
+                prepared[index] = registration.prepare_registration(
                     mail_address=mail,
                     confirmation_id=confirmation_id,
                     confirmation_password=confirmation_password,
                 )
-            except otp.OtpInputError as exc:
+            except registration.OtpInputError as exc:
                 problems[index] = exc.problems
         with self._sessions() as session:
             session.begin()
@@ -321,9 +323,9 @@ class CoreBackend:
                 try:
                     with session.begin_nested():
                         if not use:
-                            otp.decline_otp(session, number=number, now=now)
+                            choice.decline_otp(session, number=number, now=now)
                             continue
-                        tokens[index] = otp.start_registration(
+                        tokens[index] = registration.start_registration(
                             session,
                             number=number,
                             registration=prepared[index],
@@ -331,7 +333,7 @@ class CoreBackend:
                             policy=self._policy,
                             replace_registered=True,  # the admin's bulk settings (seed P27)
                         )
-                except otp.UnknownNumber:
+                except UnknownNumber:
                     problems[index] = {"number": ["unknown"]}
             if problems:
                 session.rollback()
@@ -348,19 +350,19 @@ class CoreBackend:
     # ------------------------------------------------------------------ one-time password
     def otp_state(self, *, number: str) -> OtpState:
         with self._tx() as session:
-            state = otp.otp_state(session, number=number)
+            state = choice.otp_state(session, number=number)
         return OtpState(state.status, state.mail_address)
 
     def otp_decline(self, *, number: str, now: datetime) -> None:
         with self._tx() as session:
-            otp.decline_otp(session, number=number, now=now)
+            choice.decline_otp(session, number=number, now=now)
 
     def otp_disable(self, *, number: str, now: datetime) -> None:
         self.otp_decline(number=number, now=now)
 
     def otp_enable(self, *, number: str, now: datetime) -> OtpState:
         with self._tx() as session:
-            otp.choose_otp(session, number=number, now=now)
+            choice.choose_otp(session, number=number, now=now)
         return self.otp_state(number=number)
 
     def otp_register(
@@ -373,44 +375,47 @@ class CoreBackend:
         now: datetime,
     ) -> str:
         try:
-            registration = otp.prepare_registration(  # hashed before the transaction
+            prepared = registration.prepare_registration(  # hashed before the transaction
                 mail_address=email,
                 confirmation_id=confirmation_id,
                 confirmation_password=confirmation_password,
             )
             with self._tx() as session:
-                return otp.start_registration(
-                    session, number=number, registration=registration, now=now, policy=self._policy
+                return registration.start_registration(
+                    session, number=number, registration=prepared, now=now, policy=self._policy
                 )
-        except otp.OtpInputError as exc:
+        except registration.OtpInputError as exc:
             raise InputRefused(exc.problems) from None
-        except otp.OtpNotAvailable as exc:
+        except OtpNotAvailable as exc:
             raise InputRefused({"registration": [exc.reason]}) from None
 
     def otp_change_address(self, *, number: str, email: str, now: datetime) -> str:
         try:
-            registration = otp.prepare_address_change(mail_address=email)  # hashed before the transaction
+            # hashed before the transaction
+            prepared = registration.prepare_address_change(mail_address=email)
             with self._tx() as session:
-                return otp.start_address_change(
-                    session, number=number, registration=registration, now=now, policy=self._policy
+                return registration.start_address_change(
+                    session, number=number, registration=prepared, now=now, policy=self._policy
                 )
-        except otp.OtpInputError as exc:
+        except registration.OtpInputError as exc:
             raise InputRefused(exc.problems) from None
-        except otp.OtpNotAvailable as exc:
+        except OtpNotAvailable as exc:
             raise InputRefused({"mail_address": [exc.reason]}) from None
 
     def otp_confirm_link(self, *, token: str, now: datetime) -> LinkOutcome:
-        result = otp.complete_registration_in_steps(self._sessions, token=token, now=now, policy=self._policy)
+        result = registration.complete_registration_in_steps(
+            self._sessions, token=token, now=now, policy=self._policy
+        )
         return LinkOutcome(result.status, result.number)
 
     def otp_issue_code(self, *, number: str, login_attempt_id: str, now: datetime) -> IssuedCode:
-        new_code = otp.prepare_code()  # hashed before the transaction
+        new_code = codes.prepare_code()  # hashed before the transaction
         try:
             with self._tx() as session:
                 mail = limits.take_code_mail(session, number=number, now=now, budget=self._mail_budget)
                 if not mail.allowed:
                     raise CodeUnavailable("too_many_mails", mail.retry_after_seconds)
-                issued = otp.issue_code(
+                issued = codes.issue_code(
                     session,
                     number=number,
                     login_attempt_id=login_attempt_id,
@@ -418,7 +423,7 @@ class CoreBackend:
                     now=now,
                     policy=self._policy,
                 )
-        except otp.OtpNotAvailable as exc:
+        except OtpNotAvailable as exc:
             raise CodeUnavailable(exc.reason) from None
         return IssuedCode(code=issued.code, email=issued.mail_address)
 
@@ -444,18 +449,18 @@ class CoreBackend:
             if not taken.allowed:
                 limits.invalidate_password(session, number=number, now=now, reason="otp_codes")
                 return CodeStatus.INVALIDATED
-            ticket = otp.reserve_code_check(
+            ticket = codes.reserve_code_check(
                 session, number=number, login_attempt_id=login_attempt_id, now=now, policy=self._policy
             )
             if isinstance(ticket, CodeStatus):  # no try spent
                 status = self._settle_code_count(session, number=number, now=now, taken=taken, status=ticket)
         if isinstance(ticket, CodeStatus):
             if ticket is CodeStatus.NONE:
-                otp.code_matches(None, code)  # a dummy check (committed first): same time as a real one
+                codes.code_matches(None, code)  # a dummy check (committed first): same time as a real one
             return status
-        ok = otp.code_matches(ticket, code)
+        ok = codes.code_matches(ticket, code)
         with self._tx() as session:
-            result = otp.settle_code_check(session, ticket, ok=ok, now=now)
+            result = codes.settle_code_check(session, ticket, ok=ok, now=now)
             return self._settle_code_count(session, number=number, now=now, taken=taken, status=result)
 
     def _settle_code_count(
@@ -509,12 +514,12 @@ class CoreBackend:
             taken = self._counted_confirmation(session, number=number, now=now)
             if taken is None:
                 return "locked"
-            hashes = otp.confirmation_hashes(session, number=number)
-        ok = otp.confirmation_matches(
+            hashes = confirmation.confirmation_hashes(session, number=number)
+        ok = confirmation.confirmation_matches(
             hashes, confirmation_id=confirmation_id, confirmation_password=confirmation_password
         )
         with self._tx() as session:
-            otp.record_confirmation_check(session, hashes, ok=ok, now=now)
+            confirmation.record_confirmation_check(session, hashes, ok=ok, now=now)
             if self._settle_confirmation(session, number=number, now=now, taken=taken, wrong=not ok):
                 return "locked"
             return "ok" if ok else "wrong"
@@ -526,11 +531,11 @@ class CoreBackend:
             taken = self._counted_confirmation(session, number=number, now=now)
             if taken is None:
                 return ["locked"]
-            hashes = otp.confirmation_hashes(session, number=number)
+            hashes = confirmation.confirmation_hashes(session, number=number)
         # the current value checked and the new one hashed with no transaction open
-        change = otp.prepare_confirmation_change(hashes, which=which, current=current, new=new)
+        change = confirmation.prepare_confirmation_change(hashes, which=which, current=current, new=new)
         with self._tx() as session:
-            reasons = otp.apply_confirmation_change(session, change, now=now)
+            reasons = confirmation.apply_confirmation_change(session, change, now=now)
             wrong = "current_wrong" in reasons
             if self._settle_confirmation(session, number=number, now=now, taken=taken, wrong=wrong):
                 return ["locked"]

@@ -15,14 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.auth import authenticate, change_password_in_steps, log_in
 from core.models import OtpLoginAttempt
-from core.otp import (
-    complete_registration_in_steps,
-    issue_code,
-    prepare_code,
-    prepare_registration,
-    start_registration,
-    verify_code_in_steps,
-)
+from core.otp.codes import issue_code, prepare_code, verify_code_in_steps
+from core.otp.registration import complete_registration_in_steps, prepare_registration, start_registration
 from core.policy import CredentialPolicy
 from core.secrets import SecretHasher
 from tests.core.conftest import SEED_ADDITIONAL, SetTemporary, credential_of
@@ -208,13 +202,13 @@ def test_50_concurrent_wrong_confirmations_check_five_and_lock_the_settings(
 ) -> None:
     """The web's count (5 wrong confirmations lock the OTP settings) is taken and committed before
     the check, which runs with no transaction open: exactly 5 checks of both secrets."""
-    from core import otp
+    from core.otp import confirmation
     from web_stub.core_backend import CoreBackend
 
     set_temporary(SEED_ADDITIONAL, "24681357", at=core_now)
     _registered_with_a_code(sample_db, fast_hasher, core_now)
     counting = CountingHasher(fast_hasher)
-    monkeypatch.setattr(otp, "default_hasher", lambda: counting)
+    monkeypatch.setattr(confirmation, "default_hasher", lambda: counting)
     backend = CoreBackend(sample_db, CredentialPolicy())
     statuses = _together(
         ATTEMPTS,

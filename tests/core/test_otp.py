@@ -10,23 +10,21 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import AuditEvent, OtpCode, OtpSettings
-from core.otp import (
-    OtpInputError,
-    OtpNotAvailable,
+from core.otp.choice import choose_otp, decline_otp, otp_state
+from core.otp.codes import issue_code, prepare_code, verify_code_in_steps
+from core.otp.common import OtpNotAvailable
+from core.otp.confirmation import (
     change_confirmation_id_in_steps,
     change_confirmation_password_in_steps,
     check_confirmation_in_steps,
-    choose_otp,
+)
+from core.otp.registration import (
+    OtpInputError,
     complete_registration_in_steps,
-    decline_otp,
-    issue_code,
-    otp_state,
     prepare_address_change,
-    prepare_code,
     prepare_registration,
     start_address_change,
     start_registration,
-    verify_code_in_steps,
 )
 from core.secrets import SecretHasher
 from tests.core.conftest import SEED_ADDITIONAL, SEED_CONTRACT

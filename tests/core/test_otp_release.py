@@ -1,5 +1,5 @@
 """The admin's bulk release of one-time-password registrations and the password re-entry that
-confirms it (core.otp.release_registrations, core.auth.check_password_in_steps)."""
+confirms it (core.otp.registration.release_registrations, core.auth.check_password_in_steps)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.auth import check_password_in_steps
 from core.enums import AuditEventType, AuthUnit
 from core.models import AuditEvent
-from core.otp import (
+from core.otp.choice import otp_state
+from core.otp.registration import (
     complete_registration_in_steps,
-    otp_state,
     prepare_registration,
     release_registrations,
     start_registration,

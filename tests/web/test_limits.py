@@ -240,9 +240,9 @@ def test_a_registered_number_cannot_be_registered_again_by_post(
 def test_the_core_refuses_a_second_registration() -> None:
     import inspect
 
-    from core import otp
+    from core.otp import registration
 
-    assert "replace_registered" in inspect.signature(otp.start_registration).parameters
+    assert "replace_registered" in inspect.signature(registration.start_registration).parameters
 
 
 def test_switching_off_needs_the_agreement_on_the_post(

@@ -33,7 +33,7 @@ def register_form(email: str = MAIL, cid: str = CID, cpw: str = CPW, **overrides
 
 
 def web_database_otp_status(db: WebDatabase, number: str) -> str:
-    from core.otp import otp_state
+    from core.otp.choice import otp_state
 
     with db.session_factory() as session:
         return otp_state(session, number=number).status
