@@ -13,9 +13,14 @@ import secrets
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def absolute_path(path: Path) -> Path:
+    """A directory setting made absolute when the settings are built: a relative one (the defaults
+    ``data``, ``.lab``) is relative to the working directory the process started in, not to where
+    the code is installed, and stays where it was if the process changes directory later."""
+    return path.expanduser().resolve()
 
 
 class AgiSettings(BaseModel):
@@ -87,7 +92,9 @@ class LabSettings(BaseModel):
     """The local Asterisk lab (root filesystem, ports)."""
 
     cache_dir: Path = Path("/var/cache/ivr-lab")  # IVR_LAB__CACHE_DIR
-    run_dir: Path = PROJECT_ROOT / ".lab"
+    # The lab's state, logs and rendered configuration; relative: to the working directory (made
+    # absolute when the settings are built), so `ivr lab up` from the repository uses ./.lab.
+    run_dir: Path = Field(default=Path(".lab"), validate_default=True)
     mirror: str | None = None  # Debian mirror; None: read from the host's apt sources
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
@@ -113,6 +120,8 @@ class LabSettings(BaseModel):
     )
     agi_srv_ports: list[int] = []
     dns_address: str = "127.0.0.153"
+
+    _absolute_run_dir = field_validator("run_dir")(absolute_path)
 
 
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,128}")

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ivr.settings import PROJECT_ROOT, AgiSettings, AmiSettings, LabSettings, MenuSettings
+from ivr.settings import AgiSettings, AmiSettings, LabSettings, MenuSettings, absolute_path
 from notices.settings import NoticeSettings
 from web_stub.settings import SmtpSettings, WebSettings
 
@@ -46,7 +46,9 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    data_dir: Path = PROJECT_ROOT / "data"
+    # The SQLite file, the FastAGI secret file, `ivr run`'s logs and mail; relative: to the working
+    # directory (made absolute when the settings are built), so scripts/run uses the repository's data/.
+    data_dir: Path = Field(default=Path("data"), validate_default=True)
     database_url: str | None = None  # default: SQLite file in data_dir
     log_format: str = "json"  # json | console
     log_level: str = "info"
@@ -59,6 +61,8 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
     lab: LabSettings = Field(default_factory=LabSettings)
+
+    _absolute_data_dir = field_validator("data_dir")(absolute_path)
 
     @property
     def effective_database_url(self) -> str:

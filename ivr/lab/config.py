@@ -1,7 +1,8 @@
 """Render the Asterisk configuration (asterisk.conf.d/ and dialplan/) for one deployment.
 
-The files in the repository are what an operator deploys; their ``@NAME@`` placeholders (ports,
-paths, the service number, secrets) are filled in here. A placeholder left unfilled is an error,
+The files (package data, `ivr.assets`; the repository's top-level directories link there) are what
+an operator deploys; their ``@NAME@`` placeholders (ports, paths, the service number, secrets) are
+filled in here. A placeholder left unfilled is an error,
 never a silently broken Asterisk.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from ivr.settings import PROJECT_ROOT, VoiceSettings, agi_secret
+from ivr.assets import ASTERISK_CONFIG_DIR, DIALPLAN_DIR
+from ivr.settings import VoiceSettings, agi_secret
 
-CONFIG_DIR = PROJECT_ROOT / "asterisk.conf.d"
-DIALPLAN_DIR = PROJECT_ROOT / "dialplan"
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 
 
@@ -109,11 +110,16 @@ def render_text(template: str, values: Mapping[str, str], *, name: str = "templa
     return "".join(out)
 
 
-def template_files() -> list[Path]:
-    files = sorted(CONFIG_DIR.glob("*.conf")) + sorted(DIALPLAN_DIR.glob("*.conf"))
-    if not files:
-        raise ConfigError(f"no configuration templates in {CONFIG_DIR} / {DIALPLAN_DIR}")
-    return files
+def template_files() -> list[Traversable]:
+    """The configuration templates: every ``*.conf`` of asterisk.conf.d/, then of dialplan/ (a
+    directory with none, as in a package built without its data files, is an error)."""
+    found: list[Traversable] = []
+    for directory in (ASTERISK_CONFIG_DIR, DIALPLAN_DIR):
+        files = [f for f in directory.iterdir() if f.name.endswith(".conf")] if directory.is_dir() else []
+        if not files:
+            raise ConfigError(f"no configuration templates in {directory}")
+        found += sorted(files, key=lambda f: f.name)
+    return found
 
 
 def render_config(dest: Path, values: Mapping[str, str]) -> list[Path]:

@@ -1,10 +1,10 @@
 """The voice prompts: a catalog of ids and Japanese texts, built into 8 kHz mono wav files.
 
-``prompts/catalog.toml`` maps each id to its text. ``build_prompts`` speaks every text with Open
-JTalk inside the lab's root filesystem, converts it with sox to 8 kHz mono 16-bit and writes
-``<sounds>/ja/ivr/<id>.wav``. The sounds directory is cached under the hash of the catalog's texts
-and of the root filesystem, so a changed text (or a new speech engine) builds a new set and an
-unchanged one is reused at once.
+``prompts/catalog.toml`` (package data, `ivr.assets.PROMPT_CATALOG`) maps each id to its text.
+``build_prompts`` speaks every text with Open JTalk inside the lab's root filesystem, converts it
+with sox to 8 kHz mono 16-bit and writes ``<sounds>/ja/ivr/<id>.wav``. The sounds directory is
+cached under the hash of the catalog's texts and of the root filesystem, so a changed text (or a
+new speech engine) builds a new set and an unchanged one is reused at once.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import subprocess
 import time
 import tomllib
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from ivr.settings import PROJECT_ROOT
+from ivr.assets import PROMPT_CATALOG
 
-CATALOG_PATH = PROJECT_ROOT / "prompts" / "catalog.toml"
 PROMPT_RECIPE_VERSION = 1
 LANGUAGE = "ja"
 DICTIONARY = "/var/lib/mecab/dic/open-jtalk/naist-jdic"
@@ -88,7 +88,7 @@ class PromptsReport:
     count: int
 
 
-def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
+def load_catalog(path: Traversable = PROMPT_CATALOG) -> Catalog:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:

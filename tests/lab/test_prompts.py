@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from ivr.assets import PROMPT_CATALOG
 from ivr.lab import PROMPT_IDS, Lab
 from ivr.lab.prompts import load_catalog, prompt_file
-from ivr.settings import PROJECT_ROOT
 from stack.settings import load_settings
 
+REPO = Path(__file__).resolve().parents[2]
 KEBAB = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)+$")
-FLOW_DIRS = [PROJECT_ROOT / "ivr" / "flow"]
+FLOW_DIRS = [REPO / "ivr" / "flow"]
 
 
 def _sox_stat(path: Path) -> dict[str, float]:
@@ -102,10 +103,8 @@ def test_changed_text_builds_a_new_prompt_set(sounds_dir: Path, tmp_path: Path) 
 
     catalog = load_catalog()
     lab = Lab(load_settings())
-    changed_text = (
-        (PROJECT_ROOT / "prompts" / "catalog.toml")
-        .read_text(encoding="utf-8")
-        .replace('ご利用ありがとうございました。"\n', 'ご利用、ありがとうございました。"\n')
+    changed_text = PROMPT_CATALOG.read_text(encoding="utf-8").replace(
+        'ご利用ありがとうございました。"\n', 'ご利用、ありがとうございました。"\n'
     )
     changed_path = tmp_path / "catalog.toml"
     changed_path.write_text(changed_text, encoding="utf-8")

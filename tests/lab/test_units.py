@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ivr.assets import ASTERISK_CONFIG_DIR, DIALPLAN_DIR, PROMPT_CATALOG
 from ivr.lab.config import (
     AsteriskPaths,
     ConfigError,
@@ -16,6 +17,7 @@ from ivr.lab.config import (
     placeholder_values,
     render_config,
     render_text,
+    template_files,
 )
 from ivr.lab.rootfs import RootfsError, RootfsRecipe, host_debian_mirror
 from ivr.settings import AgiSettings, SecretError, agi_secret
@@ -231,3 +233,19 @@ def test_an_explicit_secret_wins_and_a_weak_one_is_refused(tmp_path: Path) -> No
         agi_secret(Settings(data_dir=tmp_path, agi=AgiSettings(secret="short")))
     with pytest.raises(SecretError):
         agi_secret(Settings(data_dir=tmp_path, agi=AgiSettings(secret="has space and ) paren " * 3)))
+
+
+def test_the_repositorys_configuration_directories_link_to_the_package_data() -> None:
+    """asterisk.conf.d/, dialplan/ and prompts/ at the top of the repository are what operators and
+    the docs know; the files live in the package (ivr/assets, shipped in the wheel): one copy."""
+    repo = Path(__file__).resolve().parents[2]
+    for name, target in (
+        ("asterisk.conf.d", Path(str(ASTERISK_CONFIG_DIR))),
+        ("dialplan", Path(str(DIALPLAN_DIR))),
+        ("prompts", Path(str(PROMPT_CATALOG)).parent),
+    ):
+        link = repo / name
+        assert link.is_symlink() and not link.readlink().is_absolute(), name
+        assert link.resolve() == target.resolve() == repo / "ivr" / "assets" / name
+    rendered = {f.name for f in template_files()}
+    assert rendered == {p.name for p in (repo / "asterisk.conf.d").glob("*.conf")} | {"extensions.conf"}

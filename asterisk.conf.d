@@ -1,0 +1,1 @@
+ivr/assets/asterisk.conf.d
