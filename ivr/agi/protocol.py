@@ -13,6 +13,7 @@ tested line by line. Reply shapes (from Asterisk's res_agi.c):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -138,9 +139,12 @@ def _find_blank_line(buffer: bytes | bytearray) -> tuple[int, int]:
 _SAFE_ARG = re.compile(r"[A-Za-z0-9_./:+*#=@-]{1,256}")
 
 
+_LINE_BREAK = re.compile(r"[\r\n\0]")
+
+
 def quote_arg(value: str) -> str:
     """Quote one command argument for Asterisk's parser (double quotes, backslash escapes)."""
-    if any(ch in value for ch in "\r\n\0"):
+    if _LINE_BREAK.search(value):
         raise ValueError("AGI arguments cannot contain line breaks")
     if _SAFE_ARG.fullmatch(value):
         return value
@@ -148,10 +152,21 @@ def quote_arg(value: str) -> str:
 
 
 def build_command(*words: str) -> bytes:
-    """``build_command("STREAM", "FILE", "ivr/choose-unit", "0123456789*#")`` -> bytes with a newline."""
+    """``build_command("STREAM", "FILE", "ivr/choose-unit", "0123456789*#")`` -> bytes with a newline.
+
+    A call sends the same few commands as every other (the same prompts, timeouts, variables), so
+    the bytes of the last `COMMAND_CACHE_SIZE` distinct commands are kept."""
     if not words:
         raise ValueError("empty AGI command")
-    return (" ".join(quote_arg(w) if i >= 1 else w for i, w in enumerate(words)) + "\n").encode("utf-8")
+    return _built(words)
+
+
+COMMAND_CACHE_SIZE = 1024  # bounded: a read-back of a number is one of many distinct commands
+
+
+@functools.lru_cache(maxsize=COMMAND_CACHE_SIZE)
+def _built(words: tuple[str, ...]) -> bytes:
+    return (" ".join([words[0], *map(quote_arg, words[1:])]) + "\n").encode("utf-8")
 
 
 # --------------------------------------------------------------------------- replies

@@ -60,28 +60,74 @@ class AgiConnection:
         self.command_timeout = command_timeout
         self.hung_up = False
         self.log = structlog.get_logger("ivr.agi")
+        self._deadline: float | None = None  # the running command's (loop time); None between
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._expired = False
 
     async def command(self, *words: str, time_limit: float | None = None) -> Response:
         """Send one command and return its 200 reply (hangup and failures raise)."""
         if self.hung_up:
             raise CallerHungUp()
-        limit = self.command_timeout if time_limit is None else time_limit
+        loop = asyncio.get_running_loop()
+        self._arm(loop, loop.time() + (self.command_timeout if time_limit is None else time_limit))
         sent = time.monotonic()
         try:
-            async with asyncio.timeout(limit):
-                self._writer.write(build_command(*words))
-                await self._writer.drain()
-                reply = await self._read_reply()
-                if self.metrics is not None:
-                    self.metrics.agi_round_trip(words, time.monotonic() - sent)
-                return reply
-        except TimeoutError as exc:
-            raise ChannelError(
-                f"AGI command {words[0]} {words[1] if len(words) > 1 else ''} timed out"
-            ) from exc
+            self._writer.write(build_command(*words))
+            await self._writer.drain()
+            reply = await self._read_reply()
+        except asyncio.CancelledError:
+            if self._expired:
+                self._expired = False
+                task = asyncio.current_task()
+                if task is not None and task.uncancel() == 0:  # our deadline, no other cancellation
+                    raise ChannelError(
+                        f"AGI command {words[0]} {words[1] if len(words) > 1 else ''} timed out"
+                    ) from None
+            raise
         except (ConnectionError, BrokenPipeError) as exc:
             self.hung_up = True
             raise CallerHungUp() from exc
+        finally:
+            self._deadline = None
+        if self.metrics is not None:
+            self.metrics.agi_round_trip(words, time.monotonic() - sent)
+        return reply
+
+    # A command's deadline, kept with ONE timer per connection (an `asyncio.timeout` per command put
+    # a timer in the loop's heap and cancelled it, ten times per short call). The timer is set again
+    # only when it fires before the running command's deadline (nearly always: replies come in
+    # milliseconds, deadlines are tens of seconds away) or when a command's deadline is sooner;
+    # at its deadline it cancels the command's task as `asyncio.timeout` does, and `command` turns
+    # that cancellation (and no other) into a ChannelError.
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._deadline = deadline
+        self._task = asyncio.current_task()
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._at_deadline, loop)
+
+    def _at_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:  # between commands: the next one sets the timer again
+            return
+        if loop.time() < deadline:  # a later command's deadline
+            self._timer = loop.call_at(deadline, self._at_deadline, loop)
+            return
+        if self._task is not None and not self._task.done():
+            self._expired = True
+            self._task.cancel()
+
+    def close(self) -> None:
+        """The connection is done: its timer goes (it would keep the connection for a deadline)."""
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def _read_reply(self) -> Response:
         while True:

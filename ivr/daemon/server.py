@@ -224,6 +224,18 @@ class FastAgiServer:
             reader, writer, command_timeout=self.agi.command_timeout_seconds, metrics=self.metrics
         )
         try:
+            await self._serve_connection(connection, reader, peer, task)
+        finally:
+            connection.close()
+
+    async def _serve_connection(
+        self,
+        connection: AgiConnection,
+        reader: asyncio.StreamReader,
+        peer: object,
+        task: asyncio.Task[None] | None,
+    ) -> None:
+        try:
             async with asyncio.timeout(self.agi.header_timeout_seconds):
                 env = await read_environment(reader, max_bytes=self.agi.header_max_bytes)
                 if env.network_script.strip("/") != ROUTE:

@@ -7,6 +7,9 @@ WAIT FOR DIGIT the next key or 0 on timeout, HANGUP notices, 511 on a dead chann
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import CallRecord
 from ivr.agi.protocol import build_command
+from ivr.channel import ChannelError
+from ivr.daemon.fastagi import AgiConnection
 from ivr.daemon.server import SECRET_VARIABLE, FastAgiServer, parse_networks, peer_allowed
 from ivr.flow.store import SqlCallStore
 from ivr.settings import AgiSettings, MenuSettings
@@ -466,3 +471,78 @@ async def test_a_burst_of_300_connections_at_once_is_served_with_the_default_set
                    for c in callers)  # fmt: skip
     finally:
         await srv.stop(grace_seconds=0.5)
+
+
+# ------------------------------------------------------------------ a command's deadline
+
+
+async def _connection_pair(
+    command_timeout: float,
+) -> tuple[AgiConnection, asyncio.StreamReader, asyncio.StreamWriter]:
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours)
+    peer_reader, peer_writer = await asyncio.open_connection(sock=theirs)
+    return AgiConnection(reader, writer, command_timeout=command_timeout), peer_reader, peer_writer
+
+
+async def _reply_to(
+    peer_reader: asyncio.StreamReader, peer_writer: asyncio.StreamWriter, count: int, after: float = 0.0
+) -> None:
+    """Asterisk's side: `count` replies, each `after` seconds after its command (a prompt playing)."""
+    for _ in range(count):
+        await peer_reader.readline()
+        await asyncio.sleep(after)
+        peer_writer.write(b"200 result=0\n")
+
+
+async def test_a_stalled_command_times_out_after_quick_ones_at_its_own_deadline() -> None:
+    connection, peer_reader, peer_writer = await _connection_pair(command_timeout=0.4)
+    replies = asyncio.create_task(_reply_to(peer_reader, peer_writer, 5, after=0.15))
+    loop = asyncio.get_running_loop()
+    for _ in range(5):  # 0.75 s in all: the one timer fires before each later deadline and is set again
+        await connection.command("ANSWER")
+    await replies
+    started = loop.time()
+    with pytest.raises(ChannelError, match="timed out"):
+        await connection.command("GET", "DATA", "ivr/choose-unit", "300", "1")  # nobody replies
+    assert 0.35 <= loop.time() - started < 1.5
+    connection.close()
+
+
+async def test_a_command_with_a_shorter_limit_times_out_at_it() -> None:
+    connection, peer_reader, peer_writer = await _connection_pair(command_timeout=30)
+    replies = asyncio.create_task(_reply_to(peer_reader, peer_writer, 1))
+    await connection.command("ANSWER")  # the timer is set 30 s ahead
+    await replies
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ChannelError, match="timed out"):
+        await connection.command("WAIT", "FOR", "DIGIT", "100", time_limit=0.3)
+    assert loop.time() - started < 5
+    connection.close()
+
+
+async def test_a_cancelled_command_is_cancelled_not_timed_out() -> None:
+    connection, _peer_reader, _peer_writer = await _connection_pair(command_timeout=1.0)
+    task = asyncio.create_task(connection.command("ANSWER", time_limit=0.3))
+    await async_eventually(lambda: _peer_reader._buffer, 3.0, what="the command sent")
+    task.cancel()  # the daemon's shutdown, before the deadline
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # the deadline of the cancelled command does not fall on the next one
+    replies = asyncio.create_task(_reply_to(_peer_reader, _peer_writer, 1, after=0.5))
+    assert (await connection.command("ANSWER")).result == "0"  # replied after the first deadline
+    await replies
+    connection.close()
+
+
+async def test_a_closed_connection_leaves_no_timer_holding_it() -> None:
+    connection, peer_reader, peer_writer = await _connection_pair(command_timeout=60)
+    replies = asyncio.create_task(_reply_to(peer_reader, peer_writer, 1))
+    await connection.command("ANSWER")
+    await replies
+    ref = weakref.ref(connection)
+    connection.close()
+    del connection
+    gc.collect()
+    assert ref() is None  # a timer 60 s ahead would have kept it
