@@ -98,6 +98,17 @@ class SqlCallStore:
         closes it)."""
         self.records = writer
 
+    def warm_up(self) -> None:
+        """Before the daemon listens, what its first calls would pay otherwise (a restarted daemon
+        meets Asterisk's reconnecting burst): the ORM's mappers configured (tens of ms holding the
+        GIL, in whichever thread first uses the ORM: the call-record writer's first batch), the
+        lookups' statements compiled and a pooled connection opened. Reads only."""
+        from sqlalchemy.orm import configure_mappers
+
+        configure_mappers()
+        self.lookup_caller("0000000000")
+        self.number_on_contract(0, "0000000000")
+
     def lookup_caller(self, caller_number: str) -> CallerLine | None:
         from core.phone_line import lookup_caller_line
 

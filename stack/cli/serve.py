@@ -169,6 +169,10 @@ async def _serve_batched(
             return "stopping" if server.stopping else "not_listening"
         return database_readiness(engine)
 
+    try:  # before listening: the first calls after a restart pay nothing extra
+        await asyncio.to_thread(store.warm_up)
+    except Exception as exc:  # the calls will say what is wrong with the database
+        log.warning("warm_up_failed", error_type=type(exc).__name__)
     ops: OpsServer | None = None
     where = {"host": agi_settings.host, "port": agi_settings.port}
     try:

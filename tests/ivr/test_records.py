@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.call_records import CallFinish, CallStart
@@ -319,3 +319,14 @@ def test_sigterm_writes_the_queued_records(
         daemon.stop()
     written = record(sessions, "1700000000.77")
     assert written is not None and written.outcome is not None
+
+
+def test_the_warm_up_before_listening_only_reads(engine: Engine, sessions: sessionmaker[Session]) -> None:
+    """`ivr serve` warms the store up before it listens: it reads (SELECT only, nothing committed)
+    and leaves the ORM ready, so the first batch of call records maps nothing."""
+    statements = statements_on(engine)
+    store = SqlCallStore(sessions)
+    store.warm_up()
+    assert statements
+    assert not [s for s in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+    assert inspect(CallRecord).configured  # the mappers are ready: nothing left for the first batch
