@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, inspect, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.call_records import CallFinish, CallStart
@@ -322,11 +322,10 @@ def test_sigterm_writes_the_queued_records(
 
 
 def test_the_warm_up_before_listening_only_reads(engine: Engine, sessions: sessionmaker[Session]) -> None:
-    """`ivr serve` warms the store up before it listens: it reads (SELECT only, nothing committed)
-    and leaves the ORM ready, so the first batch of call records maps nothing."""
+    """`ivr serve` warms the store up before it listens, on the database the calls use: it reads
+    and writes nothing."""
     statements = statements_on(engine)
     store = SqlCallStore(sessions)
     store.warm_up()
     assert statements
     assert not [s for s in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
-    assert inspect(CallRecord).configured  # the mappers are ready: nothing left for the first batch
