@@ -107,6 +107,21 @@ def prepare_address_change(*, mail_address: str, hasher: SecretHasher | None = N
     )
 
 
+def _supersede_pending(session: Session, phone_id: int, *, now: datetime) -> int:
+    """Every registration of the number still waiting for its link ends now; how many did."""
+    result = session.execute(
+        update(OtpRegistration)
+        .where(
+            OtpRegistration.phone_number_id == phone_id,
+            OtpRegistration.consumed_at.is_(None),
+            OtpRegistration.superseded_at.is_(None),
+        )
+        .values(superseded_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def _new_registration(
     session: Session,
     *,
@@ -116,16 +131,7 @@ def _new_registration(
     policy: PolicyLike,
     channel: Channel | str,
 ) -> str:
-    session.execute(
-        update(OtpRegistration)
-        .where(
-            OtpRegistration.phone_number_id == phone.id,
-            OtpRegistration.consumed_at.is_(None),
-            OtpRegistration.superseded_at.is_(None),
-        )
-        .values(superseded_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    _supersede_pending(session, phone.id, now=now)
     registration = OtpRegistration(
         phone_number_id=phone.id,
         token_hash=prepared.token_hash,
@@ -287,16 +293,7 @@ def release_registrations(
         settings = session.scalars(
             select(OtpSettings).where(OtpSettings.phone_number_id == phone.id)
         ).one_or_none()
-        pending = session.execute(
-            update(OtpRegistration)
-            .where(
-                OtpRegistration.phone_number_id == phone.id,
-                OtpRegistration.consumed_at.is_(None),
-                OtpRegistration.superseded_at.is_(None),
-            )
-            .values(superseded_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
+        pending = _supersede_pending(session, phone.id, now=now)
         registered = settings is not None and (
             settings.mail_address is not None or settings.confirmation_id_hash is not None
         )
