@@ -67,6 +67,7 @@ from agi_peer import (  # the sibling module, also when run as a script
 )
 
 REPO = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).resolve()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROUTE = "temp-password"
 SECRET_VARIABLE = "IVR_AGI_SECRET"
@@ -373,17 +374,41 @@ async def run_batch(
     return batch
 
 
-async def hashing_saturated(runner: Runner, *, seconds: float, hashers: int, probes: int) -> dict[str, Any]:
-    """`hashers` workers loop completed sessions (password hashes back to back) while `probes`
-    workers loop wrong-unit sessions; the probes' command round trips are the figure."""
-    probe_sessions: list[Session] = []
-    hash_sessions: list[Session] = []
+HASH_LOAD_SECRET = "IVR_BENCH_AGI_SECRET"  # the secret for `--hash-load`, in its environment (not argv)
 
-    async def loop(dialogs: Sequence[Dialog], out: list[Session]) -> None:
+
+async def hash_load(port: int, secret: str, *, seconds: float, hashers: int) -> dict[str, Any]:
+    """`--hash-load`: `hashers` workers loop completed sessions (password hashes back to back) for
+    `seconds`; prints ``started`` when they begin."""
+    runner = fastagi_runner(port, secret)
+    sessions: list[Session] = []
+    print("started", flush=True)
+    start = time.monotonic()
+    end = start + seconds
+
+    async def loop() -> None:
         n = 0
         while time.monotonic() < end:
-            out.append(await runner(dialogs[n % len(dialogs)], n))
+            sessions.append(await runner(COMPLETED[n % len(COMPLETED)], n))
             n += 1
+
+    await asyncio.gather(*(loop() for _ in range(hashers)))
+    wall = time.monotonic() - start
+    return {
+        "sessions": len(sessions),
+        "completed": sum(1 for s in sessions if s.result == "completed"),
+        "wall": wall,
+    }
+
+
+async def hashing_saturated(
+    runner: Runner, *, port: int, secret: str, seconds: float, hashers: int, probes: int
+) -> dict[str, Any]:
+    """`hashers` completing sessions loop (password hashes back to back) while `probes` workers loop
+    wrong-unit sessions; the probes' command round trips are the figure. The completing sessions
+    are driven by a second process (`--hash-load`), so the probes' process measures only the probes:
+    in one process, its own work for the completing sessions was in every probe's round trip."""
+    probe_sessions: list[Session] = []
 
     # the control: the same probes alone, just before, so the machine's own noise is in the figures
     control_end = time.monotonic() + seconds / 2
@@ -396,13 +421,31 @@ async def hashing_saturated(runner: Runner, *, seconds: float, hashers: int, pro
     await asyncio.gather(*(control(control_sessions) for _ in range(probes)))
     control_trips = [t for s in control_sessions for t in s.round_trips()]
 
-    end = time.monotonic() + seconds
-    start = time.monotonic()
-    await asyncio.gather(
-        *(loop(COMPLETED, hash_sessions) for _ in range(hashers)),
-        *(loop([WRONG_UNIT], probe_sessions) for _ in range(probes)),
+    load = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCRIPT),
+        "--hash-load",
+        str(port),
+        "--saturate-seconds",
+        str(seconds + 1.0),  # outlasts the probes
+        "--hashers",
+        str(hashers),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, HASH_LOAD_SECRET: secret},
     )
-    wall = time.monotonic() - start
+    assert load.stdout is not None
+    await load.stdout.readline()  # "started"
+    end = time.monotonic() + seconds
+
+    async def loop(out: list[Session]) -> None:
+        n = 0
+        while time.monotonic() < end:
+            out.append(await runner(WRONG_UNIT, n))
+            n += 1
+
+    await asyncio.gather(*(loop(probe_sessions) for _ in range(probes)))
+    output, _ = await load.communicate()
+    hashed = json.loads(output.decode().strip().splitlines()[-1])
     trips = [t for s in probe_sessions for t in s.round_trips()]
     return {
         "control_p50": rank(control_trips, 50),
@@ -413,7 +456,7 @@ async def hashing_saturated(runner: Runner, *, seconds: float, hashers: int, pro
         "round_trips": len(trips),
         "probe_ok": sum(1 for s in probe_sessions if s.result == WRONG_UNIT.expected),
         "probes": len(probe_sessions),
-        "completed_per_s": sum(1 for s in hash_sessions if s.result == "completed") / wall,
+        "completed_per_s": hashed["completed"] / hashed["wall"],
         "first_prompt_p99": rank([x for s in probe_sessions if (x := s.first_prompt_latency())], 99),
     }
 
@@ -713,7 +756,12 @@ async def benchmark(
         )
 
         results["saturated"] = await hashing_saturated(
-            run_daemon, seconds=args.saturate_seconds, hashers=args.hashers, probes=10
+            run_daemon,
+            port=daemon.port,
+            secret=secret,
+            seconds=args.saturate_seconds,
+            hashers=args.hashers,
+            probes=10,
         )
         sat = results["saturated"]
         print(
@@ -931,7 +979,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", help="the daemon's and ivr agi's log level")
     parser.add_argument("--quick", action="store_true", help="small run: levels 1,10, 100 sessions, 500 idle")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, logs)")
+    parser.add_argument(
+        "--hash-load", type=int, metavar="PORT", help=argparse.SUPPRESS
+    )  # hashing_saturated's
     args = parser.parse_args(argv)
+    if args.hash_load:  # the completing sessions of hashing_saturated, in a process of their own
+        global _RUN
+        _RUN += os.getpid() * 10  # call ids apart from the parent's
+        done = asyncio.run(
+            hash_load(
+                args.hash_load,
+                os.environ[HASH_LOAD_SECRET],
+                seconds=args.saturate_seconds,
+                hashers=args.hashers,
+            )
+        )
+        print(json.dumps(done), flush=True)
+        return 0
     if args.quick:
         args.levels, args.sessions, args.idle, args.saturate_seconds = [1, 10], 100, min(args.idle, 500), 3.0
         args.classic_levels = [1, 2]
