@@ -88,9 +88,10 @@ class DaemonMetrics:
         self.wrong_entries = Counter(
             "ivr_wrong_entries", "Entries refused (wrong, or nothing typed), by step", ["step"], registry=r
         )
-        for step in ENTRY_STEPS:
-            self.step_duration.labels(step)
-            self.wrong_entries.labels(step)
+        # the children of labelled series, looked up once: `labels()` takes a lock and builds a key
+        self._step_children = {step: self.step_duration.labels(step) for step in ENTRY_STEPS}
+        self._wrong_children = {step: self.wrong_entries.labels(step) for step in ENTRY_STEPS}
+        self._call_children = {outcome: self.calls.labels(outcome) for outcome in CALL_OUTCOMES}
         self.agi_command = Histogram(
             "ivr_agi_command_seconds",
             "AGI command round trip (sent to reply), by command; playback and key entry included",
@@ -121,13 +122,14 @@ class DaemonMetrics:
 
     # ------------------------------------------------------------------ hooks (one line each)
     def call_ended(self, outcome: str | None, seconds: float) -> None:
-        self.calls.labels(outcome or "system_error").inc()
+        outcome = outcome or "system_error"
+        (self._call_children.get(outcome) or self.calls.labels(outcome)).inc()
         self.call_duration.observe(seconds)
 
     def entry(self, step: str, accepted: bool, seconds: float) -> None:
-        self.step_duration.labels(step).observe(seconds)
+        (self._step_children.get(step) or self.step_duration.labels(step)).observe(seconds)
         if not accepted:
-            self.wrong_entries.labels(step).inc()
+            (self._wrong_children.get(step) or self.wrong_entries.labels(step)).inc()
 
     def hashed(self, seconds: float) -> None:
         self.hash_duration.observe(seconds)
