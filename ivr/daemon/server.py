@@ -36,7 +36,7 @@ from ivr.channel import CallerHungUp, ChannelError
 from ivr.daemon.fastagi import AgiConnection, FastAgiChannel, read_environment
 from ivr.flow.store import CallStore
 from ivr.flow.temporary_password import TemporaryPasswordCall, busy_call
-from ivr.settings import AgiSettings, MenuSettings
+from ivr.settings import AgiSettings, MenuSettings, hash_pool_size
 
 if TYPE_CHECKING:
     from ivr.metrics import DaemonMetrics
@@ -104,7 +104,7 @@ class FastAgiServer:
         self._extra_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._hash_pool = ThreadPoolExecutor(
-            max_workers=max(1, agi.hash_workers),
+            max_workers=hash_pool_size(agi),
             thread_name_prefix="ivr-hash",
             initializer=_lower_priority,
             initargs=(agi.hash_niceness,),

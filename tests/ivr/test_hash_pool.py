@@ -7,6 +7,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.secrets import SecretHasher
@@ -14,7 +15,7 @@ from ivr.daemon.scripted import FakeChannel
 from ivr.daemon.server import FastAgiServer
 from ivr.flow.store import SqlCallStore
 from ivr.flow.temporary_password import Outcome, temporary_password_call
-from ivr.settings import AgiSettings, MenuSettings
+from ivr.settings import AgiSettings, MenuSettings, hash_pool_size
 from tests.ivr.test_flow import PASSWORD, assert_password_stored
 
 
@@ -44,8 +45,13 @@ async def test_the_password_is_hashed_in_the_given_pool(
     assert_password_stored(voice_sessions, test_hasher, "0300001111")
 
 
-def test_the_daemon_bounds_concurrent_hashes_by_default() -> None:
-    assert AgiSettings().hash_workers == 2
+def test_the_daemon_bounds_concurrent_hashes_by_default_and_leaves_a_core_to_the_loop() -> None:
+    assert hash_pool_size(AgiSettings(), cpu_count=2) == 1
+    assert hash_pool_size(AgiSettings(), cpu_count=8) == 7
+    assert hash_pool_size(AgiSettings(), cpu_count=1) == 1
+    assert hash_pool_size(AgiSettings(hash_workers=3), cpu_count=2) == 3
+    with pytest.raises(ValueError):
+        AgiSettings(hash_workers=0)
 
 
 def _own_niceness() -> int:
