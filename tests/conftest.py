@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
+
+from tests.support import scratch_root
+
+# pytest's tmp_path and tmp_path_factory under the scratch root (a RAM file system where there is one)
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", str(scratch_root()))
 
 pytest_plugins = [
     "tests.fixtures.db",

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import scratch_root
+
 POSTFIX = Path("/usr/sbin/postfix")
 
 
@@ -47,7 +49,7 @@ def usable() -> str | None:
 def start_postfix(
     *, port: int, relay_port: int, bounce_domain: str, bounce_port: int, queue_lifetime: str = "4s"
 ) -> Postfix:
-    base = Path(tempfile.mkdtemp(prefix="ivr-postfix-"))
+    base = Path(tempfile.mkdtemp(prefix="ivr-postfix-", dir=scratch_root()))
     base.chmod(0o755)  # the postfix user walks into it
     for name in ("etc", "spool", "data"):
         (base / name).mkdir()
