@@ -57,6 +57,8 @@ class NoticeSettings(BaseModel):
     lease_seconds: float = 120.0  # a claimed mail not recorded within it is claimed again
     poll_seconds: float = 0.5
     flush_seconds: float = 0.05  # results are recorded in one transaction at most this long after
+    # the database away: the n-th failed recording in a row waits n × this (at most 5 s) to try again
+    record_retry_seconds: float = Field(default=0.2, gt=0)
     max_failures: int = Field(default=3, ge=1)  # consecutive failures that stop a destination
     retry_backoff_seconds: list[int] = Field(default_factory=lambda: [60, 300, 900, 1800, 3600])
     give_up_after_seconds: int = 24 * 3600  # a temporary failure for this long counts as failed

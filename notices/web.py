@@ -37,6 +37,11 @@ from notices.web_login import LoginPages
 log = structlog.get_logger("notices.web")
 
 HERE = Path(__file__).resolve().parent
+#: The support pages' templates, one environment for every app of the process: each template is
+#: compiled once (the tests build an app per test).
+TEMPLATES = Environment(
+    loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"])
+)
 SHARED_STATIC = HERE.parent / "web_stub" / "static"
 
 
@@ -153,9 +158,7 @@ class SupportSite(LoginPages):
         self.s = settings.notices
         self.sessions = sessions
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.templates = Environment(
-            loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"])
-        )
+        self.templates = TEMPLATES
         self.max_body = settings.web.max_form_bytes
         self._init_login(hasher, mailer)
 

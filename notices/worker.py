@@ -292,7 +292,7 @@ class DeliveryWorker:
             self._have_results.set()
             self.record_failures += 1
             log.warning("notice_record_failed", error_type=type(exc).__name__, pending=len(self._results))
-            await asyncio.sleep(min(5.0, 0.2 * self.record_failures))
+            await asyncio.sleep(min(5.0, self.s.record_retry_seconds * self.record_failures))
             return
         self.record_failures = 0
         for result in batch:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
+
+from tests.support import scratch_root
+
+# pytest's tmp_path and tmp_path_factory under the scratch root (a RAM file system where there is one)
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", str(scratch_root()))
 
 pytest_plugins = [
     "tests.fixtures.db",
@@ -33,8 +39,24 @@ def _process_state_left_as_found() -> Iterator[None]:
     signal.signal(signal.SIGTERM, sigterm)
 
 
+#: The markers of the tests that share one Asterisk lab and fixed ports: one process only.
+ONE_PROCESS_MARKERS = ("e2e", "lab", "browser")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under pytest-xdist (``-n``) an e2e, lab or browser test fails before its fixtures start
+    anything: two processes would fight over the lab's ports (scripts/test runs them apart)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and any(item.get_closest_marker(m) for m in ONE_PROCESS_MARKERS):
+        pytest.fail(
+            "e2e/lab/browser tests share one Asterisk and fixed ports: run them without -n "
+            '(-n goes with -m "not e2e and not lab and not browser")',
+            pytrace=False,
+        )
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The time each area took (setup, call and teardown of its tests), so a slow area shows."""
+    """The time each area took (setup, call and teardown of its tests), so a slow area shows. With
+    ``-n`` the processes' times add up: the sum is more than the wall-clock time."""
     by_area: dict[str, float] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
@@ -47,6 +69,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             by_area[area] = by_area.get(area, 0.0) + float(duration)
     if not by_area:
         return
-    terminalreporter.section("time per area")
+    processes = terminalreporter.config.getoption("numprocesses", default=None)
+    title = f"time per area (summed over {processes} processes)" if processes else "time per area"
+    terminalreporter.section(title)
     for area, seconds in sorted(by_area.items(), key=lambda item: -item[1]):
         terminalreporter.write_line(f"{seconds:8.1f} s  {area}")

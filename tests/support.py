@@ -1,5 +1,6 @@
 """What many tests need, in one home: waiting on a condition (never on the clock), a free port,
-a hasher that counts its checks, and the database lookups tests make to see what a call left.
+where scratch files go, a hasher that counts its checks, and the database lookups tests make to see
+what a call left.
 
 ``eventually`` returns the condition's first truthy value, so a test can wait for a thing and use
 it: ``row = eventually(lambda: record(sessions, "c.1"))``. It fails (AssertionError naming what
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import select
@@ -66,6 +71,28 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: A RAM file system used for scratch files when it has this much room.
+_SCRATCH_MIN_FREE_BYTES = 2 * 1024**3
+
+
+def scratch_root() -> Path:
+    """Where tests put scratch files: pytest's ``tmp_path`` (tests/conftest.py), the private
+    PostgreSQL cluster, the postfix instances. ``IVR_TEST_TMPDIR`` when set; else /dev/shm when it
+    is a writable RAM file system with room (the tests' databases need no durable disk: there, a
+    SQLite commit's fsync or a CREATE DATABASE does not wait for a busy disk); else the system's
+    temporary directory."""
+    chosen = os.environ.get("IVR_TEST_TMPDIR")
+    if chosen:
+        return Path(chosen)
+    shm = Path("/dev/shm")
+    try:
+        if os.access(shm, os.W_OK | os.X_OK) and shutil.disk_usage(shm).free >= _SCRATCH_MIN_FREE_BYTES:
+            return shm
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir())
 
 
 class CountingHasher(SecretHasher):

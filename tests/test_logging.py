@@ -133,6 +133,7 @@ async def test_lines_beyond_the_bound_are_dropped_and_counted(
     sink: _SinkStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ivr_logging._WRITER, "max_queued_bytes", 2000)
+    monkeypatch.setattr(ivr_logging, "LOOP_FLUSH_SECONDS", 0.001)  # the bound is under test, not the wait
     log = structlog.get_logger("t")
     sink.blocked.set()
     with lines_batched_on(asyncio.get_running_loop()):

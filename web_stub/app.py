@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from core.policy import PolicyLike
+from core.secrets import SecretHasher
 from web_stub import messages as msg
 from web_stub.backend import CredentialBackend
 from web_stub.mail import Mailer, SmtpMailer
@@ -58,15 +59,17 @@ def create_app(
     clock: Clock | None = None,
     mailer: Mailer | None = None,
     backend: CredentialBackend | None = None,
+    hasher: SecretHasher | None = None,
 ) -> Starlette:
     """The ASGI app from the settings sections it needs. The credential store is ``database_url``
-    (or an injected ``backend``); tests inject ``clock`` (24 h / 300 s / idle expiry) or ``mailer``."""
+    (or an injected ``backend``); tests inject ``clock`` (24 h / 300 s / idle expiry) or ``mailer``,
+    and ``hasher`` (argon2id with cheap parameters; the production parameters without it)."""
     if backend is None:
         if database_url is None:
             raise ValueError("create_app needs the credential store: database_url or backend")
         from web_stub.core_backend import CoreBackend
 
-        backend = CoreBackend.open(database_url, credentials, web)
+        backend = CoreBackend.open(database_url, credentials, web, hasher=hasher)
     site = Site(
         web=web,
         smtp=smtp,

@@ -24,6 +24,7 @@ from core.otp import choice, codes, confirmation, registration
 from core.otp.common import OtpNotAvailable, UnknownNumber
 from core.password_rules import confirmation_id_violations, confirmation_password_violations
 from core.policy import PolicyLike
+from core.secrets import SecretHasher, default_hasher
 from web_stub.backend import (
     CodeStatus,
     CodeUnavailable,
@@ -43,10 +44,16 @@ LOGIN_CLIENT_SCOPE = "login_client"
 
 class CoreBackend:
     def __init__(
-        self, session_factory: sessionmaker[Session], policy: PolicyLike, limits: WebLimits | None = None
+        self,
+        session_factory: sessionmaker[Session],
+        policy: PolicyLike,
+        limits: WebLimits | None = None,
+        *,
+        hasher: SecretHasher | None = None,
     ) -> None:
         self._sessions = session_factory
         self._policy = policy
+        self._hasher = hasher or default_hasher()  # every hash and check of the web goes through it
         self._limits = limits or WebLimits()
         self._times = web_sessions.SessionTimes(self._limits.idle_seconds, self._limits.lifetime_seconds)
         self._client_budget = throttle.Budget(
@@ -68,10 +75,12 @@ class CoreBackend:
         return self._sessions
 
     @classmethod
-    def open(cls, database_url: str, credentials: PolicyLike, web: Any) -> CoreBackend:
+    def open(
+        cls, database_url: str, credentials: PolicyLike, web: Any, *, hasher: SecretHasher | None = None
+    ) -> CoreBackend:
         """The backend on ``database_url`` with the credential policy and the web's limits."""
         engine = make_engine(database_url)
-        return cls(make_session_factory(engine), credentials, WebLimits.from_web_settings(web))
+        return cls(make_session_factory(engine), credentials, WebLimits.from_web_settings(web), hasher=hasher)
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -92,7 +101,14 @@ class CoreBackend:
         if len(password) > self._limits.max_secret_chars:
             return LoginOutcome("wrong")  # longer than any password: refused without hashing it
         # no database lock across the hash: reserve the try, commit, check, settle (core.auth.log_in)
-        result = auth.log_in(self._sessions, number=number, password=password, now=now, policy=self._policy)
+        result = auth.log_in(
+            self._sessions,
+            number=number,
+            password=password,
+            now=now,
+            policy=self._policy,
+            hasher=self._hasher,
+        )
         if result.status == "ok" and taken is not None and client is not None:
             with self._tx() as session:
                 throttle.give_back(session, scope=LOGIN_CLIENT_SCOPE, key=client[:80], taken=taken)
@@ -189,6 +205,7 @@ class CoreBackend:
                 current_password=current_password,
                 now=now,
                 policy=self._policy,
+                hasher=self._hasher,
             )
         except auth.CurrentPasswordWrong as exc:
             return {"wrong": ["current_wrong"], "expired": ["temporary_expired"]}.get(exc.status, ["locked"])
@@ -228,7 +245,12 @@ class CoreBackend:
         if len(password) > self._limits.max_secret_chars:
             return "wrong"
         return auth.check_password_in_steps(
-            self._sessions, number=number, password=password, now=now, policy=self._policy
+            self._sessions,
+            number=number,
+            password=password,
+            now=now,
+            policy=self._policy,
+            hasher=self._hasher,
         )
 
     def otp_registered_numbers(self, *, numbers: list[str]) -> list[str]:
@@ -263,6 +285,7 @@ class CoreBackend:
                 passwords=passwords,
                 now=now,
                 policy=self._policy,
+                hasher=self._hasher,
             )
         except auth.UnitChangeError as exc:
             return dict(exc.problems)  # the tries were counted and committed
@@ -285,7 +308,9 @@ class CoreBackend:
             for index, (number, password) in enumerate(rows):
                 try:
                     changes.append(
-                        auth.prepare_password_change(session, number=number, new_password=password)
+                        auth.prepare_password_change(
+                            session, number=number, new_password=password, hasher=self._hasher
+                        )
                     )
                 except auth.PasswordRuleError as exc:
                     problems[index] = list(exc.reasons)
@@ -312,6 +337,7 @@ class CoreBackend:
                     mail_address=mail,
                     confirmation_id=confirmation_id,
                     confirmation_password=confirmation_password,
+                    hasher=self._hasher,
                 )
             except registration.OtpInputError as exc:
                 problems[index] = exc.problems
@@ -379,6 +405,7 @@ class CoreBackend:
                 mail_address=email,
                 confirmation_id=confirmation_id,
                 confirmation_password=confirmation_password,
+                hasher=self._hasher,
             )
             with self._tx() as session:
                 return registration.start_registration(
@@ -392,7 +419,7 @@ class CoreBackend:
     def otp_change_address(self, *, number: str, email: str, now: datetime) -> str:
         try:
             # hashed before the transaction
-            prepared = registration.prepare_address_change(mail_address=email)
+            prepared = registration.prepare_address_change(mail_address=email, hasher=self._hasher)
             with self._tx() as session:
                 return registration.start_address_change(
                     session, number=number, registration=prepared, now=now, policy=self._policy
@@ -404,12 +431,12 @@ class CoreBackend:
 
     def otp_confirm_link(self, *, token: str, now: datetime) -> LinkOutcome:
         result = registration.complete_registration_in_steps(
-            self._sessions, token=token, now=now, policy=self._policy
+            self._sessions, token=token, now=now, policy=self._policy, hasher=self._hasher
         )
         return LinkOutcome(result.status, result.number)
 
     def otp_issue_code(self, *, number: str, login_attempt_id: str, now: datetime) -> IssuedCode:
-        new_code = codes.prepare_code()  # hashed before the transaction
+        new_code = codes.prepare_code(self._hasher)  # hashed before the transaction
         try:
             with self._tx() as session:
                 mail = limits.take_code_mail(session, number=number, now=now, budget=self._mail_budget)
@@ -456,9 +483,10 @@ class CoreBackend:
                 status = self._settle_code_count(session, number=number, now=now, taken=taken, status=ticket)
         if isinstance(ticket, CodeStatus):
             if ticket is CodeStatus.NONE:
-                codes.code_matches(None, code)  # a dummy check (committed first): same time as a real one
+                # a dummy check (committed first): same time as a real one
+                codes.code_matches(None, code, self._hasher)
             return status
-        ok = codes.code_matches(ticket, code)
+        ok = codes.code_matches(ticket, code, self._hasher)
         with self._tx() as session:
             result = codes.settle_code_check(session, ticket, ok=ok, now=now)
             return self._settle_code_count(session, number=number, now=now, taken=taken, status=result)
@@ -516,7 +544,10 @@ class CoreBackend:
                 return "locked"
             hashes = confirmation.confirmation_hashes(session, number=number)
         ok = confirmation.confirmation_matches(
-            hashes, confirmation_id=confirmation_id, confirmation_password=confirmation_password
+            hashes,
+            confirmation_id=confirmation_id,
+            confirmation_password=confirmation_password,
+            hasher=self._hasher,
         )
         with self._tx() as session:
             confirmation.record_confirmation_check(session, hashes, ok=ok, now=now)
@@ -533,7 +564,9 @@ class CoreBackend:
                 return ["locked"]
             hashes = confirmation.confirmation_hashes(session, number=number)
         # the current value checked and the new one hashed with no transaction open
-        change = confirmation.prepare_confirmation_change(hashes, which=which, current=current, new=new)
+        change = confirmation.prepare_confirmation_change(
+            hashes, which=which, current=current, new=new, hasher=self._hasher
+        )
         with self._tx() as session:
             reasons = confirmation.apply_confirmation_change(session, change, now=now)
             wrong = "current_wrong" in reasons

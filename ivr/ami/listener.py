@@ -62,13 +62,14 @@ class AmiListener:
             username=self.settings.username,
             secret=self.settings.secret.get_secret_value(),
             events="call,system",
-            reconnect_timeout=max(1, round(self.settings.reconnect_seconds)),
+            reconnect_timeout=max(1, round(self.settings.reconnect_seconds)),  # its constructor: int
             ping_delay=10,
             ping_interval=10,
             on_connect=self._on_connect,
             on_login=self._on_login,
             on_disconnect=self._on_disconnect,
         )
+        manager.reconnect_timeout = self.settings.reconnect_seconds  # its timer takes any: as set
         for name in CHANNEL_EVENTS:
             manager.register_event(name, self._on_event)
         return manager

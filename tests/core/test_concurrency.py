@@ -198,18 +198,15 @@ def test_50_concurrent_wrong_confirmations_check_five_and_lock_the_settings(
     fast_hasher: SecretHasher,
     set_temporary: SetTemporary,
     core_now: datetime,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The web's count (5 wrong confirmations lock the OTP settings) is taken and committed before
     the check, which runs with no transaction open: exactly 5 checks of both secrets."""
-    from core.otp import confirmation
     from web_stub.core_backend import CoreBackend
 
     set_temporary(SEED_ADDITIONAL, "24681357", at=core_now)
     _registered_with_a_code(sample_db, fast_hasher, core_now)
     counting = CountingHasher(fast_hasher)
-    monkeypatch.setattr(confirmation, "default_hasher", lambda: counting)
-    backend = CoreBackend(sample_db, CredentialPolicy())
+    backend = CoreBackend(sample_db, CredentialPolicy(), hasher=counting)
     statuses = _together(
         ATTEMPTS,
         lambda i: backend.otp_check_confirmation(

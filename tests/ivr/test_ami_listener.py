@@ -79,7 +79,7 @@ class StandInAmi:
 async def test_follows_channels_and_reconnects_after_a_restart() -> None:
     port = free_port()
     settings = AmiSettings(
-        host="127.0.0.1", port=port, username="ivr-daemon", secret=SecretStr("s3"), reconnect_seconds=1
+        host="127.0.0.1", port=port, username="ivr-daemon", secret=SecretStr("s3"), reconnect_seconds=0.2
     )
     ami = StandInAmi(
         port,
@@ -96,7 +96,7 @@ async def test_follows_channels_and_reconnects_after_a_restart() -> None:
     listener = AmiListener(settings)
     with structlog.testing.capture_logs() as logs:
         await listener.start()  # Asterisk not up yet: it keeps trying
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(0.5)  # two tries or more
         assert listener.logins == 0
         await ami.start()
         await async_eventually(lambda: listener.connected.is_set())

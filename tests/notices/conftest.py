@@ -41,11 +41,13 @@ class Received:
 
 @dataclass
 class MailServer:
-    """What the SMTP server saw. Local parts decide the reply: ``reject…`` 550, ``full…`` 452."""
+    """What the SMTP server saw. Local parts decide the reply: ``reject…`` 550, ``full…`` 452.
+    A RCPT of the slow domain takes ``slow_seconds``, or until ``slow_released`` is set."""
 
     host: str
     port: int
     slow_seconds: float = 2.0
+    slow_released: threading.Event = field(default_factory=threading.Event)
     data_delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     refused: list[tuple[str, int]] = field(default_factory=list)
@@ -56,7 +58,7 @@ class MailServer:
     ) -> str:
         local, _, domain = address.rpartition("@")
         if domain.lower() == SLOW_DOMAIN:
-            await asyncio.sleep(self.slow_seconds)
+            await asyncio.to_thread(self.slow_released.wait, self.slow_seconds)
         if local.startswith("reject"):
             with self.lock:
                 self.refused.append((address, 550))
@@ -101,6 +103,7 @@ def mail_server() -> Iterator[MailServer]:
     try:
         yield server
     finally:
+        server.slow_released.set()  # no RCPT left hanging
         controller.stop()
 
 
@@ -112,6 +115,7 @@ def notice_settings(mail_server: MailServer) -> NoticeSettings:
         smtp_connections=8,
         poll_seconds=0.05,
         flush_seconds=0.01,
+        record_retry_seconds=0.01,
         send_timeout_seconds=10,
         retry_backoff_seconds=[60],
         give_up_after_seconds=3600,

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -106,9 +107,10 @@ def test_the_api_is_off_without_a_token(db_url: str, db_sessions: sessionmaker[S
     assert client.post("/support/api/notices", json=NOTICE).status_code == 404
 
 
-def ivr(
+def ivr_process(
     db_url: str, tmp_path: Path, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """``ivr notices ARGS`` as an operator runs it: a process of its own."""
     env = dict(os.environ, IVR_DATABASE_URL=db_url, IVR_DATA_DIR=str(tmp_path), IVR_LOG_FORMAT="console")
     return subprocess.run(
         [sys.executable, "-m", "stack.cli.main", "notices", *args],
@@ -120,12 +122,39 @@ def ivr(
     )
 
 
+@pytest.fixture
+def ivr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``ivr(db_url, tmp_path, *args)``: ``ivr notices ARGS`` run in this process (the console
+    script's ``main``, with the same environment as ``ivr_process``): its exit status and output."""
+    from stack.cli.main import main
+
+    def run(db_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        monkeypatch.setenv("IVR_DATABASE_URL", db_url)
+        monkeypatch.setenv("IVR_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("IVR_LOG_FORMAT", "console")
+        capsys.readouterr()
+        try:
+            status = main(["notices", *args])
+        except SystemExit as exit_:  # argparse's usage errors, a missing schema
+            status = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["ivr", "notices", *args], status, out, err)
+
+    return run
+
+
 def test_the_cli_posts_lists_shows_and_resumes(
-    db_url: str, tmp_path: Path, customer: Customer, db_sessions: sessionmaker[Session]
+    db_url: str,
+    tmp_path: Path,
+    customer: Customer,
+    db_sessions: sessionmaker[Session],
+    ivr: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     _, (dest_id,) = customer("c@example.jp", ["c@example.jp"], state="stopped")
     customer("d@example.jp", ["d@example.jp"])
-    posted = ivr(
+    posted = ivr_process(  # the first through the real console entry point, the body on stdin
         db_url,
         tmp_path,
         "post",

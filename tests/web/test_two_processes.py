@@ -1,5 +1,6 @@
 """Two real `ivr web` processes on one SQLite file: they share the sessions and the per-client
-throttle, and a restart keeps a customer logged in."""
+throttle, and a restart keeps a customer logged in. The processes hash with the production argon2id
+parameters (the in-process app of the other web tests uses cheap ones)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 
 import httpx
 
+from core.secrets import PRODUCTION_PARAMETERS, SecretHasher
 from tests.fixtures.web import WebDatabase, free_port, ivr_web
 
 CONTRACT = "0300001111"
@@ -38,6 +40,10 @@ def test_two_processes_share_sessions_and_a_restart_keeps_the_login(web_database
             page = submit(browser, page, "/otp/decline", {"agree": "1"})
             assert page.url.path == "/home"
             cookie = browser.cookies["ivr_session"]
+        # the new password was hashed by `ivr web` with the production parameters
+        production = SecretHasher(PRODUCTION_PARAMETERS)
+        stored = web_database.credential(CONTRACT).secret_hash
+        assert production.verify(stored, NEW) and not production.needs_rehash(stored)
         # the other process knows the session …
         other = httpx.get(f"{b}/home", cookies={"ivr_session": cookie})
         assert other.status_code == 200 and 'data-number="0300001111"' in other.text
