@@ -24,7 +24,7 @@ from core.models import CallRecord
 from ivr.flow.records import CallRecordWriter, attach_records_writer, default_node_id
 from ivr.flow.store import SqlCallStore
 from ivr.settings import AgiSettings
-from tests.support import eventually, record
+from tests.support import eventually, free_port, record
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -173,12 +173,6 @@ def test_default_node_id() -> None:
 SECRET = "records-test-secret-0123456789abcdefghij"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _environment(call_id: str) -> bytes:
     lines = [
         "agi_network: yes",
@@ -263,7 +257,7 @@ def _call_until_the_record_is_written(
 def test_a_killed_daemons_open_record_is_closed_by_the_next_start(
     voice_db_url: str, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     first = Daemon(voice_db_url, port, tmp_path)
     first.start()
     try:
@@ -305,7 +299,7 @@ def test_a_killed_daemons_open_record_is_closed_by_the_next_start(
 def test_sigterm_writes_the_queued_records(
     voice_db_url: str, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     daemon = Daemon(voice_db_url, port, tmp_path)
     daemon.env["IVR_AGI__CALL_RECORD_FLUSH_SECONDS"] = "3600"  # only the shutdown flush can write it
     daemon.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import threading
 import time
 from collections import Counter
@@ -20,15 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from notices import accounts, rules
 from notices.settings import NoticeSettings
+from tests.support import free_port
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 SLOW_DOMAIN = "slow.example"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

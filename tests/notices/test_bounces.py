@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.notice_models import NoticeDestination
 from notices import queue, rules
 from notices.bounces import BounceHandler, parse_dsn, start_bounce_listener
+from tests.support import free_port
 
-from .conftest import TOKYO_FRIDAY_1030, Customer, free_port
+from .conftest import TOKYO_FRIDAY_1030, Customer
 from .test_delivery import destination, draft, post, states
 
 SECRET = b"bounce-test-secret"

@@ -16,9 +16,10 @@ from notices import queue
 from notices.service import run_service
 from notices.settings import NoticeSettings
 from stack.settings import Settings
+from tests.support import free_port
 
 from . import postfix
-from .conftest import Customer, MailServer, async_wait_for, free_port
+from .conftest import Customer, MailServer, async_wait_for
 from .test_delivery import destination, draft, post, states
 
 pytestmark = pytest.mark.skipif(postfix.usable() is not None, reason=postfix.usable() or "")
