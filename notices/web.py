@@ -12,6 +12,7 @@ The stylesheet is the settings site's (``/static/site.css``, served from web_stu
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,11 +38,17 @@ from notices.web_login import LoginPages
 log = structlog.get_logger("notices.web")
 
 HERE = Path(__file__).resolve().parent
-#: The support pages' templates, one environment for every app of the process: each template is
-#: compiled once (the tests build an app per test).
-TEMPLATES = Environment(
-    loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"])
-)
+
+
+@functools.cache
+def support_templates() -> Environment:
+    """The support pages' templates, one environment for every app of the process, built at the
+    first app: each template is compiled once (the tests build an app per test)."""
+    return Environment(
+        loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"])
+    )
+
+
 SHARED_STATIC = HERE.parent / "web_stub" / "static"
 
 
@@ -158,7 +165,7 @@ class SupportSite(LoginPages):
         self.s = settings.notices
         self.sessions = sessions
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.templates = TEMPLATES
+        self.templates = support_templates()
         self.max_body = settings.web.max_form_bytes
         self._init_login(hasher, mailer)
 

@@ -9,6 +9,7 @@ threadpool.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import secrets
@@ -47,9 +48,16 @@ from web_stub.stages import API_NEXT, PAGES, Event, Stage, next_stage, password_
 log = structlog.get_logger("web")
 
 HERE = Path(__file__).resolve().parent
-#: The pages' templates, one set for every app of the process: each template is compiled once (the
-#: tests build an app per test, hundreds in one process; compiling was most of a page's time).
-TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+@functools.cache
+def page_templates() -> Jinja2Templates:
+    """The pages' templates, one set for every app of the process, built at the first app: each
+    template is compiled once (the tests build an app per test, hundreds in one process; compiling
+    was most of a page's time). No app changes the set's environment."""
+    return Jinja2Templates(directory=str(HERE / "templates"))
+
+
 SESSION_COOKIE = "ivr_session"
 UNIT_LABELS = {"line": "回線単位", "number": "電話番号単位", "admin_user": "管理者/ユーザ単位"}
 STAGE_PAGES = PAGES  # the names the pages used before web_stub.stages
@@ -243,7 +251,7 @@ class Site:
         self.sender_domain = smtp.sender.rpartition("@")[2]
         self.form_token = FormToken(self.web.secret_key.get_secret_value())
         self.trusted_proxies = [ipaddress.ip_network(p, strict=False) for p in self.web.trusted_proxies]
-        self.templates = TEMPLATES
+        self.templates = page_templates()
 
     # ----------------------------------------------------------------- plumbing
     # ----------------------------------------------------------------- plumbing
