@@ -10,9 +10,8 @@ this module.
 
 from __future__ import annotations
 
-from core import models, notice_models, web_models
+from core import models, notice_models, web_models  # noqa: F401 - each puts its tables on METADATA
 
 __all__ = ["METADATA"]
 
 METADATA = models.Base.metadata
-_EVERY_MODEL_MODULE = (models, notice_models, web_models)  # imported for their tables on METADATA
