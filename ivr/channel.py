@@ -48,6 +48,16 @@ class NoInput:
 CollectResult = Digits | NoInput
 
 
+class Progress(StrEnum):
+    """What a caller hears while the daemon waits on something slow: a music-on-hold class of
+    ``musiconhold.conf`` (its announcement first, then a soft tone, looped), started and stopped
+    by the daemon without blocking (``StartMusicOnHold`` / ``StopMusicOnHold``), so the next
+    prompt follows the end of the wait at once."""
+
+    WAITING = "ivr-waiting"  # 「少々お待ちください。」: looking up the line or the number
+    SAVING = "ivr-saving"  # 「ただいま設定しています。しばらくお待ちください。」: the password's save
+
+
 class CallerIdKind(StrEnum):
     NUMBER = "number"  # digits, maybe with a leading +
     WITHHELD = "withheld"  # the caller chose not to show it (anonymous, restricted, ...)
@@ -142,6 +152,13 @@ class Channel(Protocol):
         """Forget the key that stopped the last interruptible prompt (it will not start the next
         entry)."""
         ...
+
+    async def start_progress(self, sound: Progress) -> None:
+        """Start the progress sound and return at once: it plays until `stop_progress` or the next
+        prompt."""
+        ...
+
+    async def stop_progress(self) -> None: ...
 
     async def set_variable(self, name: str, value: str) -> None: ...
 
@@ -250,6 +267,16 @@ class KeyReadingChannel(ABC):
     @abstractmethod
     async def _gather(self, prompt: str | None, wait: float, max_digits: int) -> Gathered:
         """Play `prompt` (if any) interruptibly and collect keys inside Asterisk (GET DATA)."""
+
+    @abstractmethod
+    async def _exec(self, application: str, *arguments: str) -> None:
+        """Run a dialplan application that returns at once (``EXEC``); a hangup raises."""
+
+    async def start_progress(self, sound: Progress) -> None:
+        await self._exec("StartMusicOnHold", sound.value)
+
+    async def stop_progress(self) -> None:
+        await self._exec("StopMusicOnHold")
 
     async def play(self, prompts: Sequence[str], *, interruptible: bool = True) -> str | None:
         for prompt in prompts:

@@ -106,6 +106,18 @@ class DaemonMetrics:
         self.hash_duration = Histogram(
             "ivr_password_hash_seconds", "Time to hash a temporary password", buckets=HASH_BUCKETS, registry=r
         )
+        self.progress_sounds = Counter(
+            "ivr_progress_sounds",
+            "Waits long enough for the caller to hear the progress sound, by step",
+            ["step"],
+            registry=r,
+        )
+        self.waits_too_long = Counter(
+            "ivr_waits_too_long",
+            "Waits past the menu's max_wait_seconds (the caller heard the apology), by step",
+            ["step"],
+            registry=r,
+        )
         self.database_errors = Counter(
             "ivr_database_errors", "Errors raised by the database driver (connection lost, ...)", registry=r
         )
@@ -133,6 +145,12 @@ class DaemonMetrics:
 
     def hashed(self, seconds: float) -> None:
         self.hash_duration.observe(seconds)
+
+    def progress_sound(self, step: str) -> None:
+        self.progress_sounds.labels(step).inc()
+
+    def wait_too_long(self, step: str) -> None:
+        self.waits_too_long.labels(step).inc()
 
     def agi_round_trip(self, words: tuple[str, ...], seconds: float) -> None:
         key = words[0] + (words[1] if len(words) > 1 and words[0] in TWO_WORD_COMMANDS else "")

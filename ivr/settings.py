@@ -77,6 +77,13 @@ class MenuSettings(BaseModel):
     # over from a wrong (overlong) entry that stop "wrong-entry" are dropped and it plays again.
     leftover_key_seconds: float = 1.0
     language: str = "ja"
+    # No dead air while the daemon waits (the line's lookup, the number's check, the password's
+    # save): a wait longer than this gets the progress sound (a short prompt, then a soft tone)
+    # until it ends, so no caller hears more than ~1 s of silence after an entry.
+    progress_after_seconds: float = Field(1.0, gt=0)
+    # Beyond this the caller hears the apology instead of waiting on; a save is abandoned before
+    # it commits (docs/voice.md "No dead air": why 10 s).
+    max_wait_seconds: float = Field(10.0, gt=0)
 
 
 class AmiSettings(BaseModel):

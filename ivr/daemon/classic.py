@@ -107,6 +107,11 @@ class ClassicAgiChannel(KeyReadingChannel):
         result = get_data_result(reply)
         return Gathered(result.digits, result.timed_out)
 
+    async def _exec(self, application: str, *arguments: str) -> None:
+        reply = await self._run(self._raw_command, build_command("EXEC", application, *arguments))
+        if reply.result == "-1":
+            raise CallerHungUp()
+
     def _raw_command(self, command: bytes) -> Response:
         """One command and its reply through our own parser: pyst2's reply pattern cannot tell
         ``result= (timeout)`` (no key) from ``result=`` (``#`` first)."""

@@ -229,6 +229,11 @@ class FastAgiChannel(KeyReadingChannel):
             self.log.debug("prompt", prompt=prompt, interrupted=bool(result.digits) or not result.timed_out)
         return Gathered(result.digits, result.timed_out)
 
+    async def _exec(self, application: str, *arguments: str) -> None:
+        reply = await self.connection.command("EXEC", application, *arguments)
+        if reply.result == "-1":
+            raise CallerHungUp()
+
     async def _after_failed_playback(self, prompt: str) -> None:
         """STREAM FILE and GET DATA say -1 both for a hangup and for a prompt file they cannot open."""
         await self.connection.command("CHANNEL", "STATUS")  # 511 / HANGUP raise CallerHungUp

@@ -82,6 +82,7 @@ class FakeChannel(KeyReadingChannel):
         self.caller_gone = False
         self.collects: list[dict[str, object]] = []
         self.commands = 0  # AGI commands the flow would have sent
+        self.progress: list[str] = []  # "start <class>" / "stop", in order
         self.now = 0.0  # the call's own time: a prompt heard to the end takes PROMPT_SECONDS
 
     def clock(self) -> float:
@@ -164,6 +165,15 @@ class FakeChannel(KeyReadingChannel):
     def _gathered(self, keys: str, timed_out: bool, max_digits: int) -> Gathered:
         self.collects.append({"max": max_digits, "count": len(keys), "timed_out": timed_out})
         return Gathered(keys, timed_out)
+
+    async def _exec(self, application: str, *arguments: str) -> None:
+        self._check_alive()
+        if application == "StartMusicOnHold":
+            self.progress.append(f"start {arguments[0]}")
+        elif application == "StopMusicOnHold":
+            self.progress.append("stop")
+        else:
+            raise ValueError(f"the fake knows no application {application}")
 
     # -- Channel properties and other verbs
     async def answer(self) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import structlog
 
 from core.enums import AuthUnit
-from ivr.channel import CallerHungUp, CallerIdKind, Channel, CollectResult, Digits, NoInput
+from ivr.channel import CallerHungUp, CallerIdKind, Channel, CollectResult, Digits, NoInput, Progress
 from ivr.flow.store import CallStore
 from ivr.settings import MenuSettings
 
@@ -73,6 +73,15 @@ NO_MATCH: Final = NoMatch()
 
 class TooManyWrong(Exception):
     """The step's last allowed entry was wrong."""
+
+    def __init__(self, step: Step) -> None:
+        super().__init__(step.value)
+        self.step = step
+
+
+class WaitTooLong(Exception):
+    """A wait of the daemon (the database, the password's save) passed `menu.max_wait_seconds`:
+    the caller hears the apology instead of waiting on."""
 
     def __init__(self, step: Step) -> None:
         super().__init__(step.value)
@@ -297,6 +306,58 @@ class CallController:
         if self.metrics is not None:
             self.metrics.entry(step.value, accepted, ended - started)
 
+    async def wait_for(
+        self, work: asyncio.Future[T], sound: Progress, *, abandon: Callable[[], bool] | None = None
+    ) -> T:
+        """The result of `work` (a lookup, a save), with no dead air while it comes.
+
+        Done within `menu.progress_after_seconds`: returned at once. Later: the progress `sound`
+        starts (without blocking) and stops as soon as `work` is done, so the next prompt follows
+        at once. Not done within `menu.max_wait_seconds` of the start: `abandon` is asked (a save's
+        guard: True when nothing will be committed) and `WaitTooLong` raised, so the caller hears
+        the apology; when `abandon` says the commit has begun, its result is awaited instead. A
+        hangup during the wait leaves the work stored or not, never half: it is abandoned if it
+        still can be, else awaited, so the report says which.
+        """
+        if not work.done():
+            await asyncio.wait((work,), timeout=self.menu.progress_after_seconds)
+        if not work.done():
+            await self._wait_with_progress(work, sound, abandon)
+        return work.result()
+
+    async def _wait_with_progress(
+        self, work: asyncio.Future[Any], sound: Progress, abandon: Callable[[], bool] | None
+    ) -> None:
+        step = self.report.last_step
+        started = self.monotonic()
+        if self.metrics is not None:
+            self.metrics.progress_sound(step.value)
+        try:
+            await self.channel.start_progress(sound)
+            self.log.info("progress_sound_started", step=step.value, sound=sound.value)
+            rest = self.menu.max_wait_seconds - self.menu.progress_after_seconds
+            await asyncio.wait((work,), timeout=max(0.0, rest))
+            if not work.done():
+                if abandon is None or abandon():
+                    _let_go(work, abandoned=abandon is not None)
+                    self.log.warning("wait_too_long", step=step.value, sound=sound.value)
+                    if self.metrics is not None:
+                        self.metrics.wait_too_long(step.value)
+                    await self.channel.stop_progress()
+                    raise WaitTooLong(step)
+                self.log.info("wait_past_limit_commit_begun", step=step.value)
+                await asyncio.wait((work,))  # the commit has begun: its result decides
+            await self.channel.stop_progress()
+        except CallerHungUp:
+            if not work.done() and (abandon is None or abandon()):
+                _let_go(work, abandoned=abandon is not None)
+            else:
+                await asyncio.wait((work,))
+            raise
+        self.log.info(
+            "progress_sound_stopped", step=step.value, wait_ms=round((self.monotonic() - started) * 1000)
+        )
+
     async def play(self, prompts: Sequence[str], *, interruptible: bool) -> None:
         self.report.prompts.extend(prompts)
         await self.channel.play(prompts, interruptible=interruptible)
@@ -372,6 +433,15 @@ def forget_task(task: asyncio.Future[Any]) -> None:
             task.exception()
     else:
         task.cancel()
+
+
+def _let_go(work: asyncio.Future[Any], *, abandoned: bool) -> None:
+    """Stop waiting for `work`. Work that was told it is abandoned (a save's guard) runs on to its
+    end, which writes nothing (and logs that it did not); other work is cancelled."""
+    if abandoned:
+        work.add_done_callback(lambda done: None if done.cancelled() else done.exception())
+    else:
+        forget_task(work)
 
 
 async def write_call_record(store: CallStore, method: Callable[..., None], **fields: Any) -> None:

@@ -13,8 +13,10 @@ in a thread); without one (``ivr agi``, tests) they write and commit at once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Engine
@@ -26,6 +28,48 @@ from core.phone_line import CallerLine
 
 if TYPE_CHECKING:
     from ivr.flow.records import CallRecordWriter
+
+
+class SaveAbandoned(Exception):
+    """The flow stopped waiting before the save began to commit: nothing was written."""
+
+
+class _SaveState(Enum):
+    PENDING = "pending"
+    COMMITTING = "committing"
+    ABANDONED = "abandoned"
+
+
+class SaveGuard:
+    """Decides a slow save one way only: the flow stops waiting, or the store commits, not both.
+
+    The store calls `begin_commit` just before COMMIT (False: it rolls back and raises
+    `SaveAbandoned`); the flow calls `abandon` when it will wait no longer (False: the commit has
+    begun, and its result decides what the caller hears). So a caller told the apology never has a
+    stored password, and a caller told 完了 always has one. Thread-safe: the store runs in a thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = _SaveState.PENDING
+
+    def begin_commit(self) -> bool:
+        with self._lock:
+            if self._state is _SaveState.ABANDONED:
+                return False
+            self._state = _SaveState.COMMITTING
+            return True
+
+    def abandon(self) -> bool:
+        with self._lock:
+            if self._state is _SaveState.COMMITTING:
+                return False
+            self._state = _SaveState.ABANDONED
+            return True
+
+    @property
+    def abandoned(self) -> bool:
+        return self._state is _SaveState.ABANDONED
 
 
 class CallStore(Protocol):
@@ -41,9 +85,17 @@ class CallStore(Protocol):
     def hash_password(self, plain: str) -> str: ...
 
     def save_temporary_password(
-        self, *, line: CallerLine, unit: AuthUnit, target_number: str, password_hash: str, now: datetime
+        self,
+        *,
+        line: CallerLine,
+        unit: AuthUnit,
+        target_number: str,
+        password_hash: str,
+        now: datetime,
+        guard: SaveGuard | None = None,
     ) -> None:
-        """Store and COMMIT (durably) before returning."""
+        """Store and COMMIT (durably) before returning; with a `guard`, ask it just before the
+        COMMIT and roll back (raising `SaveAbandoned`) when the flow has stopped waiting."""
         ...
 
     def start_call(
@@ -129,10 +181,19 @@ class SqlCallStore:
         return hash_secret(plain)
 
     def save_temporary_password(
-        self, *, line: CallerLine, unit: AuthUnit, target_number: str, password_hash: str, now: datetime
+        self,
+        *,
+        line: CallerLine,
+        unit: AuthUnit,
+        target_number: str,
+        password_hash: str,
+        now: datetime,
+        guard: SaveGuard | None = None,
     ) -> None:
         from core.phone_line import set_temporary_password
 
+        if guard is not None and guard.abandoned:  # abandoned before its turn: no transaction at all
+            raise SaveAbandoned()
         with self._sessions() as session, session.begin():
             set_temporary_password(
                 session,
@@ -143,6 +204,9 @@ class SqlCallStore:
                 now=now,
                 channel="phone",
             )
+            session.flush()  # every statement but the COMMIT done: what is left cannot fail halfway
+            if guard is not None and not guard.begin_commit():
+                raise SaveAbandoned()  # leaves the block: rolled back
 
     def start_call(
         self, *, call_id: str, caller: str | None, service_number: str | None, started_at: datetime

@@ -23,7 +23,7 @@ from core.enums import AuthUnit
 from core.phone import InvalidPhoneNumber, normalize_number
 from core.phone_line import CallerLine, target_number_for, temporary_password_problem
 from core.secrets import constant_time_equals
-from ivr.channel import CallerIdKind, Channel, Digits, digit_prompts
+from ivr.channel import CallerIdKind, Channel, Digits, Progress, digit_prompts
 from ivr.flow.controller import (
     NO_MATCH,
     RESULT_VARIABLE,
@@ -36,7 +36,7 @@ from ivr.flow.controller import (
     forget_task,
     utc_now,
 )
-from ivr.flow.store import CallStore
+from ivr.flow.store import CallStore, SaveAbandoned, SaveGuard
 from ivr.settings import MenuSettings
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class TemporaryPasswordCall(CallController):
         if lookup is None:
             self.log.info("caller_not_identified", caller_kind=channel.caller.kind.value)
             return await self.end(Outcome.CALLER_ID_WITHHELD, ["caller-id-withheld"])
-        line = await lookup
+        line = await self.wait_for(lookup, Progress.WAITING)
         if line is None:
             return await self.end(Outcome.CALLER_NOT_ELIGIBLE, ["caller-not-eligible"])
         self.log.debug(
@@ -150,24 +150,43 @@ class TemporaryPasswordCall(CallController):
             self.log.info("too_many_wrong", step=too_many.step.value)
             return await self.end(_TOO_MANY[too_many.step], ["too-many-wrong"])
 
-        # 6. Store durably, and only then say it is done.
+        # 6. Store durably, and only then say it is done: a save that takes longer than a moment
+        # (a burst of confirmations, a slow database) is heard as the progress sound, and one that
+        # takes too long as the apology, abandoned before it commits.
         report.last_step = Step.SAVE
+        guard = SaveGuard()
+        save = asyncio.ensure_future(self._save(line, unit, target, password, guard))
+        await self.wait_for(save, Progress.SAVING, abandon=guard.abandon)
+        report.last_step = Step.FAREWELL
+        return await self.end(Outcome.COMPLETED, ["set-for-number-prefix", *read_back, "completed-suffix"])
+
+    async def _save(
+        self, line: CallerLine, unit: AuthUnit, target: str, password: str, guard: SaveGuard
+    ) -> None:
+        """Hash (in the hash pool), then store and commit (in a thread): no database lock is held
+        across the hash. `report.password_stored` is set here, when the commit returns, whatever
+        the caller is doing by then."""
         save_started = self.monotonic()
-        password_hash = await asyncio.get_running_loop().run_in_executor(
-            self.hash_executor, self.store.hash_password, password
-        )
-        hashed = self.monotonic()
-        if self.metrics is not None:
-            self.metrics.hashed(hashed - save_started)
-        await asyncio.to_thread(  # the hash is done: no database lock is held across it
-            self.store.save_temporary_password,
-            line=line,
-            unit=unit,
-            target_number=target,
-            password_hash=password_hash,
-            now=self.clock(),
-        )
-        report.password_stored = True
+        try:
+            password_hash = await asyncio.get_running_loop().run_in_executor(
+                self.hash_executor, _hash_unless_abandoned, self.store, password, guard
+            )
+            hashed = self.monotonic()
+            if self.metrics is not None:
+                self.metrics.hashed(hashed - save_started)
+            await asyncio.to_thread(
+                self.store.save_temporary_password,
+                line=line,
+                unit=unit,
+                target_number=target,
+                password_hash=password_hash,
+                now=self.clock(),
+                guard=guard,
+            )
+        except SaveAbandoned:
+            self.log.warning("temporary_password_abandoned", target_number=target)
+            raise
+        self.report.password_stored = True
         self.log.info(
             "temporary_password_stored",
             unit=unit.value,
@@ -175,8 +194,6 @@ class TemporaryPasswordCall(CallController):
             hash_ms=round((hashed - save_started) * 1000),
             store_ms=round((self.monotonic() - hashed) * 1000),
         )
-        report.last_step = Step.FAREWELL
-        return await self.end(Outcome.COMPLETED, ["set-for-number-prefix", *read_back, "completed-suffix"])
 
     # ------------------------------------------------------------------ what the steps check
 
@@ -193,8 +210,18 @@ class TemporaryPasswordCall(CallController):
             number = normalize_number(entry.value)
         except InvalidPhoneNumber:
             return NO_MATCH
-        on_contract = await asyncio.to_thread(self.store.number_on_contract, line.contract_id, number)
+        check = asyncio.ensure_future(
+            asyncio.to_thread(self.store.number_on_contract, line.contract_id, number)
+        )
+        on_contract = await self.wait_for(check, Progress.WAITING)
         return number if on_contract else NO_MATCH
+
+
+def _hash_unless_abandoned(store: CallStore, password: str, guard: SaveGuard) -> str:
+    """In a hashing thread: a save abandoned while it queued costs no hash."""
+    if guard.abandoned:
+        raise SaveAbandoned()
+    return store.hash_password(password)
 
 
 async def _unit_key(entry: Digits) -> AuthUnit | NoMatch:

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
@@ -45,8 +45,14 @@ PROMPT_IDS: tuple[str, ...] = (
     "system-error",
     "busy",
     "goodbye",
+    "please-wait",
+    "saving-please-wait",
     *DIGIT_PROMPT_IDS,
 )
+
+#: The directory (under the sounds directory) of the music-on-hold classes that play while the
+#: daemon waits (musiconhold.conf: ``directory=sounds/ivr-progress``); it holds the tones.
+PROGRESS_DIRECTORY = "ivr-progress"
 
 
 class PromptError(RuntimeError):
@@ -62,8 +68,29 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class Tone:
+    """A soft tone: `on` seconds of a sine at `frequency`, `off` seconds quiet, for `seconds`."""
+
+    id: str
+    frequency: float
+    on: float
+    off: float
+    seconds: float
+    volume_db: float
+
+    def sox_effects(self) -> str:
+        fade = min(0.02, self.on / 4)
+        repeats = max(0, round(self.seconds / (self.on + self.off)) - 1)
+        return (
+            f"synth {self.on:.3f} sine {self.frequency:g} fade q {fade:.3f} {self.on:.3f} {fade:.3f} "
+            f"gain {self.volume_db:g} pad 0 {self.off:.3f} repeat {repeats}"
+        )
+
+
+@dataclass(frozen=True)
 class Catalog:
     prompts: dict[str, Prompt]
+    tones: dict[str, Tone] = field(default_factory=dict)
     speed: float = 1.0
     volume_db: float = 0.0
     sample_rate: int = 8000
@@ -74,6 +101,7 @@ class Catalog:
             "recipe": PROMPT_RECIPE_VERSION,
             "voice": [self.speed, self.volume_db, self.sample_rate],
             "prompts": {p.id: [p.speech, p.silence] for p in self.prompts.values()},
+            "tones": {t.id: t.sox_effects() for t in self.tones.values()},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[
             :16
@@ -106,8 +134,26 @@ def load_catalog(path: Traversable = PROMPT_CATALOG) -> Catalog:
         if any(c in prompt_id for c in "/. \\") or not prompt_id:
             raise PromptError(f"{path}: bad prompt id {prompt_id!r}")
         prompts[prompt_id] = Prompt(prompt_id, text, speech, float(silence) if silence is not None else None)
+    tones: dict[str, Tone] = {}
+    for tone_id, entry in data.get("tones", {}).items():
+        if not isinstance(entry, dict) or any(c in tone_id for c in "/. \\") or not tone_id:
+            raise PromptError(f"{path}: bad tone {tone_id!r}")
+        try:
+            tones[tone_id] = Tone(
+                tone_id,
+                frequency=float(entry["frequency"]),
+                on=float(entry["on"]),
+                off=float(entry["off"]),
+                seconds=float(entry["seconds"]),
+                volume_db=float(entry.get("volume_db", -18.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PromptError(f"{path}: tones.{tone_id} needs frequency, on, off and seconds") from exc
+        if min(tones[tone_id].frequency, tones[tone_id].on, tones[tone_id].seconds) <= 0:
+            raise PromptError(f"{path}: tones.{tone_id} must have positive frequency, on and seconds")
     return Catalog(
         prompts=prompts,
+        tones=tones,
         speed=float(voice.get("speed", 1.0)),
         volume_db=float(voice.get("volume_db", 0.0)),
         sample_rate=int(voice.get("sample_rate", 8000)),
@@ -123,9 +169,15 @@ def prompt_file(sounds_dir: Path, prompt_id: str) -> Path:
     return sounds_dir / LANGUAGE / "ivr" / f"{prompt_id}.wav"
 
 
+def tone_file(sounds_dir: Path, tone_id: str) -> Path:
+    return sounds_dir / PROGRESS_DIRECTORY / f"{tone_id}.wav"
+
+
 def _is_complete(sounds_dir: Path, catalog: Catalog) -> bool:
-    return (sounds_dir / ".complete").is_file() and all(
-        prompt_file(sounds_dir, pid).is_file() for pid in catalog.prompts
+    return (
+        (sounds_dir / ".complete").is_file()
+        and all(prompt_file(sounds_dir, pid).is_file() for pid in catalog.prompts)
+        and all(tone_file(sounds_dir, tid).is_file() for tid in catalog.tones)
     )
 
 
@@ -160,6 +212,11 @@ def build_prompts(
                 f"sox {raw} -r {catalog.sample_rate} -c 1 -b 16 -e signed-integer {out} "
                 "silence 1 0.02 -45d reverse silence 1 0.02 -45d reverse norm -3 pad 0.05 0.15"
             )
+        for tone in catalog.tones.values():
+            out = shlex.quote(f"tone-{tone.id}.wav")
+            lines.append(
+                f"sox -n -r {catalog.sample_rate} -c 1 -b 16 -e signed-integer {out} {tone.sox_effects()}"
+            )
         (work / "build.sh").write_text("\n".join(lines) + "\n", encoding="utf-8")
         result = subprocess.run(
             ["chroot", str(root), "/bin/sh", f"/tmp/{work_name}/build.sh"],
@@ -174,6 +231,10 @@ def build_prompts(
         (partial / LANGUAGE / "ivr").mkdir(parents=True)
         for prompt in catalog.prompts.values():
             shutil.copy2(work / f"{prompt.id}.wav", prompt_file(partial, prompt.id))
+        if catalog.tones:
+            (partial / PROGRESS_DIRECTORY).mkdir()
+        for tone in catalog.tones.values():
+            shutil.copy2(work / f"tone-{tone.id}.wav", tone_file(partial, tone.id))
         (partial / "catalog.json").write_text(
             json.dumps({p.id: p.text for p in catalog.prompts.values()}, ensure_ascii=False, indent=1),
             encoding="utf-8",
