@@ -79,6 +79,7 @@ FLOOD_PREFIX = "0378"  # lines the web flood guesses passwords for
 _ASTERISK_LINE = re.compile(
     r"^\[(?P<ts>[\d-]+ [\d:.]+)\] \w+\[\d+\]\[(?P<callid>C-[0-9a-f]+)\] (?P<rest>.*)$"
 )
+_HOLD = re.compile(r"Started music on hold, class '(?P<cls>[^']+)'")
 _PLAYING = re.compile(r"Playing '(?P<file>[^']+?)(?:\.(?:wav|slin|gsm|ulaw|alaw))?'")
 _CALLER = re.compile(r"IVR_CALLER_NUM_LC=(\d+)|lab-baseline call caller=(\d+)")
 _BASELINE_RESULT = re.compile(r"lab-baseline result=(\w+)")
@@ -363,6 +364,7 @@ class AsteriskCall:
     answered_at: float | None = None
     agi_at: float | None = None
     plays: list[tuple[float, str]] = field(default_factory=list)  # (epoch, prompt file)
+    holds: list[tuple[float, str]] = field(default_factory=list)  # (epoch, music-on-hold class): progress
     result: str | None = None  # the baseline's "lab-baseline result=..." notice
 
 
@@ -388,6 +390,8 @@ def asterisk_calls(text: str) -> tuple[dict[str, AsteriskCall], Counter[str]]:
             call.agi_at = when
         elif played := _PLAYING.search(rest):
             call.plays.append((when, played.group("file")))
+        elif held := _HOLD.search(rest):
+            call.holds.append((when, held.group("cls")))
         elif " NOTICE[" in line and (result := _BASELINE_RESULT.search(rest)):
             call.result = result.group(1)
     return dict(calls), problems
@@ -424,6 +428,12 @@ class PhaseFigures:
     entry_to_prompt: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     reply_to_prompt: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # daemon side
     save: list[float] = field(default_factory=list)  # daemon: confirm step -> password stored
+    stored_to_prompt: list[float] = field(default_factory=list)  # daemon: stored -> completion prompt
+    silence: dict[str, list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )  # last key -> any sound
+    progress_calls: int = 0  # calls whose caller heard the progress sound (music on hold)
+    waits_too_long: int = 0  # waits past the limit: the caller heard the apology
     step_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     wrong_steps: int = 0  # entries of a wrong length / wrong entries (daemon or dialplan)
     wrong_records: int = 0  # call_records.wrong_entries summed
@@ -462,11 +472,19 @@ def measure_prompts(
             figures.answer_to_prompt.append(plays[0][0] - answered)
         if call.agi_at is not None:
             figures.answer_to_agi.append(call.agi_at - call.answered_at)
+        holds = [(when - offset, name) for when, name in call.holds]
+        figures.progress_calls += bool(holds)
+        sounds = sorted(when for when, _name in plays + holds)
         for entry, sent in sipp[call.caller].entry_sent_at.items():
             wanted = NEXT_PROMPT[entry]
             later = [when for when, name in plays if name == wanted and when >= sent - 0.25]
             if later:
                 figures.entry_to_prompt[entry].append(later[0] - sent)
+            # the silence after the entry: its last key -> the next sound of any kind (a prompt or
+            # the progress sound); keys typed over a prompt that goes on are not silence
+            heard = [when for when in sounds if when >= sent - 0.25]
+            if heard:
+                figures.silence[entry].append(max(0.0, heard[0] - sent))
     return offset
 
 
@@ -481,6 +499,17 @@ def measure_replies(
         if played is None:
             continue
         for event in call.events:
+            if event.get("event") == "temporary_password_stored" and (
+                stored := _epoch(event.get("timestamp"))
+            ):
+                completion = [
+                    w - offset
+                    for w, name in played.plays
+                    if name == NEXT_PROMPT["confirm"] and w - offset >= stored - 0.05
+                ]
+                if completion:
+                    figures.stored_to_prompt.append(completion[0] - stored)
+                continue
             if event.get("event") != "step" or event.get("result") != "digits":
                 continue
             step, logged = str(event.get("step")), _epoch(event.get("timestamp"))
@@ -516,6 +545,8 @@ def measure_daemon(figures: PhaseFigures, calls: dict[str, DaemonCall], expected
                     figures.save.append(stored - confirmed)
             elif name == "call_finished":
                 figures.outcomes[str(event.get("outcome"))] += 1
+            elif name == "wait_too_long":
+                figures.waits_too_long += 1
             if event.get("level") in ("warning", "error", "critical"):
                 figures.problems[f"daemon {event.get('level')}: {event.get('event')}"] += 1
 
@@ -916,6 +947,13 @@ class Bench:
 # ------------------------------------------------------------------------------------------ report
 
 
+def silence_figure(values: Sequence[float]) -> str:
+    """The p99 and the longest of the silences after the callers' entries."""
+    if not values:
+        return "-"
+    return f"{rank(values, 99) * 1000:.0f} / {max(values) * 1000:.0f} ms"
+
+
 def _mib(kib: int | None) -> str:
     return "-" if kib is None else f"{kib / 1024:.0f} MiB"
 
@@ -949,6 +987,15 @@ def table(phases: Sequence[PhaseFigures]) -> list[tuple[str, list[str]]]:
         (p50_p99(p.reply_to_prompt.get("password", [])) for p in phases),
     )
     row("save (confirm step -> stored) p50 / p99", (p50_p99(p.save) for p in phases))
+    row("saved -> completion prompt p50 / p99", (p50_p99(p.stored_to_prompt) for p in phases))
+    row(
+        "longest silence after an entry p99 / max",
+        (silence_figure([v for values in p.silence.values() for v in values]) for p in phases),
+    )
+    row(
+        "calls that heard the progress sound / the apology",
+        (f"{p.progress_calls} / {p.waits_too_long}" for p in phases),
+    )
     row(
         "keys lost: wrong entries (steps) / call records",
         (f"{p.wrong_steps} / {p.wrong_records}" for p in phases),
