@@ -93,7 +93,11 @@ class AmiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "ivr-daemon"
-    secret: SecretStr = SecretStr("ivr-lab-ami-secret")
+    # IVR_AMI__SECRET; else read from `secret_file` (default <data_dir>/ami-secret, created 0600 with
+    # a random secret on first use, like the FastAGI one): `ivr lab render` writes the same value
+    # into manager.conf. A value shipped anywhere (the old lab constant) refuses to start.
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
     reconnect_seconds: float = 2.0
 
 
@@ -158,17 +162,36 @@ class VoiceSettings(Protocol):
 
 
 class SecretError(ValueError):
-    """The FastAGI shared secret is missing or unusable."""
+    """The FastAGI or AMI secret is missing or unusable."""
 
 
 def agi_secret(settings: VoiceSettings) -> str:
     """The FastAGI shared secret: `agi.secret`, else the secret file (created with a new random
     secret, mode 0600, when it does not exist yet). The daemon and the lab's dialplan both call
     this, so they agree without the secret appearing in any command line or URL."""
-    if settings.agi.secret is not None:
-        value = settings.agi.secret.get_secret_value()
+    agi = settings.agi
+    return _secret("FastAGI", agi.secret, agi.secret_file or settings.data_dir / "agi-secret")
+
+
+#: AMI secrets that were shipped in this repository: known to anyone, refused.
+SHIPPED_AMI_SECRETS = frozenset({"ivr-lab-ami-secret"})
+
+
+def ami_secret(settings: VoiceSettings) -> str:
+    """The AMI account's secret: `ami.secret`, else the secret file (created like the FastAGI
+    one). The daemon's listener and the rendered manager.conf both call this."""
+    ami = settings.ami
+    if ami.secret is not None and ami.secret.get_secret_value() in SHIPPED_AMI_SECRETS:
+        raise SecretError(
+            "IVR_AMI__SECRET is a value shipped with this software: set a random one, or unset it"
+        )
+    return _secret("AMI", ami.secret, ami.secret_file or settings.data_dir / "ami-secret")
+
+
+def _secret(what: str, configured: SecretStr | None, path: Path) -> str:
+    if configured is not None:
+        value = configured.get_secret_value()
     else:
-        path = settings.agi.secret_file or settings.data_dir / "agi-secret"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -183,7 +206,7 @@ def agi_secret(settings: VoiceSettings) -> str:
                 tmp.unlink()
         value = path.read_text(encoding="utf-8").strip()
     if not SECRET_PATTERN.fullmatch(value):
-        raise SecretError("the FastAGI secret must be 32 to 128 characters of A-Z a-z 0-9 _ -")
+        raise SecretError(f"the {what} secret must be 32 to 128 characters of A-Z a-z 0-9 _ -")
     return value
 
 

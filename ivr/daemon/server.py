@@ -97,6 +97,7 @@ class FastAgiServer:
         self._sockets = sockets or []
         self._networks = parse_networks(agi.allowed_peers)
         self.active_calls = 0
+        self._live: dict[str, FastAgiChannel] = {}  # calls in progress, by Asterisk's unique id
         self.total_connections = 0
         self.rejected: Counter[str] = Counter()
         self._pending: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -122,6 +123,10 @@ class FastAgiServer:
     @property
     def listening(self) -> bool:
         return self._server is not None and self._server.is_serving() and not self.stopping
+
+    def live_calls(self) -> list[tuple[str, str | None, str | None]]:
+        """The calls in progress: (Asterisk's unique id, caller number, dialled number)."""
+        return [(call_id, ch.caller.number, ch.service_number) for call_id, ch in self._live.items()]
 
     @property
     def pending_connections(self) -> int:
@@ -267,9 +272,11 @@ class FastAgiServer:
             channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool, metrics=self.metrics
         )
         self.active_calls += 1
+        self._live[channel.call_id] = channel
         try:
             await call.run()
         finally:
             self.active_calls -= 1
+            self._live.pop(channel.call_id, None)
             if self.metrics is not None:  # also for a call cut by the shutdown (system_error)
                 self.metrics.call_ended(call.report.outcome, time.monotonic() - started)
