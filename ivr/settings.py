@@ -39,6 +39,12 @@ class AgiSettings(BaseModel):
     run_as_user: str | None = None  # drop root privileges to this user once the port is bound
     # A connection must send its AGI environment and prove the secret within this deadline; when
     # `max_pending_connections` are pending, the oldest pending one is dropped for a new one.
+    # Accepts per peer address (a token bucket): one Asterisk's reconnecting burst is a few hundred
+    # at once and 60/s for 300 calls in 5 s; beyond, connections are closed before anything runs.
+    accept_per_second: float = Field(200.0, gt=0)
+    accept_burst: int = Field(600, ge=1)
+    # Refused connections are counted; each reason is logged at most once per interval.
+    reject_log_interval_seconds: float = Field(10.0, ge=0)
     header_timeout_seconds: float = 1.0
     header_max_bytes: int = 8192
     command_timeout_seconds: float = 60.0

@@ -67,6 +67,7 @@ class FakeAsterisk:
     stall_on: Callable[[str], bool] | None = None
     commands: list[str] = field(default_factory=list)
     dead: bool = False
+    refused: bool = False  # reset by the daemon at accept (a peer outside the allow-list)
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _get_data(self, words: list[str]) -> str:
@@ -126,9 +127,13 @@ class FakeAsterisk:
         return ["200 result=1"] if verb.startswith("SET") else ["200 result=0"]
 
     async def call(self, port: int, env: bytes | None = None) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(env or environment())
-        await writer.drain()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(env or environment())
+            await writer.drain()
+        except ConnectionResetError:  # refused at accept: the daemon resets at once
+            self.refused = True
+            return
         try:
             while True:
                 try:
@@ -438,7 +443,7 @@ async def test_peers_outside_the_allow_list_are_closed_before_anything(
     try:
         asterisk = FakeAsterisk(keys=["1", *PASSWORD, *PASSWORD])
         await asterisk.call(srv.port, environment(uniqueid="outside.1"))
-        assert asterisk.commands == []
+        assert asterisk.commands == [] and asterisk.refused
         assert srv.rejected["peer_not_allowed"] == 1
         assert record(voice_sessions, "outside.1") is None
     finally:
