@@ -259,8 +259,12 @@ async def test_silent_asterisk_times_out_as_a_system_error(
         task = asyncio.create_task(asterisk.call(srv.port))
         rec = await wait_for_record(voice_sessions, "1700000000.7")
         assert (rec.outcome, rec.last_step) == ("system_error", "unit")
+        # one timeout, then the connection is closed: no apology or hangup sent to a silent peer
+        # (each would wait out a timeout of its own: the round held a call 2-3 minutes that way)
+        assert asterisk.commands[-1].startswith("GET DATA ivr/choose-unit")
         asterisk.released.set()
         await asyncio.wait_for(task, timeout=5)
+        assert asterisk.commands[-1].startswith("GET DATA ivr/choose-unit")
     finally:
         await srv.stop(grace_seconds=1)
 
