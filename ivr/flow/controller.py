@@ -317,7 +317,7 @@ class CallController:
         guard: True when nothing will be committed) and `WaitTooLong` raised, so the caller hears
         the apology; when `abandon` says the commit has begun, its result is awaited instead. A
         hangup during the wait leaves the work stored or not, never half: it is abandoned if it
-        still can be, else awaited, so the report says which.
+        still can be, else awaited, so the report says which; so does a channel that fails.
         """
         if not work.done():
             await asyncio.wait((work,), timeout=self.menu.progress_after_seconds)
@@ -348,7 +348,9 @@ class CallController:
                 self.log.info("wait_past_limit_commit_begun", step=step.value)
                 await asyncio.wait((work,))  # the commit has begun: its result decides
             await self.channel.stop_progress()
-        except CallerHungUp:
+        except WaitTooLong:
+            raise
+        except Exception:  # the caller hung up, the channel failed: stored or not, never half
             if not work.done() and (abandon is None or abandon()):
                 _let_go(work, abandoned=abandon is not None)
             else:

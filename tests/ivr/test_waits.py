@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.phone_line import CallerLine
 from core.secrets import SecretHasher
+from ivr.channel import ChannelError
 from ivr.daemon.scripted import FakeChannel
 from ivr.flow.store import SaveGuard, SqlCallStore
 from ivr.flow.temporary_password import CallReport, Outcome, temporary_password_call
@@ -269,3 +270,28 @@ class HangUpAtProgress(FakeChannel):
                 await asyncio.to_thread(self.after_commit.entered.wait, 5)
             self.caller_gone = True
         await super()._exec(application, *arguments)
+
+
+class FailsAtProgress(FakeChannel):
+    """The channel fails (an Asterisk gone silent) when the progress sound should start."""
+
+    async def _exec(self, application: str, *arguments: str) -> None:
+        if application == "StartMusicOnHold":
+            raise ChannelError("AGI command EXEC timed out")
+        await super()._exec(application, *arguments)
+
+
+async def test_a_channel_that_fails_while_the_save_waits_leaves_nothing_stored(
+    voice_sessions: sessionmaker[Session], test_hasher: SecretHasher, waits: MenuSettings
+) -> None:
+    """Told nothing (the dialplan apologises), the caller must not have a password either."""
+    store = GatedStore(voice_sessions, hasher=test_hasher.hash)
+    channel = FailsAtProgress(["1", PASSWORD, PASSWORD], caller=LINE)
+    try:
+        report = await temporary_password_call(channel, store=store, menu=waits)
+    finally:
+        store.release.set()
+    await asyncio.to_thread(store.finished.wait, 5)
+    assert report.outcome is Outcome.SYSTEM_ERROR
+    assert "completed-suffix" not in channel.prompts
+    assert all_credentials(voice_sessions) == []
