@@ -83,6 +83,9 @@ class MenuSettings(BaseModel):
     # over from a wrong (overlong) entry that stop "wrong-entry" are dropped and it plays again.
     leftover_key_seconds: float = 1.0
     language: str = "ja"
+    # A temporary password may not be the last 8 digits of the caller's or the target's number
+    # (runs of 4 identical or consecutive digits are always refused).
+    refuse_own_number_password: bool = True
     # No dead air while the daemon waits (the line's lookup, the number's check, the password's
     # save): a wait longer than this gets the progress sound (a short prompt, then a soft tone)
     # until it ends, so no caller hears more than ~1 s of silence after an entry.
