@@ -243,6 +243,21 @@ def test_password_of_7_then_9_digits_then_a_good_one(place: Any, e2e_sessions: s
     assert heard.record is not None and heard.record.wrong_entries == 2
 
 
+def test_a_guessable_password_is_refused_then_a_good_one_is_set(
+    place: Any, e2e_sessions: sessionmaker[Session]
+) -> None:
+    """Whoever knows the number would try 12345678 first at the web login: the phone refuses it."""
+    PASSWORDS_USED.add("12345678")
+    before = credential(e2e_sessions, "0422001234")
+    heard = place(menu_caller("0422001234", "1", "12345678", PASSWORD, PASSWORD))
+    assert "ivr/password-guessable" in heard.asterisk_played  # Asterisk played why
+    refused = [e for e in heard.events if e.get("event") == "step" and e.get("result") == "no_match"]
+    assert [(e["step"], e.get("refused")) for e in refused] == [("password", "sequential_run")]
+    assert heard.prompts[-12:] == completion("0422001234")
+    assert_set(e2e_sessions, "0422001234", PASSWORD, before)
+    assert heard.record is not None and heard.record.wrong_entries == 1
+
+
 def test_confirmation_mismatch_then_success(place: Any, e2e_sessions: sessionmaker[Session]) -> None:
     before = credential(e2e_sessions, "0422001234")
     heard = place(menu_caller("0422001234", "1", OTHER + "#", PASSWORD + "#", OTHER + "#"))
