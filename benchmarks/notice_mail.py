@@ -133,9 +133,7 @@ def wait_started(procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout
         time.sleep(0.05)
 
 
-def run_once(
-    url: str, count: int, workers: int, connections: int, window: int, label: str
-) -> dict[str, Any]:
+def run_once(url: str, count: int, workers: int, connections: int, window: int, label: str) -> dict[str, Any]:
     upgrade_database(url)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
@@ -312,9 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     url = f"sqlite:///{tmp / f'bench-{workers}.sqlite3'}"
                     label = f"SQLite, {workers}"
-                rows.append(
-                    (label, run_once(url, args.count, workers, args.connections, args.window, label))
-                )
+                rows.append((label, run_once(url, args.count, workers, args.connections, args.window, label)))
     finally:
         if server is not None:
             server.stop()
