@@ -259,9 +259,9 @@ def commit() -> str:
     return (head or "(not a git checkout)") + (" (modified)" if dirty else "")
 
 
-def report(rows: list[tuple[str, dict[str, Any]]], loads: tuple[float, float]) -> None:
+def report(rows: list[tuple[str, dict[str, Any]]], head: str, loads: tuple[float, float]) -> None:
     print(
-        f"\ncommit {commit()}, {os.cpu_count()} CPUs, load average {loads[0]:.2f} at the start, "
+        f"\ncommit {head}, {os.cpu_count()} CPUs, load average {loads[0]:.2f} at the start, "
         f"{loads[1]:.2f} at the end"
     )
     print("\n| database, workers | mails | queued in | last mail after | mails/s | peak RSS per worker |")
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     tmp = Path(tempfile.mkdtemp(prefix="ivr-bench-sqlite-"))
     rows: list[tuple[str, dict[str, Any]]] = []
-    load_at_start = os.getloadavg()[0]
+    head, load_at_start = commit(), os.getloadavg()[0]  # the code measured, however long the run
     try:
         for backend in backends:
             if backend == "postgres" and not args.pg_url and server is None:
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    report(rows, (load_at_start, os.getloadavg()[0]))
+    report(rows, head, (load_at_start, os.getloadavg()[0]))
     return 0
 
 
