@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.levels, args.sessions = [1], 6
         print("smoke run: every part runs once, small; the figures are not measurements", flush=True)
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    print(f"commit {head or '(not a git checkout)'}")
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; fd limit {raise_fd_limit(20000)}")
     work = Path(tempfile.mkdtemp(prefix="ivr-bench-multinode-"))
     results: dict[str, dict[tuple[str, int], Batch]] = {}
@@ -217,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args.levels)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
 
