@@ -1,6 +1,6 @@
 """The daemon's cost per call: Asterisk's side of FastAGI played against `ivr serve` (no media time).
 
-    .venv/bin/python benchmarks/agi.py [--quick] [--tree DIR] [--profile DIR] [--idle 5000]
+    .venv/bin/python benchmarks/agi.py [--quick | --smoke] [--tree DIR] [--profile DIR] [--idle 5000]
 
 In one run, against a fresh SQLite database with the sample contracts (`ivr db upgrade`,
 `ivr contracts import --sample`):
@@ -978,6 +978,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="info", help="the daemon's and ivr agi's log level")
     parser.add_argument("--quick", action="store_true", help="small run: levels 1,10, 100 sessions, 500 idle")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="smaller still (every part runs, the figures mean little): level 1, 20 sessions, 50 idle",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, logs)")
     parser.add_argument(
         "--hash-load", type=int, metavar="PORT", help=argparse.SUPPRESS
@@ -999,6 +1004,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.levels, args.sessions, args.idle, args.saturate_seconds = [1, 10], 100, min(args.idle, 500), 3.0
         args.classic_levels = [1, 2]
+    if args.smoke:
+        args.levels, args.sessions, args.idle, args.saturate_seconds = [1], 20, min(args.idle, 50), 1.0
+        args.classic_levels, args.ratio_rounds, args.hashers = [1], 1, 2
+        print("smoke run: every part runs once, small; the figures are not measurements", flush=True)
     work = Path(tempfile.mkdtemp(prefix="ivr-agi-bench-"))
     try:
         tree, secret, env = prepare(args, work)

@@ -1128,7 +1128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sipp-port", type=int, default=5300, help="SIPp's SIP ports from here")
     parser.add_argument("--keep", metavar="DIR", help="copy the logs there (digits masked; never the CSVs)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures table as JSON")
+    parser.add_argument("--smoke", action="store_true", help="a few calls: --calls 4 --ramp 1 --no-baseline")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.calls, args.ramp, args.no_baseline = 4, 1.0, True
     if args.calls < 1 or args.ramp <= 0 or args.time_limit < 60 or args.processes < 1 or args.variants < 1:
         parser.error("--calls, --processes, --variants must be >= 1, --ramp > 0, --time-limit >= 60")
     deadline = time.monotonic() + args.time_limit
