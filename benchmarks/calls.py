@@ -666,6 +666,7 @@ class Bench:
         self.scratch = scratch
         agi_port, fallback_port = args.agi_port or default_agi_ports()
         self.env = {
+            "IVR_DATA_DIR": str(scratch / "data"),  # its FastAGI and AMI secrets: the run's, deleted with it
             "IVR_LAB__RUN_DIR": str(scratch / "lab"),
             "IVR_LAB__SIP_HOST": "127.0.0.1",
             "IVR_LAB__SIP_PORT": str(args.sip_port),
