@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from typing import Any
 
@@ -22,12 +23,11 @@ def register(subparsers: Any) -> None:
 def _stopping_at_full_priority(server_class: Any) -> Any:
     """uvicorn's server, that on its stop signal gives up the niceness `ivr web` took, where the
     process may (root, CAP_SYS_NICE, RLIMIT_NICE): at nice 15 on a loaded machine the event loop
-    gets a sliver of the CPU, and winding down waited for it (docs/deploy.md "Stopping")."""
+    gets a sliver of the CPU, and winding down waited for it (docs/deploy.md "Stopping on a busy
+    machine")."""
 
     class Server(server_class):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            import os
-
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, 0, 0)  # this thread: the event loop
             super().handle_exit(sig, frame)
@@ -71,8 +71,6 @@ def run_web(args: argparse.Namespace, settings: Settings) -> int:
     if settings.web.niceness:
         # On a machine shared with the FastAGI daemon the phone line comes first: a login flood
         # must not take the CPU the callers' password hashes need (the daemon hashes at nice 10).
-        import os
-
         os.nice(settings.web.niceness)
     app = create_app(
         settings.web, settings.smtp, settings.credentials, database_url=settings.effective_database_url
