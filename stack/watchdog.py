@@ -139,7 +139,7 @@ class Watchdog:
         self._pipe: IO[str] | None = pipe
 
     @classmethod
-    def start(cls, *, grace: float, env: dict[str, str], log_path: Path) -> Watchdog:
+    def start(cls, *, grace: float, env: dict[str, str] | None, log_path: Path) -> Watchdog:
         read_end, write_end = os.pipe()  # neither is inherited by the processes started later
         try:
             with open(log_path, "ab") as log:
