@@ -81,7 +81,13 @@ _RUN = int(time.time())
 
 
 def _password() -> str:
-    return "".join(secrets.choice("0123456789") for _ in range(8))
+    """8 random digits the IVR takes: no run of 4 identical or consecutive digits (the rule of
+    core.phone_line.guessable_temporary_password, written out: --tree may run an older checkout)."""
+    while True:
+        digits = "".join(secrets.choice("0123456789") for _ in range(8))
+        steps = [int(b) - int(a) for a, b in itertools.pairwise(digits)]
+        if not any(len(set(steps[i : i + 3])) == 1 and steps[i] in (-1, 0, 1) for i in range(len(steps) - 2)):
+            return digits
 
 
 @dataclass(frozen=True)

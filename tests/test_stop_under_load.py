@@ -144,7 +144,7 @@ def _call_in_progress(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[b
     daemon logged its start."""
     with open(tmp_path / "call.out", "wb") as sink:
         call = subprocess.Popen(
-            [*IVR, "call", "--from", "0300001111", "--dtmf", "1,12345678,12345678"],
+            [*IVR, "call", "--from", "0300001111", "--dtmf", "1,40719352,40719352"],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,

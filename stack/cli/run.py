@@ -207,7 +207,7 @@ def run_stack(args: argparse.Namespace, settings: Settings) -> int:
                     f"  web login       {settings.web.base_url}/login" if not args.no_web else "",
                     f"  mail (OTP)      {maildir}/new" if not args.no_mail_sink else "",
                     f"  support site    {settings.notices.base_url}/support/ (log: notices.jsonl)",
-                    '  try:            .venv/bin/ivr call --from 0300001111 --dtmf "1,12345678,12345678"',
+                    '  try:            .venv/bin/ivr call --from 0300001111 --dtmf "1,40719352,40719352"',
                     f"  logs            {logs}/daemon.jsonl (the call log as JSON lines), web.log, mail.log",
                     "Following the call log (Ctrl-C or SIGTERM stops everything; "
                     f"calls in progress get {grace:g} s):",
