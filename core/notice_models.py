@@ -167,6 +167,23 @@ class NoticeDelivery(Base):
         return f"NoticeDelivery(id={self.id}, notice_id={self.notice_id}, state={self.state!r})"
 
 
+class NoticeRelayOutage(Base):
+    """A time our own SMTP relay could not be used (refused, timed out, TLS or login failed, 421,
+    MAIL FROM refused), as one worker saw it: from ``started_at`` to ``ended_at`` (still open:
+    ``checked_at``, its last failed probe). The give-up clock of a waiting mail does not run through
+    these (the union of every worker's outages is taken out of its age): a relay outage is never a
+    recipient's failure."""
+
+    __tablename__ = "notice_relay_outages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    worker: Mapped[str] = mapped_column(String(80))
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    checked_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(String(80))  # an error type or an SMTP code, never a reply text
+
+
 class SupportSession(Base):
     """One logged-in browser of the support site, keyed like the settings site's sessions by the
     SHA-256 of the cookie value (``core.web_sessions.session_id_hash``); it ends when idle longer

@@ -28,6 +28,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     and_,
+    case,
     delete,
     exists,
     func,
@@ -44,6 +45,7 @@ from core.notice_models import (
     NoticeDelivery,
     NoticeDestination,
     NoticeProduct,
+    NoticeRelayOutage,
     SupportAccount,
     SupportAccountProduct,
 )
@@ -308,6 +310,9 @@ class SendResult:
     code: int | None = None
     status: str | None = None  # enhanced status code, e.g. 5.1.1
     detail: str | None = None  # the reply text (never the mail body)
+    # False: a failure of the mail, not of the mailbox (the relay refused its content after DATA):
+    # the delivery fails without counting toward stopping the destination
+    counts: bool = True
 
 
 @dataclass
@@ -316,6 +321,7 @@ class RecordSummary:
     retried: int = 0
     failed: int = 0
     stale: int = 0  # no longer leased to this worker (another took it after the lease ran out)
+    put_back: int = 0  # our relay failed them: queued again as they were (no attempt, no count)
     stopped: list[int] = field(default_factory=list)  # destinations stopped by these results
 
 
@@ -375,11 +381,37 @@ def record(
                 .values(consecutive_failures=0)
                 .execution_options(synchronize_session=False)
             )
-    for result in sorted((r for r in results if r.outcome is not ReplyClass.DELIVERED), key=_by_destination):
+    relay_failed = [r.claim.delivery_id for r in results if r.outcome is ReplyClass.RELAY]
+    if relay_failed:
+        # our relay's failure is not the mail's: back to the queue as it was, due at once (the worker
+        # claims again only when the relay answers), the attempt not counted
+        put_back = session.execute(
+            update(d)
+            .where(d.id.in_(relay_failed), leased)
+            .values(
+                state=DeliveryState.QUEUED.value,
+                next_attempt_at=now,
+                lease_until=None,
+                worker=None,
+                attempts=case((d.attempts > 0, d.attempts - 1), else_=0),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        summary.put_back = int(getattr(put_back, "rowcount", 0) or 0)
+        summary.stale += len(relay_failed) - summary.put_back
+    temporary = [r for r in results if r.outcome is ReplyClass.TEMPORARY]
+    outages = (
+        relay_outages(session, since=min(r.claim.created_at for r in temporary), now=now) if temporary else []
+    )
+    failures = (r for r in results if r.outcome in (ReplyClass.TEMPORARY, ReplyClass.PERMANENT))
+    for result in sorted(failures, key=_by_destination):
         next_at: datetime | None = None
         if result.outcome is ReplyClass.TEMPORARY:
             next_at = policy.retry.next_attempt(
-                attempts=result.claim.attempts, first_queued_at=result.claim.created_at, now=now
+                attempts=result.claim.attempts,
+                first_queued_at=result.claim.created_at,
+                now=now,
+                paused=rules.paused_within(outages, result.claim.created_at, now),
             )
         values: dict[str, Any] = {
             "lease_until": None,
@@ -404,11 +436,40 @@ def record(
             summary.retried += 1
             continue
         summary.failed += 1
-        if count_failure(
+        if result.counts and count_failure(
             session, destination_id=result.claim.destination_id, max_failures=policy.max_failures, now=now
         ):
             summary.stopped.append(result.claim.destination_id)
     return summary
+
+
+def relay_outage_started(session: Session, *, worker: str, now: datetime, reason: str) -> int:
+    """Our relay stopped answering as it should (seen by ``worker``): returns the outage's id."""
+    outage = NoticeRelayOutage(worker=worker[:80], started_at=now, checked_at=now, reason=reason[:80])
+    session.add(outage)
+    session.flush()
+    return outage.id
+
+
+def relay_outage_checked(session: Session, *, outage_id: int, now: datetime, ended: bool) -> None:
+    """Another probe of the relay failed (``ended`` False) or succeeded (True: the outage ends)."""
+    values: dict[str, Any] = {"checked_at": now}
+    if ended:
+        values["ended_at"] = now
+    session.execute(
+        update(NoticeRelayOutage)
+        .where(NoticeRelayOutage.id == outage_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def relay_outages(session: Session, *, since: datetime, now: datetime) -> list[tuple[datetime, datetime]]:
+    """Every worker's relay outages overlapping ``since``…``now`` (an open one up to its last probe)."""
+    o = NoticeRelayOutage
+    end = func.coalesce(o.ended_at, o.checked_at)
+    rows = session.execute(select(o.started_at, end).where(o.started_at < now, end > since))
+    return [(started, ended) for started, ended in rows]
 
 
 def _by_destination(result: SendResult) -> int:

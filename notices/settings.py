@@ -62,3 +62,7 @@ class NoticeSettings(BaseModel):
     max_failures: int = Field(default=3, ge=1)  # consecutive failures that stop a destination
     retry_backoff_seconds: list[int] = Field(default_factory=lambda: [60, 300, 900, 1800, 3600])
     give_up_after_seconds: int = 24 * 3600  # a temporary failure for this long counts as failed
+    # our relay down (refused, timed out, TLS or login failed, 421, MAIL FROM refused): the worker
+    # stops claiming and probes it again after these pauses in turn (the last one repeats)
+    relay_backoff_seconds: list[float] = Field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 30.0, 60.0])
+    metrics_token: SecretStr | None = None  # bearer token of /metrics on the support site's port

@@ -46,6 +46,18 @@ class MailServer:
     received: list[Received] = field(default_factory=list)
     refused: list[tuple[str, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    controller: Controller | None = None
+
+    def listen(self) -> None:
+        """Start listening (again, on the same port)."""
+        self.controller = Controller(self, hostname=self.host, port=self.port, ready_timeout=10)
+        self.controller.start()
+
+    def go_away(self) -> None:
+        """Stop listening: connections are refused until :meth:`listen`."""
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -92,13 +104,12 @@ class MailServer:
 @pytest.fixture
 def mail_server() -> Iterator[MailServer]:
     server = MailServer("127.0.0.1", free_port())
-    controller = Controller(server, hostname=server.host, port=server.port, ready_timeout=10)
-    controller.start()
+    server.listen()
     try:
         yield server
     finally:
         server.slow_released.set()  # no RCPT left hanging
-        controller.stop()
+        server.go_away()
 
 
 @pytest.fixture
