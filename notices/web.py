@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from core import throttle
 from core.notice_models import Notice
 from core.secrets import SecretHasher, constant_time_equals
 from notices import queue, rules
+from notices.metrics import NoticeMetrics
 from notices.web_login import LoginPages
 
 log = structlog.get_logger("notices.web")
@@ -481,13 +483,40 @@ class SupportSite(LoginPages):
         ]
 
 
+def _metrics_page(s: Any, metrics: NoticeMetrics) -> Callable[[Request], Any]:
+    """/metrics (notices.metrics): only with ``metrics_token`` set (404 otherwise), bearer token
+    compared in constant time."""
+    token = s.metrics_token.get_secret_value() if s.metrics_token else None
+
+    async def page(request: Request) -> Response:
+        if token is None:
+            return Response("Not Found", status_code=404, media_type="text/plain")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not constant_time_equals(given.strip(), token):
+            return Response(
+                "Unauthorized",
+                status_code=401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+        body = await asyncio.to_thread(generate_latest, metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+    return page
+
+
 class _TooLarge(Exception):
     pass
 
 
-def create_support_app(settings: Any, sessions: sessionmaker[Session], **kw: Any) -> Starlette:
+def create_support_app(
+    settings: Any, sessions: sessionmaker[Session], *, metrics: NoticeMetrics | None = None, **kw: Any
+) -> Starlette:
     site = SupportSite(settings, sessions, **kw)
     routes = site.routes()
+    routes.append(
+        Route("/metrics", _metrics_page(settings.notices, metrics or NoticeMetrics()), methods=["GET"])
+    )
     if SHARED_STATIC.is_dir():
         routes.append(Mount("/static", StaticFiles(directory=str(SHARED_STATIC)), name="static"))
     app = Starlette(routes=routes)

@@ -5,18 +5,26 @@ give-up clock of a mail waiting on a full mailbox does not run through the outag
 
 from __future__ import annotations
 
-from datetime import timedelta
+import os
+import re
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.notice_models import NoticeDelivery, NoticeRelayOutage
+from notices import queue
 from notices.settings import NoticeSettings
 from notices.worker import DeliveryWorker
 from tests.support import free_port
 
-from .conftest import TOKYO_FRIDAY_1030, Customer, MailServer, async_wait_for
+from .conftest import TOKYO_FRIDAY_1030, Customer, MailServer, async_wait_for, wait_for
 from .test_delivery import Running, destination, draft, post, states
 
 
@@ -131,3 +139,64 @@ async def test_a_relay_refusing_mail_from_pauses_the_queue_and_blames_no_one(
     for dest_id in ids:
         assert destination(db_sessions, dest_id).state == "delivering"
     assert len(relay.message_ids()) == 3
+
+
+def test_ivr_notices_serve_exports_the_relay_down_and_up_again(
+    db_url: str,
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    tmp_path: Path,
+) -> None:
+    """As operators run it: `ivr notices serve`, Prometheus scraping /metrics with its token."""
+    customer("c@example.jp", ["c@example.jp"])
+    web_port, token = free_port(), "metrics-test-token-0123456789"
+    env = dict(
+        os.environ,
+        IVR_DATABASE_URL=db_url,
+        IVR_DATA_DIR=str(tmp_path),
+        IVR_NOTICES__SMTP_HOST=mail_server.host,
+        IVR_NOTICES__SMTP_PORT=str(mail_server.port),
+        IVR_NOTICES__POLL_SECONDS="0.05",
+        IVR_NOTICES__RELAY_BACKOFF_SECONDS="[0.1, 0.2]",
+        IVR_NOTICES__WEB_PORT=str(web_port),
+        IVR_NOTICES__METRICS_TOKEN=token,
+    )
+    mail_server.go_away()
+    with open(tmp_path / "serve.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stack.cli.main", "notices", "serve", "--no-bounces", "--worker-id", "w1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def relay_up() -> str | None:
+            try:
+                page = httpx.get(
+                    f"http://127.0.0.1:{web_port}/metrics",
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=2,
+                )
+            except httpx.TransportError:
+                return None
+            found = re.search(r"^ivr_notices_relay_up (\S+)$", page.text, re.MULTILINE)
+            return found.group(1) if found else None
+
+        wait_for(lambda: relay_up() == "1.0")
+        assert httpx.get(f"http://127.0.0.1:{web_port}/metrics").status_code == 401
+        with db_sessions() as session, session.begin():
+            notice_id = queue.post_notice(session, draft(), posted_by="t", now=datetime.now(UTC)).id
+        wait_for(lambda: relay_up() == "0.0")
+        mail_server.listen()
+        wait_for(lambda: relay_up() == "1.0")
+        wait_for(lambda: states(db_sessions, notice_id) == {"c@example.jp": "sent"})
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    logs = (tmp_path / "serve.log").read_text()
+    assert "notice_relay_down" in logs and "notice_relay_up" in logs
