@@ -184,6 +184,7 @@ def run_once(
                 ),
                 posted_by="bench",
                 now=datetime.now(UTC),
+                catalog={"hikari-denwa": "ひかり電話"},
             )
             notice_id, recipients = notice.id, notice.recipients
         queued = time.perf_counter() - t0

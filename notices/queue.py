@@ -52,7 +52,11 @@ from core.notice_models import (
 from notices import rules
 from notices.rules import DeliveryState, DestinationState, FailureCount, ReplyClass, RetryPolicy
 
-MAX_TEXT = 20_000
+MAX_TEXT = 20_000  # characters of a notice's body, whichever way it is posted (CLI, API, page)
+# what a request carrying such a body may weigh: a character is at most 12 bytes as a JSON escape
+# (a surrogate pair) or in a form (%XX four times); the API and the operator page read up to this
+# instead of the site's form limit, so that the three ways in take the same notices
+MAX_NOTICE_REQUEST_BYTES = 12 * MAX_TEXT + 16 * 1024
 
 
 class NoticeError(ValueError):
@@ -73,7 +77,9 @@ class NoticeDraft:
     follows_id: int | None = None
 
 
-def validate_draft(draft: NoticeDraft) -> None:
+def validate_draft(draft: NoticeDraft, catalog: Mapping[str, str]) -> None:
+    """Refuse a draft that cannot be posted; ``catalog``: the products customers can choose
+    (code: label, ``NoticeSettings.products``), so a typo is refused instead of reaching no one."""
     if draft.kind not in rules.KINDS:
         raise NoticeError(f"kind must be one of {', '.join(rules.KINDS)}")
     if draft.status not in rules.STATUSES:
@@ -91,6 +97,9 @@ def validate_draft(draft: NoticeDraft) -> None:
     for product in draft.products:
         if not product or len(product) > 40 or not product.isprintable():
             raise NoticeError(f"not a product code: {product!r}")
+    unknown = sorted(set(draft.products) - set(catalog))
+    if unknown:
+        raise NoticeError(f"unknown product code: {', '.join(unknown)} (known: {', '.join(sorted(catalog))})")
     for moment in (draft.starts_at, draft.ends_at):
         if moment is not None and moment.tzinfo is None:
             raise NoticeError("start and end need a time zone (e.g. 2026-12-05T01:00+09:00)")
@@ -104,9 +113,12 @@ def _domain_expr(session: Session, address: Any) -> ColumnElement[str]:
     return func.lower(func.substr(address, func.instr(address, "@") + 1))
 
 
-def post_notice(session: Session, draft: NoticeDraft, *, posted_by: str, now: datetime) -> Notice:
-    """Store the notice and queue its mails (see the module doc); returns it with ``recipients``."""
-    validate_draft(draft)
+def post_notice(
+    session: Session, draft: NoticeDraft, *, posted_by: str, now: datetime, catalog: Mapping[str, str]
+) -> Notice:
+    """Store the notice and queue its mails (see the module doc); returns it with ``recipients``.
+    ``catalog``: the known products (:func:`validate_draft`)."""
+    validate_draft(draft, catalog)
     if draft.follows_id is not None and session.get(Notice, draft.follows_id) is None:
         raise NoticeError(f"no notice {draft.follows_id} to follow")
     notice = Notice(

@@ -168,7 +168,6 @@ class SupportSite(LoginPages):
         self.sessions = sessions
         self.clock = clock or (lambda: datetime.now(UTC))
         self.templates = support_templates()
-        self.max_body = settings.web.max_form_bytes
         self._init_login(hasher, mailer)
 
     # ------------------------------------------------------------------------------ helpers
@@ -319,12 +318,13 @@ class SupportSite(LoginPages):
 
     async def _json_body(self, request: Request) -> Any:
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+        limit = queue.MAX_NOTICE_REQUEST_BYTES  # the notices' own limit, in characters (queue.MAX_TEXT)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise _TooLarge
         data = b""
         async for chunk in request.stream():
             data += chunk
-            if len(data) > self.max_body:
+            if len(data) > limit:
                 raise _TooLarge
         try:
             return json.loads(data.decode("utf-8"))
@@ -340,12 +340,15 @@ class SupportSite(LoginPages):
             now = self.clock()
 
             def post(session: Session) -> dict[str, Any]:
-                notice = queue.post_notice(session, draft, posted_by="api", now=now)
+                notice = queue.post_notice(session, draft, posted_by="api", now=now, catalog=self.s.products)
                 return notice_json(notice, sorted(set(draft.products)))
 
             row = await self.db(post)
         except _TooLarge:
-            return JSONResponse({"error": f"the body is larger than {self.max_body} bytes"}, status_code=413)
+            return JSONResponse(
+                {"error": f"the request is larger than {queue.MAX_NOTICE_REQUEST_BYTES} bytes"},
+                status_code=413,
+            )
         except queue.NoticeError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         log.info(
@@ -414,7 +417,7 @@ class SupportSite(LoginPages):
     async def operator_post(self, request: Request) -> Response:
         if self.s.operator_token is None:
             return self.render("notices.html", status_code=404, page_title="工事・故障情報", rows=[])
-        form = await self._form(request)
+        form = await self._form(request, limit=queue.MAX_NOTICE_REQUEST_BYTES)
         if form is None or not self._anonymous_ok(request, form):
             return self._refused()
         products = [p for p in form["product[]"].split("\x00") if p]
@@ -429,8 +432,6 @@ class SupportSite(LoginPages):
                 request, refused, form=shown, errors=["オペレーター用トークンが正しくありません。"]
             )
         try:
-            if any(p not in self.s.products for p in products):
-                raise queue.NoticeError("unknown product")
             follows = int(shown["follows"]) if shown["follows"].strip() else None
             draft = queue.NoticeDraft(
                 kind=shown["kind"],
@@ -446,7 +447,10 @@ class SupportSite(LoginPages):
             )
             now = self.clock()
             row = await self.db(
-                lambda s: notice_json(queue.post_notice(s, draft, posted_by="operator-page", now=now), [])
+                lambda s: notice_json(
+                    queue.post_notice(s, draft, posted_by="operator-page", now=now, catalog=self.s.products),
+                    [],
+                )
             )
         except (queue.NoticeError, ValueError) as exc:
             return self._operator_page(request, 400, form=shown, errors=[f"掲載できません: {exc}"])

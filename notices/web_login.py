@@ -95,9 +95,10 @@ class LoginPages:
             "path": "/support",
         }
 
-    async def _form(self, request: Request) -> dict[str, str] | None:
+    async def _form(self, request: Request, *, limit: int | None = None) -> dict[str, str] | None:
+        """The form, or None if it is larger than ``limit`` (the site's form limit unless given)."""
         declared = request.headers.get("content-length")
-        limit = self.settings.web.max_form_bytes
+        limit = limit or self.settings.web.max_form_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return None
         body = b""

@@ -237,7 +237,11 @@ def cmd_post(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with sessions() as session, session.begin():
             notice = queue.post_notice(
-                session, draft, posted_by=f"cli:{getpass.getuser()}", now=datetime.now(UTC)
+                session,
+                draft,
+                posted_by=f"cli:{getpass.getuser()}",
+                now=datetime.now(UTC),
+                catalog=settings.notices.products,
             )
             row = notice_dict(notice, sorted(set(draft.products)))
     except queue.NoticeError as exc:

@@ -23,6 +23,8 @@ from notices.worker import DeliveryWorker
 
 from .conftest import SLOW_DOMAIN, TOKYO_FRIDAY_1030, Customer, MailServer, async_wait_for
 
+CATALOG = NoticeSettings().products  # the products customers can choose (hikari-denwa, hikari-net…)
+
 
 def draft(products: tuple[str, ...] = ("hikari-denwa",), **kw: object) -> NoticeDraft:
     values: dict[str, object] = {
@@ -40,7 +42,7 @@ def draft(products: tuple[str, ...] = ("hikari-denwa",), **kw: object) -> Notice
 
 def post(sessions: sessionmaker[Session], notice: NoticeDraft, now: datetime = TOKYO_FRIDAY_1030) -> int:
     with sessions() as session, session.begin():
-        return queue.post_notice(session, notice, posted_by="test", now=now).id
+        return queue.post_notice(session, notice, posted_by="test", now=now, catalog=CATALOG).id
 
 
 def states(sessions: sessionmaker[Session], notice_id: int) -> dict[str, str]:
@@ -86,15 +88,15 @@ def test_a_notice_is_queued_for_exactly_the_matching_confirmed_destinations(
 ) -> None:
     friday, ten = rules.days_mask([4]), rules.hours_mask([10])
     customer("match@example.jp", ["match@example.jp", "match2@example.net"], days=friday, hours=ten)
-    customer("other-product@example.jp", ["op@example.jp"], products=("ocn-hikari",))
-    customer("both@example.jp", ["both@example.jp"], products=("hikari-denwa", "ocn-hikari"))
+    customer("other-product@example.jp", ["op@example.jp"], products=("hikari-net",))
+    customer("both@example.jp", ["both@example.jp"], products=("hikari-denwa", "hikari-net"))
     customer("no-product@example.jp", ["np@example.jp"], products=())
     customer("wrong-day@example.jp", ["wd@example.jp"], days=rules.days_mask([0, 1, 2, 3, 5, 6]))
     customer("wrong-hour@example.jp", ["wh@example.jp"], hours=rules.ALL_HOURS & ~ten)
     customer("pending@example.jp", ["pending@example.jp"], state="pending")
     customer("stopped@example.jp", ["stopped@example.jp"], state="stopped")
 
-    notice_id = post(db_sessions, draft(("hikari-denwa", "ocn-hikari")))
+    notice_id = post(db_sessions, draft(("hikari-denwa", "hikari-net")))
     assert set(states(db_sessions, notice_id)) == {
         "match@example.jp",
         "match2@example.net",
@@ -146,6 +148,8 @@ async def test_a_notice_reaches_exactly_the_matching_destinations_by_real_mail(
         {"title": "工事\r\nBcc: everyone@example.jp"},  # no header injection through the subject
         {"body": ""},
         {"products": ()},
+        {"products": ("hikari-dnwa",)},  # a typo: it would reach no one
+        {"body": "あ" * 20_001},
         {"starts_at": datetime(2026, 12, 4, 10, 0)},
         {"ends_at": TOKYO_FRIDAY_1030 - timedelta(days=1)},
         {"follows_id": 999_999},
@@ -156,7 +160,7 @@ def test_a_bad_notice_is_refused_and_nothing_is_written(
 ) -> None:
     customer("c@example.jp", ["c@example.jp"])
     with pytest.raises(queue.NoticeError), db_sessions() as session, session.begin():
-        queue.post_notice(session, draft(**bad), posted_by="t", now=TOKYO_FRIDAY_1030)
+        queue.post_notice(session, draft(**bad), posted_by="t", now=TOKYO_FRIDAY_1030, catalog=CATALOG)
     with db_sessions() as session:
         assert queue.delivery_counts(session) == {}
 

@@ -25,7 +25,7 @@ from notices.worker import DeliveryWorker
 from tests.support import free_port
 
 from .conftest import TOKYO_FRIDAY_1030, Customer, MailServer, async_wait_for, wait_for
-from .test_delivery import Running, destination, draft, post, states
+from .test_delivery import CATALOG, Running, destination, draft, post, states
 
 
 def relay_up(worker: DeliveryWorker) -> float | None:
@@ -187,7 +187,9 @@ def test_ivr_notices_serve_exports_the_relay_down_and_up_again(
         wait_for(lambda: relay_up() == "1.0")
         assert httpx.get(f"http://127.0.0.1:{web_port}/metrics").status_code == 401
         with db_sessions() as session, session.begin():
-            notice_id = queue.post_notice(session, draft(), posted_by="t", now=datetime.now(UTC)).id
+            notice_id = queue.post_notice(
+                session, draft(), posted_by="t", now=datetime.now(UTC), catalog=CATALOG
+            ).id
         wait_for(lambda: relay_up() == "0.0")
         mail_server.listen()
         wait_for(lambda: relay_up() == "1.0")

@@ -20,6 +20,8 @@ from stack.settings import Settings
 from tests.fixtures.web import FakeClock, SmtpServer
 from web_stub.settings import SmtpSettings
 
+from .test_delivery import CATALOG
+
 EMAIL = "yamada.taro@example.ne.jp"
 PASSWORD = "abc13579"
 
@@ -161,7 +163,9 @@ def test_members_only_notices_show_after_login(
             products=("hikari-denwa",),
             public=False,
         )
-        notice_id = queue.post_notice(session, draft, posted_by="t", now=datetime.now(UTC)).id
+        notice_id = queue.post_notice(
+            session, draft, posted_by="t", now=datetime.now(UTC), catalog=CATALOG
+        ).id
     assert "会員向け工事" not in client.get("/support/notices").text
     assert client.get(f"/support/notices/{notice_id}").status_code == 404
     register(client, smtp_server)
