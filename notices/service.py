@@ -14,9 +14,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from notices.bounces import BounceHandler, start_bounce_listener
 from notices.metrics import NoticeMetrics
+from notices.settings import organisational_domain_of, sender_domain_problems
 from notices.worker import DeliveryWorker
 
 log = structlog.get_logger("notices")
+
+
+class NoticeConfigError(ValueError):
+    """The notices' settings do not fit together; the message names the settings to change."""
 
 
 def _quiet_server_class() -> Any:
@@ -43,6 +48,9 @@ async def run_service(
     stop: asyncio.Event | None = None,
 ) -> None:
     s = settings.notices
+    problems = sender_domain_problems(s, organisational_domain_of())
+    if problems:
+        raise NoticeConfigError("; ".join(problems))
     if s.smtp_host is None:  # default: the one outgoing SMTP server, with its TLS and login
         smtp = settings.smtp
         s = s.model_copy(

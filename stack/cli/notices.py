@@ -177,10 +177,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import structlog
 
     from notices.service import run_service
-    from notices.settings import NoticeSettings
+    from notices.settings import NoticeSettings, organisational_domain_of, sender_domain_problems
     from web_stub.settings import WebSettings
 
     log = structlog.get_logger("notices")
+    problems = sender_domain_problems(settings.notices, organisational_domain_of())
+    for problem in problems:
+        print(f"ivr notices serve: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     if settings.notices.bounce_secret.get_secret_value() == NoticeSettings().bounce_secret.get_secret_value():
         log.warning(
             "notices_bounce_secret_default", hint="set IVR_NOTICES__BOUNCE_SECRET to a long random value"
