@@ -148,8 +148,10 @@ def test_ivr_notices_serve_exports_the_relay_down_and_up_again(
     mail_server: MailServer,
     tmp_path: Path,
 ) -> None:
-    """As operators run it: `ivr notices serve`, Prometheus scraping /metrics with its token."""
+    """As operators run it: `ivr notices serve`, Prometheus scraping /metrics with its token; the
+    log shows the SMTP reply of a refused recipient (not masked as a secret)."""
     customer("c@example.jp", ["c@example.jp"])
+    customer("reject-me@example.jp", ["reject-me@example.jp"])
     web_port, token = free_port(), "metrics-test-token-0123456789"
     env = dict(
         os.environ,
@@ -193,7 +195,11 @@ def test_ivr_notices_serve_exports_the_relay_down_and_up_again(
         wait_for(lambda: relay_up() == "0.0")
         mail_server.listen()
         wait_for(lambda: relay_up() == "1.0")
-        wait_for(lambda: states(db_sessions, notice_id) == {"c@example.jp": "sent"})
+        wait_for(
+            lambda: (
+                states(db_sessions, notice_id) == {"c@example.jp": "sent", "reject-me@example.jp": "failed"}
+            )
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
     finally:
@@ -202,3 +208,5 @@ def test_ivr_notices_serve_exports_the_relay_down_and_up_again(
             process.wait(10)
     logs = (tmp_path / "serve.log").read_text()
     assert "notice_relay_down" in logs and "notice_relay_up" in logs
+    (line,) = [x for x in logs.splitlines() if "notice_mail_not_delivered" in x]
+    assert re.search(r"smtp_reply\W+550\b", line) and "***" not in line, line
