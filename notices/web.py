@@ -205,8 +205,8 @@ class SupportSite(LoginPages):
         products = queue.products_of(session, [n.id for n in notices])
         return [self._view(n, products[n.id]) for n in notices]
 
-    @staticmethod
-    def _view(n: Notice, products: list[str]) -> dict[str, Any]:
+    def _view(self, n: Notice, products: list[str]) -> dict[str, Any]:
+        """A notice as the pages show it: labels (ひかり電話), not the codes (hikari-denwa)."""
         return {
             "id": n.id,
             "kind": n.kind,
@@ -215,7 +215,7 @@ class SupportSite(LoginPages):
             "title": n.title,
             "area": n.area,
             "body": n.body,
-            "products": products,
+            "products": [self.s.products.get(p, p) for p in products],
             "public": n.public,
             "follows": n.follows_id,
             "starts": _tokyo(n.starts_at),

@@ -247,7 +247,7 @@ class DeliveryWorker:
                 title=n.title,
                 area=n.area,
                 body=n.body,
-                products=tuple(products.get(n.id, [])),
+                products=tuple(self.s.products.get(p, p) for p in products.get(n.id, [])),  # labels
                 starts_at=n.starts_at,
                 ends_at=n.ends_at,
                 posted_at=n.posted_at,

@@ -188,6 +188,7 @@ async def test_the_worker_delivers_to_a_real_smtp_server_with_the_headers_a_rece
     assert "【故障情報】ひかり電話がご利用しづらい状況（発生中）" in str(message["Subject"])
     text = message.get_content()
     assert "東京都港区" in text and "2026年12月04日 10:10" in text  # start in Tokyo time
+    assert "対象商品: ひかり電話" in text and "hikari-denwa" not in text  # the label, not the code
     secret = notice_settings.bounce_secret.get_secret_value().encode()
     with db_sessions() as session:
         delivery_id = session.scalars(
