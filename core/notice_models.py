@@ -142,6 +142,8 @@ class NoticeDelivery(Base):
     __table_args__ = (
         UniqueConstraint("notice_id", "destination_id"),
         Index("ix_notice_deliveries_due", "state", "next_attempt_at"),
+        # a destination's unfinished notices, oldest first (the queue's order per destination)
+        Index("ix_notice_deliveries_destination_pending", "destination_id", "state", "notice_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -37,7 +37,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from core.models import UTCDateTime
 from core.notice_models import (
@@ -224,7 +224,7 @@ def claim(
     query = (
         select(d.id, d.notice_id, d.destination_id, d.address, d.domain, d.attempts, d.created_at, dest.state)
         .join(dest, dest.id == d.destination_id)
-        .where(d.state == DeliveryState.QUEUED.value, d.next_attempt_at <= now)
+        .where(d.state == DeliveryState.QUEUED.value, d.next_attempt_at <= now, _first_in_line(d))
         .order_by(d.next_attempt_at, d.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=d)
@@ -275,11 +275,27 @@ def claim(
     return chosen
 
 
+def _first_in_line(d: Any) -> ColumnElement[bool]:
+    """The row is its destination's oldest notice not yet finished: a destination gets its notices
+    in the order they were posted (復旧 never before its 発生中). A later notice waits while an
+    earlier one to the same destination is queued (in back-off: that mailbox is failing anyway) or
+    in flight, and goes as soon as that one is delivered, failed or given up (index
+    ``ix_notice_deliveries_destination_pending``)."""
+    earlier = aliased(NoticeDelivery)
+    return ~exists().where(
+        earlier.destination_id == d.destination_id,
+        earlier.state.in_([DeliveryState.QUEUED.value, DeliveryState.SENDING.value]),
+        earlier.notice_id < d.notice_id,
+    )
+
+
 def anything_due(session: Session, *, now: datetime) -> bool:
     """Whether a claim would find a row (one indexed read; an idle worker asks this first)."""
     d = NoticeDelivery
     found = session.scalar(
-        select(d.id).where(d.state == DeliveryState.QUEUED.value, d.next_attempt_at <= now).limit(1)
+        select(d.id)
+        .where(d.state == DeliveryState.QUEUED.value, d.next_attempt_at <= now, _first_in_line(d))
+        .limit(1)
     )
     return found is not None
 

@@ -35,7 +35,8 @@ class Received:
 
 @dataclass
 class MailServer:
-    """What the SMTP server saw. Local parts decide the reply: ``reject…`` 550, ``full…`` 452.
+    """What the SMTP server saw. Local parts decide the reply: ``reject…`` 550, ``full…`` 452 (and
+    the addresses in ``deferred``, for as long as they are there).
     A RCPT of the slow domain takes ``slow_seconds``, or until ``slow_released`` is set."""
 
     host: str
@@ -47,6 +48,7 @@ class MailServer:
     refused: list[tuple[str, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
+    deferred: set[str] = field(default_factory=set)  # these answer 452 too, until removed
 
     def listen(self) -> None:
         """Start listening (again, on the same port)."""
@@ -69,7 +71,7 @@ class MailServer:
             with self.lock:
                 self.refused.append((address, 550))
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
-        if local.startswith("full"):
+        if address in self.deferred or local.startswith("full"):
             with self.lock:
                 self.refused.append((address, 452))
             return "452 4.2.2 Mailbox full"

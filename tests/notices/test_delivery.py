@@ -473,3 +473,75 @@ async def test_an_idle_worker_polls_without_write_transactions(
         notice_id = post(db_sessions, draft())  # and it still notices new work
         await async_wait_for(all_final(db_sessions, notice_id))
     assert states(db_sessions, notice_id) == {"c@example.jp": "sent"}
+
+
+async def test_a_destination_gets_its_notices_in_the_order_they_were_posted(
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    notice_settings: NoticeSettings,
+) -> None:
+    """復旧 never arrives before its 発生中: while the first waits in back-off for a mailbox, the
+    second waits behind it (for that mailbox only), then follows it as soon as it is delivered."""
+    customer("taro@example.jp", ["taro@example.jp"])
+    customer("hanako@example.jp", ["hanako@example.jp"])  # a mailbox that works: the witness
+    mail_server.deferred.add("taro@example.jp")
+    clock = [TOKYO_FRIDAY_1030]
+    worker = DeliveryWorker(
+        sessions=db_sessions, settings=notice_settings, worker_id="w1", clock=lambda: clock[0]
+    )
+
+    def notices_to(address: str) -> list[int]:
+        return [int(r.message_id.split(".")[0].removeprefix("<notice-")) for r in mail_server.to(address)]
+
+    async with Running(worker):
+        occurring = post(db_sessions, draft(status="occurring"), now=clock[0])
+        await async_wait_for(
+            lambda: (
+                states(db_sessions, occurring)["taro@example.jp"] == "queued"
+                and ("taro@example.jp", 452) in mail_server.refused
+            )
+        )
+        recovered = post(db_sessions, draft(status="recovered", follows_id=occurring), now=clock[0])
+        await async_wait_for(lambda: notices_to("hanako@example.jp") == [occurring, recovered])
+        assert notices_to("taro@example.jp") == []  # the 復旧 waits behind the 発生中
+        assert states(db_sessions, recovered)["taro@example.jp"] == "queued"
+        mail_server.deferred.clear()  # the mailbox has room again
+        clock[0] += timedelta(seconds=61)  # the 発生中's back-off is over
+        await async_wait_for(lambda: len(notices_to("taro@example.jp")) == 2)
+    assert notices_to("taro@example.jp") == [occurring, recovered]
+
+
+def test_a_later_notice_goes_once_the_earlier_is_given_up(
+    db_sessions: sessionmaker[Session], customer: Customer
+) -> None:
+    _, (dest_id,) = customer("c@example.jp", ["c@example.jp"])
+    first, second = post(db_sessions, draft()), post(db_sessions, draft(status="recovered"))
+    now = TOKYO_FRIDAY_1030
+    policy = queue.FailurePolicy(retry=rules.RetryPolicy((60,), give_up_after_seconds=3600))
+    with db_sessions() as session, session.begin():
+        (claim,) = queue.claim(session, worker="w", now=now, limit=10, lease_seconds=60)
+        assert claim.notice_id == first  # only the oldest of the destination
+        queue.record(
+            session,
+            [queue.SendResult(claim, rules.ReplyClass.TEMPORARY, 452)],
+            worker="w",
+            now=now,
+            policy=policy,
+        )
+    later = now + timedelta(hours=2)
+    with db_sessions() as session, session.begin():
+        assert not queue.anything_due(session, now=now + timedelta(seconds=30))  # (first in back-off)
+        (again,) = queue.claim(session, worker="w", now=later, limit=10, lease_seconds=60)
+        assert again.notice_id == first
+        queue.record(
+            session,
+            [queue.SendResult(again, rules.ReplyClass.TEMPORARY, 452)],
+            worker="w",
+            now=later,
+            policy=policy,
+        )  # given up: failed
+    with db_sessions() as session, session.begin():
+        (then,) = queue.claim(session, worker="w", now=later, limit=10, lease_seconds=60)
+    assert then.notice_id == second and states(db_sessions, first) == {"c@example.jp": "failed"}
+    assert destination(db_sessions, dest_id).consecutive_failures == 1

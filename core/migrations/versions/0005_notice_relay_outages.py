@@ -1,4 +1,5 @@
-"""Notices: the relay's outages (the give-up clock of waiting mails stops while the relay is down).
+"""Notices: the relay's outages (the give-up clock of waiting mails stops while the relay is down);
+a destination's unfinished notices by age (each destination gets its notices in posting order).
 
 Revision ID: 0005
 Revises: 0004
@@ -31,9 +32,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("notice_relay_outages", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_notice_relay_outages_started_at"), ["started_at"], unique=False)
+    with op.batch_alter_table("notice_deliveries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_notice_deliveries_destination_pending", ["destination_id", "state", "notice_id"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("notice_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_notice_deliveries_destination_pending")
     with op.batch_alter_table("notice_relay_outages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_notice_relay_outages_started_at"))
     op.drop_table("notice_relay_outages")
