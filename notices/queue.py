@@ -462,6 +462,19 @@ def record(
             continue
         if next_at is not None:
             summary.retried += 1
+            # the destination's later notices wait behind this one (_first_in_line): not due before
+            # it, so claims do not walk over them meanwhile
+            session.execute(
+                update(d)
+                .where(
+                    d.destination_id == result.claim.destination_id,
+                    d.state == DeliveryState.QUEUED.value,
+                    d.notice_id > result.claim.notice_id,
+                    d.next_attempt_at < next_at,
+                )
+                .values(next_attempt_at=next_at)
+                .execution_options(synchronize_session=False)
+            )
             continue
         summary.failed += 1
         if result.counts and count_failure(

@@ -69,8 +69,9 @@ async def test_a_relay_outage_spanning_three_notices_stops_no_destination(
         await async_wait_for(
             lambda: all(states(db_sessions, n)["ok@example.jp"] == "sent" for n in later), within=20
         )
-        # the full mailbox answered 452 again: retried, not given up (the outage's two hours do not count)
-        await async_wait_for(lambda: len(mail_server.refused) >= 5)
+        # the full mailbox answered 452 again: retried, not given up (the outage's two hours do not
+        # count); the later notices wait behind it (posting order)
+        await async_wait_for(lambda: len(mail_server.refused) >= 2)
         assert relay_up(worker) == 1.0
     for notice_id in [first, *later]:
         assert states(db_sessions, notice_id)["full-box@example.jp"] == "queued"
