@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from core.mail_address import mail_address_problems, normalize_mail_address
+from core.mail_address import FORMULA_PREFIXES, mail_address_problems, normalize_mail_address
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 ALL_DAYS = 0x7F
@@ -110,11 +110,29 @@ class AddressError(ValueError):
     """Not a mail address we can deliver to."""
 
 
+_CARRIER_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
+
+
+def _carrier_style(text: str) -> bool:
+    """An address Japanese mobile carriers issued before 2009 (docomo, au): dots in a row or a dot
+    next to the ``@`` (``taro..yamada@docomo.ne.jp``, ``taro.@ezweb.ne.jp``). Not an RFC 5321
+    dot-string, but a valid quoted string: sent as ``"taro..yamada"@docomo.ne.jp``
+    (:func:`smtp_mailbox`). Everything else of core's rule holds (the domain, no formula prefix)."""
+    local, _, domain = text.rpartition("@")
+    return (
+        bool(_CARRIER_LOCAL.fullmatch(local))
+        and local.strip(".") != ""
+        and not mail_address_problems(f"x@{domain}")
+        and not text.startswith(FORMULA_PREFIXES)
+    )
+
+
 def normalize_address(value: str) -> str:
-    """The address as stored: core's one rule (`core.mail_address`), trimmed, the domain lower-cased
-    (the local part is kept as typed)."""
+    """The address as stored: core's one rule (`core.mail_address`), or a carrier's legacy address
+    (:func:`_carrier_style`); trimmed, the domain lower-cased (the local part is kept as typed;
+    support IDs are compared case-insensitively all the same)."""
     text = value.strip()
-    if mail_address_problems(text):
+    if mail_address_problems(text) and not _carrier_style(text):
         raise AddressError("メールアドレスの形式が正しくありません。")
     return normalize_mail_address(text)
 

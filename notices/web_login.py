@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -153,7 +152,8 @@ class LoginPages:
         )
 
     async def _mail(self, *, to: str, subject: str, body: str) -> bool:
-        message = build_message(sender=self.s.sender, recipient=to, subject=subject, body=body)
+        recipient = rules.smtp_mailbox(to)  # a carrier's taro..yamada@ in quotes, as the relay expects
+        message = build_message(sender=self.s.sender, recipient=recipient, subject=subject, body=body)
         try:
             await self.mailer.send(message)
         except MailSendError as exc:
@@ -392,9 +392,7 @@ class LoginPages:
             account = None
             locked = None
             if taken.allowed and address is not None:
-                account = session.scalars(
-                    select(SupportAccount).where(SupportAccount.login_email == address)
-                ).one_or_none()
+                account = accounts.account_by_email(session, address)  # whatever the case
                 if account is not None and account.state == "active":
                     locked = throttle.current(
                         session, scope="support_acct", key=str(account.id), now=now, budget=account_budget

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 from sqlalchemy.orm import Session, sessionmaker
 
 from notices import accounts, rules
@@ -48,11 +49,12 @@ class MailServer:
     refused: list[tuple[str, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
+    raw_rcpt: list[str] = field(default_factory=list)  # RCPT TO arguments as they came on the wire
     deferred: set[str] = field(default_factory=set)  # these answer 452 too, until removed
 
     def listen(self) -> None:
         """Start listening (again, on the same port)."""
-        self.controller = Controller(self, hostname=self.host, port=self.port, ready_timeout=10)
+        self.controller = _RecordingController(self, hostname=self.host, port=self.port, ready_timeout=10)
         self.controller.start()
 
     def go_away(self) -> None:
@@ -101,6 +103,23 @@ class MailServer:
     def count(self) -> int:
         with self.lock:
             return len(self.received)
+
+
+class _RecordingSMTP(SMTP):
+    """aiosmtpd's SMTP session, keeping each RCPT argument as it came (before the address is
+    parsed and unquoted), so a test sees what the relay sees."""
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        handler = self.event_handler
+        if isinstance(handler, MailServer):
+            with handler.lock:
+                handler.raw_rcpt.append(arg)
+        await super().smtp_RCPT(arg)
+
+
+class _RecordingController(Controller):
+    def factory(self) -> SMTP:
+        return _RecordingSMTP(self.handler, **self.SMTP_kwargs)
 
 
 @pytest.fixture
