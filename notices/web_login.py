@@ -152,10 +152,13 @@ class LoginPages:
         )
 
     async def _mail(self, *, to: str, subject: str, body: str) -> bool:
-        recipient = rules.smtp_mailbox(to)  # a carrier's taro..yamada@ in quotes, as the relay expects
-        message = build_message(sender=self.s.sender, recipient=recipient, subject=subject, body=body)
+        message = build_message(sender=self.s.sender, recipient=to, subject=subject, body=body)
+        mailbox = rules.smtp_mailbox(to)  # a carrier's taro..yamada@ in quotes, as the relay expects
         try:
-            await self.mailer.send(message)
+            if mailbox != to:
+                await self.mailer.send(message, recipients=[mailbox])
+            else:
+                await self.mailer.send(message)
         except MailSendError as exc:
             log.warning("support_mail_failed", reason=exc.reason)
             return False

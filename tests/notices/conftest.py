@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
 from sqlalchemy.orm import Session, sessionmaker
 
 from notices import accounts, rules
 from notices.settings import NoticeSettings
-from tests.support import free_port
+from tests.support import free_port, recording_controller
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 SLOW_DOMAIN = "slow.example"
@@ -54,7 +53,7 @@ class MailServer:
 
     def listen(self) -> None:
         """Start listening (again, on the same port)."""
-        self.controller = _RecordingController(self, hostname=self.host, port=self.port, ready_timeout=10)
+        self.controller = recording_controller(self, hostname=self.host, port=self.port, ready_timeout=10)
         self.controller.start()
 
     def go_away(self) -> None:
@@ -103,23 +102,6 @@ class MailServer:
     def count(self) -> int:
         with self.lock:
             return len(self.received)
-
-
-class _RecordingSMTP(SMTP):
-    """aiosmtpd's SMTP session, keeping each RCPT argument as it came (before the address is
-    parsed and unquoted), so a test sees what the relay sees."""
-
-    async def smtp_RCPT(self, arg: str) -> None:
-        handler = self.event_handler
-        if isinstance(handler, MailServer):
-            with handler.lock:
-                handler.raw_rcpt.append(arg)
-        await super().smtp_RCPT(arg)
-
-
-class _RecordingController(Controller):
-    def factory(self) -> SMTP:
-        return _RecordingSMTP(self.handler, **self.SMTP_kwargs)
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ def test_a_carriers_legacy_address_is_a_support_id_and_a_destination(
     smtp_server: SmtpServer,
 ) -> None:
     register(client, smtp_server, email=DOCOMO)
+    assert smtp_server.sink.raw_rcpt[0].split()[0] == 'TO:<"taro..yamada"@docomo.ne.jp>'  # RFC 5321 quoting
     menu = login(client, email=DOCOMO)
     assert menu.status_code == 200 and "マイメニュー" in menu.text  # type: ignore[attr-defined]
     added = client.post(
@@ -50,6 +51,7 @@ def test_a_carriers_legacy_address_is_a_support_id_and_a_destination(
     )
     assert added.status_code == 200 and "仮登録確認メールを送信しました" in added.text
     assert smtp_server.sink.wait_for(2)["To"] == EZWEB
+    assert smtp_server.sink.raw_rcpt[1].split()[0] == 'TO:<"taro."@ezweb.ne.jp>'
     assert link_in(smtp_server, 2, "/support/destinations/confirm")
     # what is still refused: no local part at all, spaces, a spreadsheet formula
     for bad in ("...@docomo.ne.jp", "taro yamada@docomo.ne.jp", "=taro..x@docomo.ne.jp"):
