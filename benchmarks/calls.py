@@ -101,6 +101,20 @@ def p50_p99(values: Sequence[float], unit: str = "ms", scale: float = 1000.0) ->
     return f"{rank(values, 50) * scale:.0f} / {rank(values, 99) * scale:.0f} {unit}"
 
 
+@contextlib.contextmanager
+def cpu_hogs(count: int) -> Iterable[None]:
+    """`count` busy-looping processes at nice 0 while the block runs (3 per core: load ~6 on two
+    cores plus what the benchmark itself runs), always killed at its end."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.wait()
+
+
 def proc_status_kib(pid: int, key: str) -> int | None:
     """A ``kB`` field of /proc/<pid>/status (VmHWM: peak resident set, VmRSS: current)."""
     try:
@@ -652,6 +666,7 @@ class Bench:
         self.scratch = scratch
         agi_port, fallback_port = args.agi_port or default_agi_ports()
         self.env = {
+            "IVR_DATA_DIR": str(scratch / "data"),  # its FastAGI and AMI secrets: the run's, deleted with it
             "IVR_LAB__RUN_DIR": str(scratch / "lab"),
             "IVR_LAB__SIP_HOST": "127.0.0.1",
             "IVR_LAB__SIP_PORT": str(args.sip_port),
@@ -800,7 +815,10 @@ class Bench:
         cpu0 = (proc_cpu_seconds(self.asterisk_pid), proc_cpu_seconds(self.daemon.pid))
         sipp0, web0, self0 = children_cpu_seconds(), proc_cpu_seconds(self.web.pid), time.process_time()
         remaining = max(30.0, deadline - time.monotonic() - 60)
-        results, flood_figures = asyncio.run(self._drive(plans, script, flood=flood, time_limit=remaining))
+        with cpu_hogs(self.args.cpu_hogs):  # a busy machine: other work competing for the cores
+            results, flood_figures = asyncio.run(
+                self._drive(plans, script, flood=flood, time_limit=remaining)
+            )
         # the last call records and log lines: wait for every call the daemon started to finish
         if kind == "agi":
             self._wait_daemon_finished(daemon_mark, timeout=15)
@@ -1018,7 +1036,8 @@ def report(args: argparse.Namespace, phases: Sequence[PhaseFigures], commit: str
     mode = args.dtmf_mode + (
         " autodialler (keys 120 ms apart)" if args.autodialler else " (keys 300 ms apart)"
     )
-    print(f"== {args.calls} calls at once, {mode}, ramp {args.ramp:g} s, commit {commit}")
+    hogs = f", {args.cpu_hogs} busy processes beside it" if args.cpu_hogs else ""
+    print(f"== {args.calls} calls at once, {mode}, ramp {args.ramp:g} s{hogs}, commit {commit}")
     rows = table(phases)
     width = max(len(label) for label, _ in rows)
     cols = [max(len(p.name), *(len(values[i]) for _l, values in rows)) for i, p in enumerate(phases)]
@@ -1097,6 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the pure-dialplan baseline phase")
     parser.add_argument("--flood", action="store_true", help="add a phase with a web login flood")
     parser.add_argument("--flood-connections", type=int, default=40)
+    parser.add_argument("--cpu-hogs", type=int, default=0, help="busy processes (nice 0) during each phase")
     parser.add_argument("--flood-lines", type=int, default=2000, help="lines the flood guesses at")
     parser.add_argument("--max-concurrent-calls", type=int, help="the daemon's cap (default calls + 50)")
     parser.add_argument("--time-limit", type=float, default=900.0, help="stop everything after this (s)")
@@ -1109,7 +1129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sipp-port", type=int, default=5300, help="SIPp's SIP ports from here")
     parser.add_argument("--keep", metavar="DIR", help="copy the logs there (digits masked; never the CSVs)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures table as JSON")
+    parser.add_argument("--smoke", action="store_true", help="a few calls: --calls 4 --ramp 1 --no-baseline")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.calls, args.ramp, args.no_baseline = 4, 1.0, True
     if args.calls < 1 or args.ramp <= 0 or args.time_limit < 60 or args.processes < 1 or args.variants < 1:
         parser.error("--calls, --processes, --variants must be >= 1, --ramp > 0, --time-limit >= 60")
     deadline = time.monotonic() + args.time_limit

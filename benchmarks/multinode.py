@@ -2,7 +2,7 @@
 voice benchmark's daemon figures (benchmarks/agi.py, the same dialogs and Asterisk model), side by
 side, in one run on one machine.
 
-    .venv/bin/python benchmarks/multinode.py [--levels 1,10,50] [--sessions 200]
+    .venv/bin/python benchmarks/multinode.py [--levels 1,10,50] [--sessions 200] [--smoke]
 
 Set-ups, each on a fresh database with the sample contracts:
 
@@ -188,7 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50])
     parser.add_argument("--sessions", type=int, default=200, help="short sessions per level (at least 3x it)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few sessions (level 1, 6 short, 3 completed per set-up)"
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.levels, args.sessions = [1], 6
+        print("smoke run: every part runs once, small; the figures are not measurements", flush=True)
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    print(f"commit {head or '(not a git checkout)'}")
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; fd limit {raise_fd_limit(20000)}")
     work = Path(tempfile.mkdtemp(prefix="ivr-bench-multinode-"))
     results: dict[str, dict[tuple[str, int], Batch]] = {}
@@ -211,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args.levels)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
 

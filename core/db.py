@@ -35,6 +35,8 @@ transactions.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -171,6 +173,14 @@ def _writer_lock_for(path: Path | None) -> threading.Lock:
 # ------------------------------------------------------------------------------------- engines
 
 
+def create_private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600), before SQLite does (with the
+    umask's 0644): it holds the password hashes. SQLite gives its -wal and -shm files the main
+    file's mode. An existing file is left as it is."""
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_database_url(url)
     if not is_sqlite(url):
@@ -185,6 +195,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     path = sqlite_path(url)
     file_backed = path is not None
+    if path is not None:
+        create_private_file(path)
     writer_lock = _writer_lock_for(path)
     stats = write_lock_wait_stats(engine)
 

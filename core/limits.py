@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.audit import Audit
 from core.auth import identity_for
 from core.enums import AuditEventType, Channel
-from core.models import Credential, PhoneNumber
+from core.models import AuditEvent, Credential, PhoneNumber
 from core.throttle import Budget, Taken, forget, take
 from core.web_models import NumberLock
 from core.web_sessions import phone_reset_since
@@ -52,6 +52,24 @@ def credential_key(session: Session, number: str) -> str:
     return f"{phone.number}:{_generation(session, phone)}"
 
 
+def confirmation_key(session: Session, number: str) -> str:
+    """``number:reset`` for the wrong-confirmation count: ``reset`` is the last temporary password
+    set by phone for the identity (its audit event's id). Only that recovery starts a new count;
+    a password change on the web does not (it did: a session could change its password to get 5
+    more guesses at the confirmation ID and password each time)."""
+    phone = _identity_phone(session, number)
+    if phone is None:
+        return f"{number}:-"
+    reset = session.scalar(
+        select(func.max(AuditEvent.id)).where(
+            AuditEvent.number == phone.number,
+            AuditEvent.event == str(AuditEventType.TEMPORARY_SET),
+            AuditEvent.outcome == "ok",
+        )
+    )
+    return f"{phone.number}:{reset or 0}"
+
+
 def take_code_check(session: Session, *, number: str, now: datetime, budget: Budget) -> Taken:
     return take(session, scope=OTP_CODE_SCOPE, key=credential_key(session, number), now=now, budget=budget)
 
@@ -62,7 +80,7 @@ def take_code_mail(session: Session, *, number: str, now: datetime, budget: Budg
 
 def take_confirmation_check(session: Session, *, number: str, now: datetime, budget: Budget) -> Taken:
     return take(
-        session, scope=CONFIRMATION_SCOPE, key=credential_key(session, number), now=now, budget=budget
+        session, scope=CONFIRMATION_SCOPE, key=confirmation_key(session, number), now=now, budget=budget
     )
 
 
@@ -130,5 +148,5 @@ def otp_settings_locked(session: Session, *, number: str) -> bool:
     session.execute(
         delete(NumberLock).where(NumberLock.phone_number_id == phone.id, NumberLock.kind == OTP_SETTINGS_LOCK)
     )
-    forget(session, scope=CONFIRMATION_SCOPE, key=credential_key(session, number))
+    forget(session, scope=CONFIRMATION_SCOPE, key=confirmation_key(session, number))
     return False

@@ -12,6 +12,7 @@ cache-key work per call).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -30,6 +31,7 @@ from core.call_records import (  # the voice menu's call records, re-exported
 from core.directory import number_row_on_contract
 from core.enums import AuditEventType, AuthUnit, CredentialKind
 from core.models import Contract, Credential, PhoneNumber, ServiceSubscription
+from core.password_rules import has_repeated_run, has_sequential_run
 from core.phone import InvalidPhoneNumber, normalize_number
 from core.policy import DEFAULT_POLICY, PolicyLike
 from core.rules import temporary_expiry
@@ -134,6 +136,25 @@ def temporary_password_problem(digits: str) -> str | None:
         return "too_short"
     if len(digits) > TEMPORARY_PASSWORD_LENGTH:
         return "too_long"
+    return None
+
+
+def guessable_temporary_password(digits: str, own_numbers: Iterable[str] = ()) -> str | None:
+    """Why a well-formed temporary password is too easy to guess, or None.
+
+    Whoever knows a customer's number gets 3 tries at the web login: ``12345678``, ``00000000``,
+    ``11112222`` or the line's own number would be the first. Reasons: ``repeated_run`` (4 identical
+    digits in a row), ``sequential_run`` (4 ascending or descending: 1234, 4321), ``own_number``
+    (the last 8 digits of one of ``own_numbers``).
+    """
+    if has_repeated_run(digits):
+        return "repeated_run"
+    if has_sequential_run(digits):
+        return "sequential_run"
+    for number in own_numbers:
+        national = "".join(ch for ch in number if ch.isdigit())
+        if len(national) >= TEMPORARY_PASSWORD_LENGTH and digits == national[-TEMPORARY_PASSWORD_LENGTH:]:
+            return "own_number"
     return None
 
 

@@ -39,6 +39,12 @@ class AgiSettings(BaseModel):
     run_as_user: str | None = None  # drop root privileges to this user once the port is bound
     # A connection must send its AGI environment and prove the secret within this deadline; when
     # `max_pending_connections` are pending, the oldest pending one is dropped for a new one.
+    # Accepts per peer address (a token bucket): one Asterisk's reconnecting burst is a few hundred
+    # at once and 60/s for 300 calls in 5 s; beyond, connections are closed before anything runs.
+    accept_per_second: float = Field(200.0, gt=0)
+    accept_burst: int = Field(600, ge=1)
+    # Refused connections are counted; each reason is logged at most once per interval.
+    reject_log_interval_seconds: float = Field(10.0, ge=0)
     header_timeout_seconds: float = 1.0
     header_max_bytes: int = 8192
     command_timeout_seconds: float = 60.0
@@ -77,6 +83,9 @@ class MenuSettings(BaseModel):
     # over from a wrong (overlong) entry that stop "wrong-entry" are dropped and it plays again.
     leftover_key_seconds: float = 1.0
     language: str = "ja"
+    # A temporary password may not be the last 8 digits of the caller's or the target's number
+    # (runs of 4 identical or consecutive digits are always refused).
+    refuse_own_number_password: bool = True
     # No dead air while the daemon waits (the line's lookup, the number's check, the password's
     # save): a wait longer than this gets the progress sound (a short prompt, then a soft tone)
     # until it ends, so no caller hears more than ~1 s of silence after an entry.
@@ -93,7 +102,11 @@ class AmiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "ivr-daemon"
-    secret: SecretStr = SecretStr("ivr-lab-ami-secret")
+    # IVR_AMI__SECRET; else read from `secret_file` (default <data_dir>/ami-secret, created 0600 with
+    # a random secret on first use, like the FastAGI one): `ivr lab render` writes the same value
+    # into manager.conf. A value shipped anywhere (the old lab constant) refuses to start.
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
     reconnect_seconds: float = 2.0
 
 
@@ -158,17 +171,36 @@ class VoiceSettings(Protocol):
 
 
 class SecretError(ValueError):
-    """The FastAGI shared secret is missing or unusable."""
+    """The FastAGI or AMI secret is missing or unusable."""
 
 
 def agi_secret(settings: VoiceSettings) -> str:
     """The FastAGI shared secret: `agi.secret`, else the secret file (created with a new random
     secret, mode 0600, when it does not exist yet). The daemon and the lab's dialplan both call
     this, so they agree without the secret appearing in any command line or URL."""
-    if settings.agi.secret is not None:
-        value = settings.agi.secret.get_secret_value()
+    agi = settings.agi
+    return _secret("FastAGI", agi.secret, agi.secret_file or settings.data_dir / "agi-secret")
+
+
+#: AMI secrets that were shipped in this repository: known to anyone, refused.
+SHIPPED_AMI_SECRETS = frozenset({"ivr-lab-ami-secret"})
+
+
+def ami_secret(settings: VoiceSettings) -> str:
+    """The AMI account's secret: `ami.secret`, else the secret file (created like the FastAGI
+    one). The daemon's listener and the rendered manager.conf both call this."""
+    ami = settings.ami
+    if ami.secret is not None and ami.secret.get_secret_value() in SHIPPED_AMI_SECRETS:
+        raise SecretError(
+            "IVR_AMI__SECRET is a value shipped with this software: set a random one, or unset it"
+        )
+    return _secret("AMI", ami.secret, ami.secret_file or settings.data_dir / "ami-secret")
+
+
+def _secret(what: str, configured: SecretStr | None, path: Path) -> str:
+    if configured is not None:
+        value = configured.get_secret_value()
     else:
-        path = settings.agi.secret_file or settings.data_dir / "agi-secret"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -183,7 +215,7 @@ def agi_secret(settings: VoiceSettings) -> str:
                 tmp.unlink()
         value = path.read_text(encoding="utf-8").strip()
     if not SECRET_PATTERN.fullmatch(value):
-        raise SecretError("the FastAGI secret must be 32 to 128 characters of A-Z a-z 0-9 _ -")
+        raise SecretError(f"the {what} secret must be 32 to 128 characters of A-Z a-z 0-9 _ -")
     return value
 
 

@@ -1,6 +1,6 @@
 """What many tests need, in one home: waiting on a condition (never on the clock), a free port,
-where scratch files go, a hasher that counts its checks, and the database lookups tests make to see
-what a call left.
+where scratch files go, a hasher that counts its checks, the database lookups tests make to see
+what a call left, and CPU load with the processes a command left running.
 
 ``eventually`` returns the condition's first truthy value, so a test can wait for a thing and use
 it: ``row = eventually(lambda: record(sessions, "c.1"))``. It fails (AssertionError naming what
@@ -14,10 +14,13 @@ import inspect
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,3 +166,81 @@ def recording_controller(handler: Any, *, hostname: str, port: int, **kwargs: An
             return RecordingSMTP(self.handler, **self.SMTP_kwargs)
 
     return RecordingController(handler, hostname=hostname, port=port, **kwargs)
+
+
+#: busy processes per core of `cpu_load`: 3 make a load of 6 on the project's 2-core machine
+LOAD_PER_CORE = 3
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@contextmanager
+def cpu_load(per_core: int = LOAD_PER_CORE) -> Iterator[list[int]]:
+    """``per_core`` busy-looping processes per core (nice 0, in the caller's session, so they
+    compete with what the test starts there), running once this yields their pids; always
+    killed on exit."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range((os.cpu_count() or 1) * per_core)
+    ]
+    try:
+        eventually(lambda: all(_cpu_ticks(hog.pid) > 0 for hog in hogs), 30, what="the load running")
+        yield [hog.pid for hog in hogs]
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.wait()
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, exited but not yet reaped, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every live process below it, from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        if running(current):
+            found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def command_lines(pids: list[int]) -> list[str]:
+    """``pid: command line`` of each process, to name what a test found still running."""
+    lines = []
+    for pid in pids:
+        try:
+            lines.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            lines.append(f"{pid}: (gone)")
+    return lines
+
+
+def can_bind(port: int, kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> bool:
+    """Whether a server could bind ``port`` now (with SO_REUSEADDR, as servers do)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -525,7 +525,7 @@ class CoreBackend:
     ) -> bool:
         """Give a try back when it was not a wrong one; lock at the limit. True: now locked."""
         if not wrong:
-            key = limits.credential_key(session, number)
+            key = limits.confirmation_key(session, number)
             throttle.give_back(session, scope=limits.CONFIRMATION_SCOPE, key=key, taken=taken)
             return False
         if taken.count >= self._confirmation_budget.limit:

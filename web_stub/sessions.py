@@ -4,7 +4,8 @@ The browser holds a random 256-bit value (HttpOnly cookie ``ivr_session``); the 
 its SHA-256 (``core.web_sessions``), so a copy of the database opens no session. Everything else
 (who logged in, which step of the login they are at) is in the row; the CSRF token is derived from
 the cookie value, and the few secrets a session carries for a moment (a registration draft's
-confirmation ID and password) are sealed in the row with a key derived from the cookie value too.
+confirmation ID and password) are sealed in the row with AES-256-GCM under a key derived from the
+cookie value too.
 
 Only a login creates a session: the anonymous login form carries a signed double-submit token
 (:class:`FormToken`) instead, so a visitor without a cookie costs no row and no write.
@@ -21,6 +22,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.secrets import constant_time_equals
 from core.web_sessions import session_id_hash
@@ -57,33 +61,32 @@ def _derive(cookie: str, purpose: bytes) -> bytes:
     return hmac.new(cookie.encode("utf-8"), purpose, hashlib.sha256).digest()
 
 
+#: the sealed format: a version byte, a 96-bit random nonce, then AES-256-GCM's ciphertext and tag
+SEAL_VERSION = b"\x02"
+_SEAL_CONTEXT = b"ivr-web-session-draft"  # authenticated with every sealed value
+
+
 def seal(cookie: str, plaintext: bytes) -> str:
-    """Encrypt-then-MAC with keys derived from the cookie value (HMAC-SHA256 keystream and tag)."""
-    key = _derive(cookie, b"seal")
-    enc_key, mac_key = hmac.digest(key, b"enc", "sha256"), hmac.digest(key, b"mac", "sha256")
-    nonce = os.urandom(16)
-    blocks = (len(plaintext) + 31) // 32
-    stream = b"".join(hmac.digest(enc_key, nonce + i.to_bytes(8, "big"), "sha256") for i in range(blocks))
-    ciphertext = bytes(a ^ b for a, b in zip(plaintext, stream, strict=False))
-    tag = hmac.digest(mac_key, nonce + ciphertext, "sha256")
-    return _b64(nonce + ciphertext + tag)
+    """Encrypt and authenticate with AES-256-GCM (``cryptography``), under a key derived from the
+    cookie value: the database row alone opens nothing."""
+    nonce = os.urandom(12)
+    ciphertext = AESGCM(_derive(cookie, b"seal")).encrypt(nonce, plaintext, _SEAL_CONTEXT)
+    return _b64(SEAL_VERSION + nonce + ciphertext)
 
 
 def unseal(cookie: str, sealed: str) -> bytes | None:
+    """The plaintext, or None for anything that is not a value sealed with this cookie (a value
+    sealed before AES-GCM, another session's, a tampered one): the draft is dropped."""
     try:
         raw = _unb64(sealed)
     except ValueError:
         return None
-    if len(raw) < 48:
+    if len(raw) < 1 + 12 + 16 or raw[:1] != SEAL_VERSION:
         return None
-    nonce, ciphertext, tag = raw[:16], raw[16:-32], raw[-32:]
-    key = _derive(cookie, b"seal")
-    enc_key, mac_key = hmac.digest(key, b"enc", "sha256"), hmac.digest(key, b"mac", "sha256")
-    if not hmac.compare_digest(tag, hmac.digest(mac_key, nonce + ciphertext, "sha256")):
+    try:
+        return AESGCM(_derive(cookie, b"seal")).decrypt(raw[1:13], raw[13:], _SEAL_CONTEXT)
+    except InvalidTag:
         return None
-    blocks = (len(ciphertext) + 31) // 32
-    stream = b"".join(hmac.digest(enc_key, nonce + i.to_bytes(8, "big"), "sha256") for i in range(blocks))
-    return bytes(a ^ b for a, b in zip(ciphertext, stream, strict=False))
 
 
 @dataclass

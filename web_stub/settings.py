@@ -17,6 +17,8 @@ class WebSettings(BaseModel):
     # `ivr web` lowers its CPU priority by this much (os.nice): beside the FastAGI daemon on one
     # machine, a login flood then cannot starve the callers' password hashes (nice 10). 0: as is.
     niceness: int = Field(default=15, ge=0, le=19)
+    # On SIGTERM / SIGINT, requests in progress may finish this long; then their connections close.
+    shutdown_grace_seconds: int = Field(default=10, ge=0)
     # --- limits (web_stub, docs/web.md "Security")
     session_absolute_lifetime_seconds: int = 8 * 3600  # a session ends this long after login
     trusted_proxies: list[str] = []  # addresses/networks whose X-Forwarded-For is believed

@@ -6,13 +6,18 @@ connect schedules the next try the same way, so the listener rides out restarts.
 on every connection. Its ping (every ``ping_interval`` s) notices a half-open connection.
 
 Only channel lifecycle events are handled. DTMF events are never subscribed to or logged: they
-carry the keys callers press, which include passwords.
+carry the keys callers press, which include passwords. The account has no write class (no action
+but Login, Ping, Events and Logoff): after a reconnect the view of live calls is rebuilt from the
+daemon's own calls in progress, not by asking Asterisk (CoreShowChannels needs "reporting", which
+also allows Getvar, and Getvar of AST_CONFIG() reads any file Asterisk can, the FastAGI secret
+included).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +49,16 @@ def _clean(value: Any, limit: int = 80) -> str | None:
 
 
 class AmiListener:
-    def __init__(self, settings: AmiSettings) -> None:
+    def __init__(
+        self,
+        settings: AmiSettings,
+        *,
+        secret: str,
+        own_calls: Callable[[], Iterable[LiveChannel]] = tuple,
+    ) -> None:
         self.settings = settings
+        self._secret = secret
+        self._own_calls = own_calls  # the daemon's calls in progress: the view after a reconnect
         self.log = structlog.get_logger("ivr.ami")
         self.channels: dict[str, LiveChannel] = {}
         self.connected = asyncio.Event()
@@ -60,7 +73,7 @@ class AmiListener:
             host=self.settings.host,
             port=self.settings.port,
             username=self.settings.username,
-            secret=self.settings.secret.get_secret_value(),
+            secret=self._secret,
             events="call,system",
             reconnect_timeout=max(1, round(self.settings.reconnect_seconds)),  # its constructor: int
             ping_delay=10,
@@ -99,31 +112,14 @@ class AmiListener:
         task.add_done_callback(self._background.discard)
 
     async def _resync(self) -> None:
-        """Rebuild the view of live channels (their events were missed while disconnected)."""
-        manager = self.manager
-        if manager is None:
-            return
+        """Rebuild the view of live channels (their events were missed while disconnected) from
+        the daemon's own calls in progress; other channels join it with their next event."""
         try:
-            reply = await asyncio.wait_for(manager.send_action({"Action": "CoreShowChannels"}), timeout=10)
+            own = list(self._own_calls())
         except Exception as exc:
             self.log.warning("ami_resync_failed", error_type=type(exc).__name__)
-            self.connected.set()
-            return
-        messages = reply if isinstance(reply, list) else [reply]
-        self.channels.clear()
-        for message in messages:
-            if str(message.get("Event", "")) != "CoreShowChannel":
-                continue
-            uniqueid = _clean(message.get("Uniqueid"), 64)
-            if uniqueid is None:
-                continue
-            self.channels[uniqueid] = LiveChannel(
-                uniqueid=uniqueid,
-                channel=_clean(message.get("Channel")) or "",
-                caller=_clean(message.get("CallerIDNum"), 32),
-                exten=_clean(message.get("Exten"), 32),
-                state=_clean(message.get("ChannelStateDesc"), 20) or "",
-            )
+            own = []
+        self.channels = {live.uniqueid: live for live in own}
         self.log.info("ami_channels_resynced", live_channels=len(self.channels))
         self.connected.set()
 

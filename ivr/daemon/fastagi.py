@@ -81,6 +81,11 @@ class AgiConnection:
                 self._expired = False
                 task = asyncio.current_task()
                 if task is not None and task.uncancel() == 0:  # our deadline, no other cancellation
+                    # A peer that stays silent past a deadline is not trusted with another command
+                    # (its late reply would answer the wrong one): the apology and the hangup are
+                    # not tried on it, so it holds the call one timeout, not three. Closing the
+                    # connection ends the AGI, and the dialplan plays the apology itself.
+                    self.hung_up = True
                     raise ChannelError(
                         f"AGI command {words[0]} {words[1] if len(words) > 1 else ''} timed out"
                     ) from None

@@ -31,7 +31,15 @@ Readiness = Callable[[], str | None]
 StartResponse = Callable[..., Any]
 
 
+#: an idle connection on the operations port is closed after this (its thread ends with it)
+IDLE_SECONDS = 10.0
+#: connections served at once; more are closed at once (a scraper needs one)
+MAX_CONNECTIONS = 64
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = IDLE_SECONDS  # StreamRequestHandler: the socket's timeout, so an idle read ends
+
     def log_message(self, format: str, *args: Any) -> None:
         """Probes every few seconds: not one log line each."""
 
@@ -88,8 +96,30 @@ class OpsServer:
     """The operations port, served by its own threads until `stop`."""
 
     def __init__(self, host: str, port: int, app: Any) -> None:
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
         class _Server(ThreadingWSGIServer):
+            """A thread per connection, at most `MAX_CONNECTIONS` of them, each ending with its
+            connection or `IDLE_SECONDS` of silence (connections held open and idle kept a thread
+            each, forever)."""
+
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            request_queue_size = MAX_CONNECTIONS  # socketserver's 5 drops SYNs of a small burst
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                if not slots.acquire(blocking=False):
+                    self.shutdown_request(request)
+                    return
+                super().process_request(request, client_address)
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    slots.release()
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # an idle connection timed out, a peer reset: nothing to print to stderr
 
         self._httpd = make_server(host, port, app, _Server, handler_class=_QuietHandler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ivr-ops-http", daemon=True)

@@ -8,6 +8,13 @@ Before anything of a call runs, a connection must
 3. prove it is our Asterisk: the daemon asks ``GET VARIABLE AST_CONFIG(ivr-agi.conf,fastagi,secret)``
    (a file only Asterisk can read) and compares the answer with its own secret in constant time.
 
+Step 1 is decided right after ``accept`` (`Acceptor`), before any transport, stream, task or log
+line exists for the connection: a flood from a peer outside the list costs an accept and a close. Each
+allowed peer also has an accept budget (`accept_per_second`, `accept_burst`: a token bucket far
+above what one Asterisk's bursts need); connections beyond it are closed the same way. Refusals
+are counted (`rejected`, the metric) and logged at most once per reason and
+`reject_log_interval_seconds`, with how many more were refused since.
+
 Steps 2 and 3 together must finish within `header_timeout_seconds`. While they run the connection is
 *pending*; when `max_pending_connections` are pending, the oldest is dropped to make room, so
 connections that never finish their environment cannot keep real calls out. A failed connection
@@ -23,11 +30,13 @@ import hmac
 import ipaddress
 import os
 import socket
+import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -58,6 +67,124 @@ def _lower_priority(niceness: int) -> None:
     work (tens of ms of CPU each) gives way to the event loop that answers every other call."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
+class AcceptBudget:
+    """Per-peer token buckets: `burst` connections at once, refilled at `per_second`."""
+
+    MAX_PEERS = 4096  # beyond it, peers whose bucket is full again are forgotten
+
+    def __init__(self, per_second: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second, self.burst, self.clock = per_second, float(burst), clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+
+    def take(self, address: str) -> bool:
+        now = self.clock()
+        tokens, at = self._buckets.get(address, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.per_second)
+        if tokens < 1.0:
+            self._buckets[address] = (tokens, now)
+            return False
+        self._buckets[address] = (tokens - 1.0, now)
+        if len(self._buckets) > self.MAX_PEERS:
+            self._forget_full(now)
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        for address, (tokens, at) in list(self._buckets.items()):
+            if tokens + (now - at) * self.per_second >= self.burst:
+                del self._buckets[address]
+
+
+class Acceptor:
+    """Accepts on the listening sockets itself, so that a refused peer costs an ``accept`` and a
+    ``close`` (with RST: no TIME_WAIT kept for it) and nothing else: no transport, no task, no
+    stream, no log line. asyncio's server would build a transport and a task for each, which a flood
+    of thousands a second turns into a full accept queue that real calls wait behind.
+    """
+
+    ACCEPTS_PER_WAKEUP = 512
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        admit: Callable[[object], bool],
+        serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    ) -> None:
+        self.sockets = sockets
+        self._admit = admit
+        self._serve = serve
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting: set[asyncio.Task[Any]] = set()
+        self.log = structlog.get_logger("ivr.daemon")
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sock in self.sockets:
+            sock.setblocking(False)
+            self._loop.add_reader(sock.fileno(), self._ready, sock)
+
+    def is_serving(self) -> bool:
+        return self._loop is not None
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        for sock in self.sockets:
+            if loop is not None:
+                loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _ready(self, sock: socket.socket) -> None:
+        for _ in range(self.ACCEPTS_PER_WAKEUP):
+            try:
+                conn, peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, ...: the next wakeup tries again
+                self.log.warning("fastagi_accept_failed", error=str(exc))
+                return
+            if not self._admit(peer):
+                with contextlib.suppress(OSError):
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                continue
+            conn.setblocking(False)
+            task = asyncio.ensure_future(self._connected(conn))
+            self._accepting.add(task)
+            task.add_done_callback(self._accepting.discard)
+
+    async def _connected(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+        protocol = asyncio.StreamReaderProtocol(reader, self._serve)  # runs `serve` in its own task
+        try:
+            await loop.connect_accepted_socket(lambda: protocol, conn)
+        except OSError:
+            conn.close()
+
+
+def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Bound, listening sockets for every address of ``host`` (as asyncio's create_server binds)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, proto, _name, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def parse_networks(entries: list[str]) -> list[Network]:
@@ -96,12 +223,15 @@ class FastAgiServer:
         self._secret = secret.encode()
         self._sockets = sockets or []
         self._networks = parse_networks(agi.allowed_peers)
+        self._budget = AcceptBudget(agi.accept_per_second, agi.accept_burst)
+        self._unlogged: Counter[str] = Counter()  # refusals since each reason's last log line
+        self._next_reject_log: dict[str, float] = {}
         self.active_calls = 0
+        self._live: dict[str, FastAgiChannel] = {}  # calls in progress, by Asterisk's unique id
         self.total_connections = 0
         self.rejected: Counter[str] = Counter()
         self._pending: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self._server: asyncio.Server | None = None
-        self._extra_servers: list[asyncio.Server] = []
+        self._acceptor: Acceptor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._hash_pool = ThreadPoolExecutor(
             max_workers=hash_pool_size(agi),
@@ -121,7 +251,11 @@ class FastAgiServer:
 
     @property
     def listening(self) -> bool:
-        return self._server is not None and self._server.is_serving() and not self.stopping
+        return self._acceptor is not None and self._acceptor.is_serving() and not self.stopping
+
+    def live_calls(self) -> list[tuple[str, str | None, str | None]]:
+        """The calls in progress: (Asterisk's unique id, caller number, dialled number)."""
+        return [(call_id, ch.caller.number, ch.service_number) for call_id, ch in self._live.items()]
 
     @property
     def pending_connections(self) -> int:
@@ -129,30 +263,27 @@ class FastAgiServer:
 
     @property
     def port(self) -> int:
-        if self._server is None or not self._server.sockets:
+        if self._acceptor is None or not self._acceptor.sockets:
             return self.agi.port
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._acceptor.sockets[0].getsockname()[1])
+
+    def _admit_peer(self, peer: object) -> bool:
+        """Called right after ``accept``: an allowed peer within its accept budget."""
+        if not peer_allowed(peer, self._networks):
+            self._reject("peer_not_allowed", peer)
+            return False
+        if not self._budget.take(str(peer[0]) if isinstance(peer, tuple) else ""):
+            self._reject("peer_over_accept_budget", peer)
+            return False
+        return True
 
     async def start(self) -> None:
-        if self._sockets:  # handed over already bound (systemd socket activation)
-            servers = [
-                await asyncio.start_server(
-                    self._on_connection, sock=sock, limit=MAX_LINE_BYTES, backlog=LISTEN_BACKLOG
-                )
-                for sock in self._sockets
-            ]
-            self._server = servers[0]
-            self._extra_servers = servers[1:]
-        else:
-            self._server = await asyncio.start_server(
-                self._on_connection,
-                self.agi.host,
-                self.agi.port,
-                limit=MAX_LINE_BYTES,
-                reuse_address=True,
-                backlog=LISTEN_BACKLOG,
-            )
-            self._extra_servers = []
+        # handed over already bound (systemd socket activation), or bound here
+        sockets = self._sockets or listening_sockets(self.agi.host, self.agi.port, LISTEN_BACKLOG)
+        for sock in self._sockets:
+            sock.listen(LISTEN_BACKLOG)
+        self._acceptor = Acceptor(sockets, self._admit_peer, self._on_connection)
+        self._acceptor.start()
         self.log.info("fastagi_listening", host=self.agi.host, port=self.port)
         if self.port >= 1024:
             self.log.warning(
@@ -164,9 +295,8 @@ class FastAgiServer:
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting; let calls in progress finish for a while, then cut them."""
         self.stopping = True
-        for server in [self._server, *self._extra_servers]:
-            if server is not None:
-                server.close()
+        if self._acceptor is not None:
+            self._acceptor.close()
         if self._tasks:
             self.log.info("waiting_for_calls", active=len(self._tasks))
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
@@ -174,9 +304,6 @@ class FastAgiServer:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=2)
         self._hash_pool.shutdown(wait=False, cancel_futures=True)
         self.log.info("fastagi_stopped")
 
@@ -199,8 +326,22 @@ class FastAgiServer:
                 self._tasks.discard(task)
 
     def _reject(self, reason: str, peer: object, **fields: object) -> None:
+        """Count a refused connection; log it unless this reason was logged within the interval
+        (a flood writes one line per interval, saying how many more were refused since)."""
         self.rejected[reason] += 1
-        self.log.warning("agi_connection_rejected", reason=reason, peer=str(peer)[:80], **fields)
+        now = time.monotonic()
+        if now < self._next_reject_log.get(reason, 0.0):
+            self._unlogged[reason] += 1
+            return
+        self._next_reject_log[reason] = now + self.agi.reject_log_interval_seconds
+        also = self._unlogged.pop(reason, 0)
+        self.log.warning(
+            "agi_connection_rejected",
+            reason=reason,
+            peer=str(peer)[:80],
+            refused_since_last_line=also,
+            **fields,
+        )
 
     def _admit_pending(self, task: asyncio.Task[None] | None, writer: asyncio.StreamWriter) -> None:
         if task is None:
@@ -215,10 +356,7 @@ class FastAgiServer:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None] | None
     ) -> None:
-        peer = writer.get_extra_info("peername")
-        if not peer_allowed(peer, self._networks):
-            self._reject("peer_not_allowed", peer)
-            return
+        peer = writer.get_extra_info("peername")  # allowed and within its budget (`_admit_peer`)
         self._admit_pending(task, writer)
         connection = AgiConnection(
             reader, writer, command_timeout=self.agi.command_timeout_seconds, metrics=self.metrics
@@ -267,9 +405,11 @@ class FastAgiServer:
             channel, store=self.store, menu=self.menu, hash_executor=self._hash_pool, metrics=self.metrics
         )
         self.active_calls += 1
+        self._live[channel.call_id] = channel
         try:
             await call.run()
         finally:
             self.active_calls -= 1
+            self._live.pop(channel.call_id, None)
             if self.metrics is not None:  # also for a call cut by the shutdown (system_error)
                 self.metrics.call_ended(call.report.outcome, time.monotonic() - started)

@@ -60,12 +60,17 @@ class Step(StrEnum):
 
 
 class NoMatch:
-    """What an entry's check returns when the entry is wrong (`NO_MATCH`)."""
+    """What an entry's check returns when the entry is wrong (`NO_MATCH`); one that says why has
+    its own `prompt` (played instead of "wrong-entry") and a `reason` for the call log."""
 
-    __slots__ = ()
+    __slots__ = ("prompt", "reason")
+
+    def __init__(self, prompt: str = "wrong-entry", reason: str | None = None) -> None:
+        self.prompt = prompt
+        self.reason = reason
 
     def __repr__(self) -> str:
-        return "NO_MATCH"
+        return "NO_MATCH" if self.reason is None else f"NO_MATCH({self.reason})"
 
 
 NO_MATCH: Final = NoMatch()
@@ -255,7 +260,10 @@ class CallController:
                 self._full_entry_at = ended_at
             value = await accept(result) if isinstance(result, Digits) else NO_MATCH
             accepted = not isinstance(value, NoMatch)
-            self._log_entry(step, attempt, result, accepted=accepted, started=asked_at, ended=ended_at)
+            refused = value.reason if isinstance(value, NoMatch) else None
+            self._log_entry(
+                step, attempt, result, accepted=accepted, started=asked_at, ended=ended_at, refused=refused
+            )
             if not isinstance(value, NoMatch):
                 return value
             self.report.wrong_entries += 1
@@ -263,27 +271,35 @@ class CallController:
                 raise TooManyWrong(step)
             attempt += 1
             self._full_entry_at = None
-            await self._say_wrong_entry(ended_at)
+            await self._say_wrong_entry(ended_at, value.prompt)
 
-    async def _say_wrong_entry(self, entry_ended: float) -> None:
+    async def _say_wrong_entry(self, entry_ended: float, prompt: str = "wrong-entry") -> None:
         """Play "wrong-entry", interruptible: a key that stops it is the caller's retry and the first
         key of the next try. Keys that stop it within `menu.leftover_key_seconds` of the wrong
         entry's last key are left over from that entry (a 9th key, a trailing #): they are dropped
         and "wrong-entry" plays again, so they cannot spoil the next try."""
         last_key = entry_ended
         for _ in range(LEFTOVER_KEYS_DROPPED):
-            self.report.prompts.append("wrong-entry")
-            key = await self.channel.play(["wrong-entry"], interruptible=True)
+            self.report.prompts.append(prompt)
+            key = await self.channel.play([prompt], interruptible=True)
             now = self.monotonic()
             if key is None or now - last_key > self.menu.leftover_key_seconds:
                 return
             self.channel.discard_typed_ahead()
             last_key = now
-        self.report.prompts.append("wrong-entry")
-        await self.channel.play(["wrong-entry"], interruptible=False)
+        self.report.prompts.append(prompt)
+        await self.channel.play([prompt], interruptible=False)
 
     def _log_entry(
-        self, step: Step, attempt: int, result: CollectResult, *, accepted: bool, started: float, ended: float
+        self,
+        step: Step,
+        attempt: int,
+        result: CollectResult,
+        *,
+        accepted: bool,
+        started: float,
+        ended: float,
+        refused: str | None = None,
     ) -> None:
         fields: dict[str, Any] = {
             "step": step.value,
@@ -294,6 +310,8 @@ class CallController:
             fields["result"] = "no_input"
         else:
             fields["result"] = "digits" if accepted else "no_match"
+            if refused is not None:
+                fields["refused"] = refused  # why (e.g. "repeated_run"), never what was typed
             fields["digit_count"] = len(result.value)
             fields["ended_by"] = (
                 "terminator" if result.terminated else "timeout" if result.timed_out else "max"
@@ -317,7 +335,7 @@ class CallController:
         guard: True when nothing will be committed) and `WaitTooLong` raised, so the caller hears
         the apology; when `abandon` says the commit has begun, its result is awaited instead. A
         hangup during the wait leaves the work stored or not, never half: it is abandoned if it
-        still can be, else awaited, so the report says which.
+        still can be, else awaited, so the report says which; so does a channel that fails.
         """
         if not work.done():
             await asyncio.wait((work,), timeout=self.menu.progress_after_seconds)
@@ -348,7 +366,9 @@ class CallController:
                 self.log.info("wait_past_limit_commit_begun", step=step.value)
                 await asyncio.wait((work,))  # the commit has begun: its result decides
             await self.channel.stop_progress()
-        except CallerHungUp:
+        except WaitTooLong:
+            raise
+        except Exception:  # the caller hung up, the channel failed: stored or not, never half
             if not work.done() and (abandon is None or abandon()):
                 _let_go(work, abandoned=abandon is not None)
             else:

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING
 
 from core.enums import AuthUnit
 from core.phone import InvalidPhoneNumber, normalize_number
-from core.phone_line import CallerLine, target_number_for, temporary_password_problem
+from core.phone_line import (
+    CallerLine,
+    guessable_temporary_password,
+    target_number_for,
+    temporary_password_problem,
+)
 from core.secrets import constant_time_equals
 from ivr.channel import CallerIdKind, Channel, Digits, Progress, digit_prompts
 from ivr.flow.controller import (
@@ -135,7 +140,7 @@ class TemporaryPasswordCall(CallController):
                 ["set-for-number-prefix", *read_back, "set-for-number-suffix"],
                 max_digits=PASSWORD_DIGITS,
                 terminator="#",
-                accept=_valid_password,
+                accept=lambda d: self._new_password(d, channel_number=number, target=target),
                 fixed_length=True,
             )
             await self.ask(
@@ -205,6 +210,16 @@ class TemporaryPasswordCall(CallController):
             return None
         return await asyncio.to_thread(self.store.lookup_caller, number)
 
+    async def _new_password(self, entry: Digits, *, channel_number: str | None, target: str) -> str | NoMatch:
+        """8 digits, and not guessable: no run of 4 identical or 4 consecutive digits, and (with
+        `menu.refuse_own_number_password`) not the last 8 digits of the caller's or the target's
+        number. A guessable one is refused with its own prompt (`password-guessable`)."""
+        if temporary_password_problem(entry.value) is not None:
+            return NO_MATCH
+        own = [n for n in (channel_number, target) if n] if self.menu.refuse_own_number_password else []
+        reason = guessable_temporary_password(entry.value, own)
+        return entry.value if reason is None else NoMatch(GUESSABLE_PROMPT, reason)
+
     async def _number_on_contract(self, line: CallerLine, entry: Digits) -> str | NoMatch:
         try:
             number = normalize_number(entry.value)
@@ -231,8 +246,8 @@ async def _unit_key(entry: Digits) -> AuthUnit | NoMatch:
         return NO_MATCH
 
 
-async def _valid_password(entry: Digits) -> str | NoMatch:
-    return entry.value if temporary_password_problem(entry.value) is None else NO_MATCH
+#: a well-formed password that is too easy to guess: its own prompt says why, and it counts as wrong
+GUESSABLE_PROMPT = "password-guessable"
 
 
 async def _same_password(first: str, entry: Digits) -> bool | NoMatch:

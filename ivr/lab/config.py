@@ -15,7 +15,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from ivr.assets import ASTERISK_CONFIG_DIR, DIALPLAN_DIR
-from ivr.settings import VoiceSettings, agi_secret
+from ivr.settings import VoiceSettings, agi_secret, ami_secret
 
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 
@@ -73,7 +73,7 @@ def placeholder_values(
         "AMI_HOST": settings.ami.host,
         "AMI_PORT": str(settings.ami.port),
         "AMI_USERNAME": settings.ami.username,
-        "AMI_SECRET": settings.ami.secret.get_secret_value(),
+        "AMI_SECRET": ami_secret(settings),
         "SERVICE_NUMBER": lab.service_number,
         "SERVICE_NUMBER_E164": e164_without_plus(lab.service_number),
         "AGI_HOST": agi_host(settings),

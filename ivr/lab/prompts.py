@@ -45,6 +45,7 @@ PROMPT_IDS: tuple[str, ...] = (
     "system-error",
     "busy",
     "goodbye",
+    "password-guessable",
     "please-wait",
     "saving-please-wait",
     *DIGIT_PROMPT_IDS,

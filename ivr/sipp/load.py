@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from core.phone_line import guessable_temporary_password
 from ivr.sipp.model import Caller, CallResult, DtmfMode, ExpectHangup, SendDigits
 from ivr.sipp.rtp import PACKET_SECONDS, RtpEventStream
 from ivr.sipp.runner import SippError, Target, parse_events, read_log, run_sipp, write_scenario
@@ -483,5 +484,9 @@ def plan_processes(
 
 
 def random_password(length: int = 8) -> str:
-    """A fresh password of ``length`` digits (``secrets``)."""
-    return "".join(secrets.choice("0123456789") for _ in range(length))
+    """A fresh password of ``length`` digits (``secrets``) that the IVR takes: none with a run of 4
+    identical or consecutive digits (``core.phone_line.guessable_temporary_password``)."""
+    while True:
+        digits = "".join(secrets.choice("0123456789") for _ in range(length))
+        if guessable_temporary_password(digits) is None:
+            return digits

@@ -1,6 +1,6 @@
 """`ivr call`: place one SIPp call to the lab by hand and print what happened.
 
-    ivr call --from 0300001111 --dtmf "2,0300002222#,12345678,12345678"
+    ivr call --from 0300001111 --dtmf "2,0300002222#,40719352,40719352"
 
 Commas separate key groups; the caller waits ``--between`` seconds before each group (like the
 pause key of a phone), then waits for the IVR to hang up.
@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--to", dest="dialled", default=None, help="number dialled (default: the service number)"
     )
-    parser.add_argument("--dtmf", default="", help='keys to press; commas separate groups, e.g. "1,12345678"')
+    parser.add_argument("--dtmf", default="", help='keys to press; commas separate groups, e.g. "1,40719352"')
     parser.add_argument("--mode", choices=("rfc4733", "info"), default="rfc4733", help="how keys are sent")
     parser.add_argument(
         "--first-wait", type=float, default=2.0, help="seconds after answer before the first keys"

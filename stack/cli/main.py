@@ -11,6 +11,7 @@ without a known command (``ivr``, ``ivr --help``, a typo) imports every module f
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -70,5 +71,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+def program() -> int:
+    """The ``ivr`` console script (and ``python -m stack.cli.main``): `main`, then an exit that
+    does not tidy the heap away object by object.
+
+    Python's teardown at exit collects every tracked object, several times over: 0.4 s of CPU for
+    `ivr web`, `ivr serve` or `ivr notices serve`, against 0.02 s for the whole stop before it. At
+    load 6 on 2 cores (and `ivr web` runs at nice 15) that took 20 to 40 s of wall time, beyond a
+    supervisor's patience. Freezing the objects (`gc.freeze`) moves them out of the collector's
+    reach; the kernel takes the memory back at once. Exit handlers, thread joins and the flushing
+    of files still run. Not in `main`: a test calling it in-process goes on collecting."""
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(program())

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from ivr.settings import SecretError, agi_secret
+from ivr.settings import SecretError, agi_secret, ami_secret
 from stack.settings import Settings
 
 SD_LISTEN_FDS_START = 3
@@ -137,7 +137,7 @@ async def _serve_batched(
     grace: float,
 ) -> int:
     from core.db import database_readiness
-    from ivr.ami.listener import AmiListener
+    from ivr.ami.listener import AmiListener, LiveChannel
     from ivr.daemon.health import OpsServer, loop_alive, ops_app
     from ivr.daemon.server import FastAgiServer
 
@@ -191,7 +191,23 @@ async def _serve_batched(
         return 1
     if records is not None:  # listening proves no live daemon has our node id: close its leftovers
         await asyncio.to_thread(records.start)
-    listener = AmiListener(settings.ami) if ami else None
+    listener = None
+    if ami:
+        try:
+            listener = AmiListener(
+                settings.ami,
+                secret=ami_secret(settings),
+                own_calls=lambda: [
+                    LiveChannel(uniqueid, channel="", caller=caller, exten=exten, state="Up")
+                    for uniqueid, caller, exten in server.live_calls()
+                ],
+            )
+        except (OSError, SecretError) as exc:
+            log.error("ami_no_secret", error=str(exc))
+            await server.stop(grace_seconds=0)
+            if records is not None:
+                await asyncio.to_thread(records.close)
+            return 1
     if listener is not None:
         metrics.watch_ami(listener.connected.is_set)
         await listener.start()

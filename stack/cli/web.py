@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from typing import Any
 
@@ -17,6 +18,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", help="listen address (default: settings web.host)")
     parser.add_argument("--port", type=int, help="listen port (default: settings web.port)")
     parser.set_defaults(func=run_web)
+
+
+def _stopping_at_full_priority(server_class: Any) -> Any:
+    """uvicorn's server, that on its stop signal gives up the niceness `ivr web` took, where the
+    process may (root, CAP_SYS_NICE, RLIMIT_NICE): at nice 15 on a loaded machine the event loop
+    gets a sliver of the CPU, and winding down waited for it (docs/deploy.md "Stopping on a busy
+    machine")."""
+
+    class Server(server_class):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, 0, 0)  # this thread: the event loop
+            super().handle_exit(sig, frame)
+
+    return Server
 
 
 def run_web(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,8 +71,6 @@ def run_web(args: argparse.Namespace, settings: Settings) -> int:
     if settings.web.niceness:
         # On a machine shared with the FastAGI daemon the phone line comes first: a login flood
         # must not take the CPU the callers' password hashes need (the daemon hashes at nice 10).
-        import os
-
         os.nice(settings.web.niceness)
     app = create_app(
         settings.web, settings.smtp, settings.credentials, database_url=settings.effective_database_url
@@ -74,10 +88,12 @@ def run_web(args: argparse.Namespace, settings: Settings) -> int:
         access_log=False,  # the app logs what matters, without query strings (link tokens)
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=settings.web.shutdown_grace_seconds,
     )
-    # uvicorn stops on SIGTERM and SIGINT alike (graceful: requests in progress finish), then
-    # raises the signal again for its caller: that is us, and stopping is what was asked.
+    # uvicorn stops on SIGTERM and SIGINT alike (graceful: requests in progress finish, for up to
+    # web.shutdown_grace_seconds), then raises the signal again for its caller: that is us, and
+    # stopping is what was asked.
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run()
+        _stopping_at_full_priority(uvicorn.Server)(config).run()
     log.info("web_stopped")
     return 0

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,3 +217,20 @@ def test_postgres_read_sessions_are_read_only(postgres_url: str, core_now: datet
         assert not in_write_transaction()
     finally:
         engine.dispose()
+
+
+def test_a_new_credential_database_and_its_wal_are_readable_by_the_owner_only(tmp_path: Path) -> None:
+    """It holds the password hashes: 0600 like the FastAGI secret, whatever the umask says."""
+    import stat
+
+    from core.db import upgrade_database
+
+    url = f"sqlite:///{tmp_path / 'ivr.sqlite3'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    with engine.begin() as connection:  # a write: the WAL and shared-memory files exist now
+        connection.exec_driver_sql("CREATE TABLE probe (x INTEGER)")
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    engine.dispose()
+    assert modes["ivr.sqlite3"] == 0o600
+    assert all(mode == 0o600 for mode in modes.values()), modes

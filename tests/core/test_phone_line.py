@@ -214,3 +214,20 @@ def test_call_records(sample_db: Sessions, core_now: datetime) -> None:
             "c-2"
         ]
         assert len(list_call_records(session, limit=1)) == 1
+
+
+def test_guessable_temporary_passwords() -> None:
+    from core.phone_line import guessable_temporary_password as guessable
+
+    assert guessable("12345678") == "sequential_run"
+    assert guessable("87654321") == "sequential_run"
+    assert guessable("90123740") == "sequential_run"  # 0123 inside
+    assert guessable("00000000") == "repeated_run"
+    assert guessable("11112222") == "repeated_run"
+    assert guessable("11223344") is None  # pairs, no run of 4
+    assert guessable("78901357") is None  # 7890: no wrap-around
+    assert guessable("40719352") is None
+    assert guessable("55501005", ["0355501005"]) == "own_number"
+    assert guessable("55501005", ["+81355501005"]) == "own_number"  # the caller ID as E.164
+    assert guessable("55501005", ["0355501000"]) is None
+    assert guessable("55501005") is None

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import CallRecord, Credential, PhoneNumber
+from core.phone_line import guessable_temporary_password
 from core.secrets import verify_secret
 from ivr.sipp import Caller, CallResult, ExpectHangup, HangUp, SendDigits, Wait, run_call, run_calls
 from tests.fixtures.voice import CONCURRENT_LINES, E2E_INTER_DIGIT_TIMEOUT, PASSWORDS_USED, VoiceDaemon
@@ -240,6 +241,21 @@ def test_password_of_7_then_9_digits_then_a_good_one(place: Any, e2e_sessions: s
     ]
     assert_set(e2e_sessions, "0422001234", NINE[:8], before)
     assert heard.record is not None and heard.record.wrong_entries == 2
+
+
+def test_a_guessable_password_is_refused_then_a_good_one_is_set(
+    place: Any, e2e_sessions: sessionmaker[Session]
+) -> None:
+    """Whoever knows the number would try 12345678 first at the web login: the phone refuses it."""
+    PASSWORDS_USED.add("12345678")
+    before = credential(e2e_sessions, "0422001234")
+    heard = place(menu_caller("0422001234", "1", "12345678", PASSWORD, PASSWORD))
+    assert "ivr/password-guessable" in heard.asterisk_played  # Asterisk played why
+    refused = [e for e in heard.events if e.get("event") == "step" and e.get("result") == "no_match"]
+    assert [(e["step"], e.get("refused")) for e in refused] == [("password", "sequential_run")]
+    assert heard.prompts[-12:] == completion("0422001234")
+    assert_set(e2e_sessions, "0422001234", PASSWORD, before)
+    assert heard.record is not None and heard.record.wrong_entries == 1
 
 
 def test_confirmation_mismatch_then_success(place: Any, e2e_sessions: sessionmaker[Session]) -> None:
@@ -490,7 +506,8 @@ def test_daemon_stopped_caller_hears_the_apology(place: Any, voice_daemon: Voice
 def test_20_concurrent_callers_on_different_lines_all_complete(
     voice_daemon: VoiceDaemon, e2e_sessions: sessionmaker[Session]
 ) -> None:
-    passwords = {number: f"{52000000 + i * 1013:08d}" for i, number in enumerate(CONCURRENT_LINES)}
+    passwords = {number: f"{52718304 + i * 1013:08d}" for i, number in enumerate(CONCURRENT_LINES)}
+    assert not [pw for pw in passwords.values() if guessable_temporary_password(pw)]  # the IVR takes them
     PASSWORDS_USED.update(passwords.values())
     offset = voice_daemon.log_offset()
     callers = [menu_caller(number, "1", pw + "#", pw + "#") for number, pw in passwords.items()]

@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from pydantic import SecretStr
 
-from ivr.ami.listener import AmiListener
+from ivr.ami.listener import AmiListener, LiveChannel
 from ivr.settings import AmiSettings
 from tests.support import async_eventually, free_port
 
+#: what an AMI account with no write class may do (main/manager.c: actions of authority 0)
+NO_PRIVILEGE_ACTIONS = {"login", "logoff", "ping", "events", "challenge", "listcommands", "waitevent"}
+
 
 class StandInAmi:
-    """Speaks enough AMI: banner, Login, CoreShowChannels, Ping; pushes channel events."""
+    """Speaks enough AMI for an account with no write class: banner, Login, Ping; any other
+    action is refused as Asterisk refuses it (and remembered); pushes channel events."""
 
-    def __init__(self, port: int, live: list[dict[str, str]] | None = None) -> None:
+    def __init__(self, port: int) -> None:
         self.port = port
-        self.live = live or []
         self.logins: list[dict[str, str]] = []
+        self.refused: list[str] = []
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
 
@@ -60,15 +63,10 @@ class StandInAmi:
                     self.logins.append(headers)
                     accepted = "Message: Authentication accepted\r\n\r\n"
                     writer.write(f"Response: Success\r\nActionID: {action_id}\r\n{accepted}".encode())
-                elif action == "coreshowchannels":
-                    out = f"Response: Success\r\nActionID: {action_id}\r\nEventList: start\r\n"
-                    out += "Message: Channels will follow\r\n\r\n"
-                    for chan in self.live:
-                        out += f"Event: CoreShowChannel\r\nActionID: {action_id}\r\n"
-                        out += "".join(f"{k}: {v}\r\n" for k, v in chan.items()) + "\r\n"
-                    out += f"Event: CoreShowChannelsComplete\r\nActionID: {action_id}\r\n"
-                    out += f"EventList: Complete\r\nListItems: {len(self.live)}\r\n\r\n"
-                    writer.write(out.encode())
+                elif action not in NO_PRIVILEGE_ACTIONS:
+                    self.refused.append(action)
+                    denied = "Response: Error\r\nMessage: Permission denied\r\n\r\n"
+                    writer.write(f"ActionID: {action_id}\r\n{denied}".encode())
                 else:
                     writer.write(f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n\r\n".encode())
                 await writer.drain()
@@ -78,22 +76,10 @@ class StandInAmi:
 
 async def test_follows_channels_and_reconnects_after_a_restart() -> None:
     port = free_port()
-    settings = AmiSettings(
-        host="127.0.0.1", port=port, username="ivr-daemon", secret=SecretStr("s3"), reconnect_seconds=0.2
-    )
-    ami = StandInAmi(
-        port,
-        live=[
-            {
-                "Uniqueid": "1.1",
-                "Channel": "PJSIP/carrier-1",
-                "CallerIDNum": "0300001111",
-                "Exten": "s",
-                "ChannelStateDesc": "Up",
-            }
-        ],
-    )
-    listener = AmiListener(settings)
+    settings = AmiSettings(host="127.0.0.1", port=port, username="ivr-daemon", reconnect_seconds=0.2)
+    ami = StandInAmi(port)
+    own = [LiveChannel("1.1", channel="", caller="0300001111", exten="0363044747", state="Up")]
+    listener = AmiListener(settings, secret="s3", own_calls=lambda: list(own))
     with structlog.testing.capture_logs() as logs:
         await listener.start()  # Asterisk not up yet: it keeps trying
         await asyncio.sleep(0.5)  # two tries or more
@@ -101,7 +87,7 @@ async def test_follows_channels_and_reconnects_after_a_restart() -> None:
         await ami.start()
         await async_eventually(lambda: listener.connected.is_set())
         assert ami.logins[0]["username"] == "ivr-daemon" and ami.logins[0]["secret"] == "s3"
-        assert set(listener.channels) == {"1.1"}  # rebuilt with CoreShowChannels
+        assert set(listener.channels) == {"1.1"}  # rebuilt from the daemon's own calls
 
         await ami.send_event(
             Event="Newchannel",
@@ -117,7 +103,7 @@ async def test_follows_channels_and_reconnects_after_a_restart() -> None:
 
         await ami.stop()  # Asterisk restarts
         await async_eventually(lambda: not listener.connected.is_set())
-        ami.live = []
+        own.clear()  # the daemon's call ended while Asterisk was away
         await asyncio.sleep(0.5)
         await ami.start()
         await async_eventually(lambda: listener.logins == 2 and listener.connected.is_set())
@@ -128,4 +114,5 @@ async def test_follows_channels_and_reconnects_after_a_restart() -> None:
     assert "ami_channel_new" in events and "ami_channel_hangup" in events and "ami_disconnected" in events
     assert events.count("ami_logged_in") == 2
     assert "s3" not in repr(logs)
+    assert ami.refused == []  # the listener needs no write class: it never sends an action that needs one
     assert not any(e.get("digit") or "DTMF" in repr(e) for e in logs)

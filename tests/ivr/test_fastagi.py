@@ -67,6 +67,7 @@ class FakeAsterisk:
     stall_on: Callable[[str], bool] | None = None
     commands: list[str] = field(default_factory=list)
     dead: bool = False
+    refused: bool = False  # reset by the daemon at accept (a peer outside the allow-list)
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _get_data(self, words: list[str]) -> str:
@@ -126,9 +127,13 @@ class FakeAsterisk:
         return ["200 result=1"] if verb.startswith("SET") else ["200 result=0"]
 
     async def call(self, port: int, env: bytes | None = None) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(env or environment())
-        await writer.drain()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(env or environment())
+            await writer.drain()
+        except ConnectionResetError:  # refused at accept: the daemon resets at once
+            self.refused = True
+            return
         try:
             while True:
                 try:
@@ -254,8 +259,12 @@ async def test_silent_asterisk_times_out_as_a_system_error(
         task = asyncio.create_task(asterisk.call(srv.port))
         rec = await wait_for_record(voice_sessions, "1700000000.7")
         assert (rec.outcome, rec.last_step) == ("system_error", "unit")
+        # one timeout, then the connection is closed: no apology or hangup sent to a silent peer
+        # (each would wait out a timeout of its own: the round held a call 2-3 minutes that way)
+        assert asterisk.commands[-1].startswith("GET DATA ivr/choose-unit")
         asterisk.released.set()
         await asyncio.wait_for(task, timeout=5)
+        assert asterisk.commands[-1].startswith("GET DATA ivr/choose-unit")
     finally:
         await srv.stop(grace_seconds=1)
 
@@ -438,7 +447,7 @@ async def test_peers_outside_the_allow_list_are_closed_before_anything(
     try:
         asterisk = FakeAsterisk(keys=["1", *PASSWORD, *PASSWORD])
         await asterisk.call(srv.port, environment(uniqueid="outside.1"))
-        assert asterisk.commands == []
+        assert asterisk.commands == [] and asterisk.refused
         assert srv.rejected["peer_not_allowed"] == 1
         assert record(voice_sessions, "outside.1") is None
     finally:

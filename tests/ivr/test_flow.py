@@ -23,6 +23,7 @@ from ivr.settings import MenuSettings
 from tests.support import record_of
 
 PASSWORD = "40719352"
+LINE = "0300001111"
 OTHER_PASSWORD = "86150274"
 
 
@@ -56,6 +57,10 @@ def credential_for(sessions: sessionmaker[Session], number: str) -> Credential |
         return session.scalars(
             select(Credential).join(PhoneNumber).where(PhoneNumber.number == number)
         ).one_or_none()
+
+
+def all_credentials_of(store: SqlCallStore) -> list[Credential]:
+    return all_credentials(store.sessions)
 
 
 def all_credentials(sessions: sessionmaker[Session]) -> list[Credential]:
@@ -279,7 +284,7 @@ async def test_password_entry_ends_at_the_8th_key_and_a_9th_key_is_the_confirmat
 ) -> None:
     # 9 keys: the first 8 are the password at once; the 9th starts the confirmation, which is then
     # wrong; the key left over from it is swallowed by "wrong-entry", and the caller tries again.
-    channel, report = await call(call_store, menu_settings, ["1", "123456789", "12345678", "12345678"])
+    channel, report = await call(call_store, menu_settings, ["1", "407193529", "40719352", "40719352"])
     assert report.outcome is Outcome.COMPLETED
     assert report.wrong_entries == 1
     assert channel.prompts[-len(completed_prompts("0300001111")) - 2 :] == [
@@ -288,7 +293,63 @@ async def test_password_entry_ends_at_the_8th_key_and_a_9th_key_is_the_confirmat
         *completed_prompts("0300001111"),
     ]
     assert "confirm-password" not in channel.prompts[: channel.prompts.index("wrong-entry")]  # barged in
-    assert_password_stored(voice_sessions, test_hasher, "0300001111", "12345678")
+    assert_password_stored(voice_sessions, test_hasher, "0300001111", "40719352")
+
+
+@pytest.mark.parametrize(
+    ("guess", "reason"),
+    [
+        ("12345678", "sequential_run"),
+        ("98761352", "sequential_run"),
+        ("00000000", "repeated_run"),
+        ("11112222", "repeated_run"),
+        ("77770352", "repeated_run"),
+        ("52229999", "repeated_run"),
+    ],
+)
+async def test_a_guessable_password_is_refused_with_its_own_prompt_and_counts_as_wrong(
+    call_store: SqlCallStore,
+    menu_settings: MenuSettings,
+    voice_sessions: sessionmaker[Session],
+    test_hasher: SecretHasher,
+    guess: str,
+    reason: str,
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        channel, report = await call(call_store, menu_settings, ["1", guess, PASSWORD, PASSWORD])
+    assert report.outcome is Outcome.COMPLETED
+    assert report.wrong_entries == 1
+    refused = channel.prompts.index("password-guessable")
+    assert channel.prompts[refused + 1 : refused + 1 + len(password_prompts(LINE))] == password_prompts(LINE)
+    assert "wrong-entry" not in channel.prompts
+    steps = [e for e in logs if e["event"] == "step" and e["step"] == "password"]
+    assert [(e["result"], e.get("refused")) for e in steps] == [("no_match", reason), ("digits", None)]
+    assert guess not in repr(logs)
+    assert_password_stored(voice_sessions, test_hasher, LINE)
+
+
+async def test_the_line_s_own_number_is_refused_unless_the_setting_allows_it(
+    call_store: SqlCallStore, menu_settings: MenuSettings, voice_sessions: sessionmaker[Session]
+) -> None:
+    # 0355501005 (a number of the business contract): its last 8 digits, 55501005, hold no run of 4
+    own = "55501005"
+    channel, report = await call(
+        call_store, menu_settings, ["1", own, PASSWORD, PASSWORD], caller="0355501005"
+    )
+    assert report.outcome is Outcome.COMPLETED and report.wrong_entries == 1
+    assert "password-guessable" in channel.prompts
+    allowed = menu_settings.model_copy(update={"refuse_own_number_password": False})
+    channel, report = await call(call_store, allowed, ["1", own, own], caller="0355501005")
+    assert report.outcome is Outcome.COMPLETED and "password-guessable" not in channel.prompts
+
+
+async def test_three_guessable_passwords_end_the_call(
+    call_store: SqlCallStore, menu_settings: MenuSettings
+) -> None:
+    channel, report = await call(call_store, menu_settings, ["1", "12345678", "87654321", "55550000"])
+    assert report.outcome is Outcome.TOO_MANY_WRONG_PASSWORD
+    assert channel.prompts.count("password-guessable") == 2 and channel.prompts[-1] == "too-many-wrong"
+    assert all_credentials_of(call_store) == []
 
 
 async def test_password_with_star_or_empty_hash_is_wrong(

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.phone_line import CallerLine
 from core.secrets import SecretHasher
+from ivr.channel import ChannelError
 from ivr.daemon.scripted import FakeChannel
 from ivr.flow.store import SaveGuard, SqlCallStore
 from ivr.flow.temporary_password import CallReport, Outcome, temporary_password_call
@@ -115,7 +116,7 @@ async def test_a_quick_save_plays_no_progress_sound(
     voice_sessions: sessionmaker[Session],
     test_hasher: SecretHasher,
 ) -> None:
-    channel, report = await run_call(call_store, waits)
+    channel, report = await run_call(call_store, waits.model_copy(update={"progress_after_seconds": 5.0}))
     assert report.outcome is Outcome.COMPLETED
     assert channel.progress == []
     assert channel.prompts[-12:] == completed_prompts(LINE)
@@ -137,7 +138,7 @@ async def test_a_slow_save_plays_the_progress_sound_until_it_is_stored(
         report = await call
     assert report.outcome is Outcome.COMPLETED
     # the sound started after the wait passed its threshold and stopped before the completion prompt
-    assert channel.progress == ["start ivr-saving", "stop"]
+    assert channel.progress[-2:] == ["start ivr-saving", "stop"]
     assert channel.prompts[-12:] == completed_prompts(LINE)
     assert_password_stored(voice_sessions, test_hasher, LINE)
     events = [e["event"] for e in logs]
@@ -156,7 +157,7 @@ async def test_a_save_past_the_limit_is_abandoned_and_the_caller_hears_the_apolo
         assert report.outcome is Outcome.SYSTEM_ERROR
         assert channel.prompts[-1] == "system-error"
         assert "completed-suffix" not in channel.prompts
-        assert channel.progress == ["start ivr-saving", "stop"]
+        assert channel.progress[-2:] == ["start ivr-saving", "stop"]
         record = record_of(voice_sessions, channel.call_id)
         assert (record.outcome, record.last_step) == ("system_error", "save")
         # the save goes on in its thread once the database answers, and writes nothing
@@ -189,7 +190,7 @@ async def test_a_commit_begun_before_the_limit_is_awaited_and_the_caller_hears_c
         assert not call.done()
         store.release.set()
         report = await call
-    assert channel.progress == ["start ivr-saving", "stop"]
+    assert channel.progress[-2:] == ["start ivr-saving", "stop"]
     assert report.outcome is Outcome.COMPLETED
     assert channel.prompts[-12:] == completed_prompts(LINE)
     assert_password_stored(voice_sessions, test_hasher, LINE)
@@ -204,7 +205,7 @@ async def test_a_slow_lookup_of_the_line_plays_the_waiting_sound_then_the_menu(
     await asyncio.to_thread(release_when_heard(store, channel.progress))
     report = await call
     assert report.outcome is Outcome.COMPLETED
-    assert channel.progress == ["start ivr-waiting", "stop"]
+    assert channel.progress[:2] == ["start ivr-waiting", "stop"]
     assert channel.prompts[0] == "choose-unit"
 
 
@@ -269,3 +270,28 @@ class HangUpAtProgress(FakeChannel):
                 await asyncio.to_thread(self.after_commit.entered.wait, 5)
             self.caller_gone = True
         await super()._exec(application, *arguments)
+
+
+class FailsAtProgress(FakeChannel):
+    """The channel fails (an Asterisk gone silent) when the progress sound should start."""
+
+    async def _exec(self, application: str, *arguments: str) -> None:
+        if application == "StartMusicOnHold":
+            raise ChannelError("AGI command EXEC timed out")
+        await super()._exec(application, *arguments)
+
+
+async def test_a_channel_that_fails_while_the_save_waits_leaves_nothing_stored(
+    voice_sessions: sessionmaker[Session], test_hasher: SecretHasher, waits: MenuSettings
+) -> None:
+    """Told nothing (the dialplan apologises), the caller must not have a password either."""
+    store = GatedStore(voice_sessions, hasher=test_hasher.hash)
+    channel = FailsAtProgress(["1", PASSWORD, PASSWORD], caller=LINE)
+    try:
+        report = await temporary_password_call(channel, store=store, menu=waits)
+    finally:
+        store.release.set()
+    await asyncio.to_thread(store.finished.wait, 5)
+    assert report.outcome is Outcome.SYSTEM_ERROR
+    assert "completed-suffix" not in channel.prompts
+    assert all_credentials(voice_sessions) == []

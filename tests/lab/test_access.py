@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ivr.lab import Lab, ProcessSpec
+from ivr.settings import agi_secret, ami_secret
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, Wait, arun_call
 from stack.settings import Settings
 from tests.lab.agi_stub import StubAgiServer
@@ -62,12 +63,31 @@ async def test_ami_user_logs_in_and_has_only_what_it_needs(lab: Lab, lab_setting
         assert (await ami.response("1"))["Response"] == "Error"
         await ami.close()
         ami = await Ami.connect(lab_settings)
-        secret = lab_settings.ami.secret.get_secret_value()
+        secret = ami_secret(lab_settings)
         await ami.send(Action="Login", ActionID="2", Username=lab_settings.ami.username, Secret=secret)
         assert (await ami.response("2"))["Response"] == "Success"
-        # reading live channels: allowed
-        await ami.send(Action="CoreShowChannels", ActionID="3")
+        await ami.send(Action="Ping", ActionID="3")
         assert (await ami.response("3"))["Response"] == "Success"
+        # The attack of the security round: Getvar evaluates AST_CONFIG(), which reads any file
+        # Asterisk can (the FastAGI secret, the softphone's password, the AMI secret itself).
+        # The account has no write class, so every action that needs one is refused.
+        for action_id, action in enumerate(
+            [
+                {"Action": "Getvar", "Variable": "AST_CONFIG(ivr-agi.conf,fastagi,secret)"},
+                {"Action": "Getvar", "Variable": "AST_CONFIG(manager.conf,general,port)"},
+                {"Action": "CoreShowChannels"},
+                {"Action": "GetConfig", "Filename": "ivr-agi.conf"},
+                {"Action": "Setvar", "Variable": "GLOBAL_X", "Value": "1"},
+            ],
+            start=10,
+        ):
+            await ami.send(ActionID=str(action_id), **action)
+            denied = await ami.response(str(action_id))
+            assert denied["Response"] == "Error" and "ermission" in denied.get("Message", ""), (
+                action,
+                denied,
+            )
+            assert agi_secret(lab_settings) not in repr(denied)
         # placing calls or running CLI commands: not allowed
         await ami.send(Action="Originate", ActionID="4", Channel="PJSIP/x", Application="Playback", Data="x")
         denied = await ami.response("4")

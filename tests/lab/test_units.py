@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from ivr.assets import ASTERISK_CONFIG_DIR, DIALPLAN_DIR, PROMPT_CATALOG
 from ivr.lab.config import (
@@ -20,7 +21,7 @@ from ivr.lab.config import (
     template_files,
 )
 from ivr.lab.rootfs import RootfsError, RootfsRecipe, host_debian_mirror
-from ivr.settings import AgiSettings, SecretError, agi_secret
+from ivr.settings import AgiSettings, AmiSettings, SecretError, agi_secret, ami_secret
 from ivr.sipp import Caller, ExpectHangup, HangUp, SendDigits, Wait
 from ivr.sipp.rtp import RtpEventStream
 from ivr.sipp.runner import parse_events
@@ -233,6 +234,30 @@ def test_an_explicit_secret_wins_and_a_weak_one_is_refused(tmp_path: Path) -> No
         agi_secret(Settings(data_dir=tmp_path, agi=AgiSettings(secret="short")))
     with pytest.raises(SecretError):
         agi_secret(Settings(data_dir=tmp_path, agi=AgiSettings(secret="has space and ) paren " * 3)))
+
+
+def test_the_ami_secret_is_made_on_first_use_and_only_in_manager_conf(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    secret = ami_secret(settings)
+    assert ami_secret(Settings(data_dir=tmp_path / "data")) == secret  # made once, then read
+    assert secret != agi_secret(settings)
+    assert (tmp_path / "data" / "ami-secret").stat().st_mode & 0o777 == 0o600
+    etc = tmp_path / "etc"
+    written = render_config(etc, placeholder_values(settings, PATHS, (573, 574)))
+    assert [p.name for p in written if secret in p.read_text()] == ["manager.conf"]
+    account = (etc / "manager.conf").read_text().split("[ivr-daemon]", 1)[1]
+    assert "read = system,call" in account
+    assert not [line for line in account.splitlines() if line.replace(" ", "").startswith("write=")]
+
+
+def test_a_shipped_or_weak_ami_secret_refuses_to_start(tmp_path: Path) -> None:
+    with pytest.raises(SecretError, match="shipped"):
+        ami_secret(Settings(data_dir=tmp_path, ami=AmiSettings(secret=SecretStr("ivr-lab-ami-secret"))))
+    with pytest.raises(SecretError):
+        ami_secret(Settings(data_dir=tmp_path, ami=AmiSettings(secret=SecretStr("short"))))
+    strong = "A" * 40
+    assert ami_secret(Settings(data_dir=tmp_path, ami=AmiSettings(secret=SecretStr(strong)))) == strong
+    assert not (tmp_path / "ami-secret").exists()
 
 
 def test_the_repositorys_configuration_directories_link_to_the_package_data() -> None:

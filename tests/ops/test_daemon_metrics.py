@@ -159,3 +159,41 @@ def test_a_metrics_port_in_use_is_a_clear_error_at_start(voice_db_url: str, tmp_
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 1
     assert b'"fastagi_cannot_listen"' in output and b'"what": "metrics"' in output
+
+
+def test_idle_connections_on_the_ops_port_do_not_keep_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The security round held 600 idle connections open: 607 threads, forever. Now each idle one
+    ends after the idle time, and no more than MAX_CONNECTIONS are served at once."""
+    import socket
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from ivr.daemon import health
+
+    monkeypatch.setattr(health._QuietHandler, "timeout", 3.0)
+    ops = health.OpsServer(
+        "127.0.0.1",
+        free_port(),
+        health.ops_app(CollectorRegistry(), alive=lambda: True, readiness=lambda: None),
+    )
+    ops.start()
+    base = f"http://127.0.0.1:{ops.port}"
+    try:
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        eventually(lambda: threading.active_count() <= 2 or None, 5, what="the first request's thread ending")
+        threads_before = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", ops.port)) for _ in range(200)]
+        eventually(
+            lambda: threading.active_count() >= threads_before + 10 or None,
+            5,
+            what="threads for the idle ones",
+        )
+        assert threading.active_count() <= threads_before + health.MAX_CONNECTIONS
+        # idle past the idle time: every thread ends, and the port serves again
+        eventually(lambda: threading.active_count() <= threads_before or None, 10, what="idle threads ending")
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        for sock in idle:
+            sock.close()
+    finally:
+        ops.stop()

@@ -50,4 +50,5 @@ def test_every_long_running_process_has_a_unit_that_stops_it_with_sigterm() -> N
         assert service["KillSignal"] == "SIGTERM"
     daemon_timeout = float(commands["serve"]["TimeoutStopSec"])
     assert daemon_timeout > AgiSettings().shutdown_grace_seconds + 5  # time for the last records
+    assert float(commands["run"]["TimeoutStopSec"]) > 20  # `ivr run` stops within 20 s
     assert unit("ivr-daemon.socket")["Socket"]["ListenStream"].endswith(":573")

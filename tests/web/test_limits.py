@@ -196,6 +196,38 @@ def test_five_wrong_confirmation_tries_across_logins_lock_the_settings_until_a_p
     assert web_client.get("/settings/otp/confirmation-id").status_code == 200
 
 
+def test_changing_the_password_on_the_web_does_not_restart_the_confirmation_count(
+    web_client: TestClient, web_database: WebDatabase, smtp_server: SmtpServer
+) -> None:
+    """The security round: the count restarted with each password change of the session, so a
+    session could guess the confirmation ID and password 5 at a time, forever."""
+
+    def wrong_current_id() -> Any:
+        page = web_client.get("/settings/otp/confirmation-id")
+        return post_form(
+            web_client,
+            page,
+            "/settings/otp/confirmation-id",
+            {"current": "wrong1234", "new": "newid5678", "new_confirm": "newid5678"},
+        )
+
+    registered_home(web_client, web_database, smtp_server)
+    for _ in range(3):
+        assert wrong_current_id().status_code == 400
+    password = NEW
+    for newer in ("xyz24680", "qrs13570"):  # two password changes in the same session
+        page = post_form(
+            web_client,
+            web_client.get("/password"),
+            "/password",
+            {"current_password": password, "new_password": newer, "new_password_confirm": newer},
+        )
+        assert page.status_code == 200, page.text[-500:]
+        password = newer
+    assert wrong_current_id().status_code == 400  # the 4th
+    assert wrong_current_id().status_code == 423  # the 5th locks, password changes or not
+
+
 def test_wrong_current_confirmation_ids_on_the_change_page_count_too(
     web_client: TestClient, web_database: WebDatabase, smtp_server: SmtpServer
 ) -> None:

@@ -4,6 +4,7 @@ nothing secret in a row, and a cookieless flood costs no row."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -181,3 +182,27 @@ def test_home_still_lists_the_numbers_after_a_reload_from_the_store(
     web_database.set_temporary_password(CONTRACT, TEMP, unit="line")
     first_login(web_client, CONTRACT, TEMP, NEW)
     assert home_numbers(web_client.get("/home")) == [CONTRACT, ADDITIONAL]
+
+
+def test_sealed_drafts_are_aes_gcm_bound_to_their_cookie() -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from web_stub.sessions import SEAL_VERSION, _derive, _unb64, new_cookie_value, seal, unseal
+
+    cookie, other = new_cookie_value(), new_cookie_value()
+    secret = "Abcd1234 確認".encode()
+    sealed = seal(cookie, secret)
+    raw = _unb64(sealed)
+    assert raw[:1] == SEAL_VERSION and secret not in raw
+    # it is AES-256-GCM, as the cryptography library opens it: nonce, then ciphertext and tag
+    assert AESGCM(_derive(cookie, b"seal")).decrypt(raw[1:13], raw[13:], b"ivr-web-session-draft") == secret
+    assert unseal(cookie, sealed) == secret
+    assert seal(cookie, secret) != sealed  # a fresh nonce each time
+    assert unseal(other, sealed) is None  # another session's cookie opens nothing
+    tampered = bytearray(raw)
+    tampered[-1] ^= 1
+    assert unseal(cookie, base64.urlsafe_b64encode(bytes(tampered)).decode()) is None
+    assert unseal(cookie, "not base64 !") is None and unseal(cookie, "AAAA") is None
+    # a draft sealed by the hand-written cipher before the upgrade is dropped, not misread
+    legacy = base64.urlsafe_b64encode(b"\x00" * 16 + b"x" * 10 + b"\x00" * 32).decode()
+    assert unseal(cookie, legacy) is None

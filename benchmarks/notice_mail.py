@@ -2,15 +2,21 @@
 `ivr notices serve` worker processes to postfix's ``smtp-sink`` (a fast sink written in C, so the
 sink does not measure itself).
 
-    .venv/bin/python benchmarks/notices.py                      # SQLite, 1 worker, 100,000 mails
-    .venv/bin/python benchmarks/notices.py --postgres --workers 2
-    .venv/bin/python benchmarks/notices.py --count 10000 --postgres --workers 1 --workers 2
+    .venv/bin/python benchmarks/notice_mail.py                  # SQLite, 1 worker, 100,000 mails
+    .venv/bin/python benchmarks/notice_mail.py --postgres --workers 2
+    .venv/bin/python benchmarks/notice_mail.py --count 10000 --postgres --workers 1 --workers 2
+    .venv/bin/python benchmarks/notice_mail.py --smoke          # 200 mails, SQLite and PostgreSQL
 
 Prints figures, no pass/fail: the time to queue the notice (one INSERT … SELECT), mails/s from the
 posting to the last mail recorded as sent, the time to the last mail, and each worker's peak RSS
 (VmHWM) with its RSS at the first and the last sample (memory flat in N: compare --count 10000 and
 100000). ``--postgres`` starts a private PostgreSQL cluster (Debian's binaries) unless ``--pg-url``
-names a server whose ``postgres`` database may create scratch databases.
+names a server whose ``postgres`` database may create scratch databases. The figures end as a
+Markdown table (docs/notices.md "Benchmark"), with the commit and the machine's load.
+
+The file is not named ``notices.py``: Python puts a script's folder first on ``sys.path``, and a
+``benchmarks/notices.py`` would shadow the ``notices`` package for itself and every benchmark beside
+it (tests/test_benchmarks.py checks that no benchmark's name shadows a module).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -113,9 +120,20 @@ def rss_kib(pid: int, field: str) -> int:
     return 0
 
 
-def run_once(
-    url: str, count: int, workers: int, connections: int, window: int, label: str
-) -> dict[str, float]:
+def wait_started(procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float = 120.0) -> None:
+    """Until every worker has logged ``notice_worker_started`` (imported, connected, leases released)."""
+    deadline = time.monotonic() + timeout
+    waiting = list(zip(procs, logs, strict=True))
+    while waiting:
+        if any(p.poll() is not None for p, _ in waiting):
+            raise RuntimeError(f"a worker exited before it started; see {logs[0].parent}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workers did not start in {timeout:.0f} s; see {logs[0].parent}")
+        waiting = [(p, log) for p, log in waiting if b"notice_worker_started" not in log.read_bytes()]
+        time.sleep(0.05)
+
+
+def run_once(url: str, count: int, workers: int, connections: int, window: int, label: str) -> dict[str, Any]:
     upgrade_database(url)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
@@ -137,7 +155,7 @@ def run_once(
         PYTHONPATH=str(ROOT),
         IVR_DATABASE_URL=url,
         IVR_DATA_DIR=str(logdir),
-        IVR_LOG_LEVEL="warning",
+        IVR_LOG_LEVEL="info",  # notice_worker_started, then a progress line every 10 s
         IVR_NOTICES__SMTP_HOST="127.0.0.1",
         IVR_NOTICES__SMTP_PORT=str(sink_port),
         IVR_NOTICES__SMTP_CONNECTIONS=str(connections),
@@ -167,7 +185,7 @@ def run_once(
                     stderr=subprocess.STDOUT,
                 )
             )
-    time.sleep(2.0)  # the workers import and connect (not measured)
+    wait_started(procs, [logdir / f"w{n}.log" for n in range(workers)])  # not measured
     first_rss = {p.pid: rss_kib(p.pid, "VmRSS") for p in procs}
     try:
         t0 = time.perf_counter()
@@ -215,7 +233,7 @@ def run_once(
         "queue_s": queued,
         "last_mail_s": last,
         "mails_per_s": recipients / last,
-        "peak_rss_mib": max(peaks) / 1024,
+        "peak_rss_mib": [pk / 1024 for pk in peaks],
     }
     print(
         f"{label:<28} mails={recipients:>7}  queued in {queued:6.2f} s  last mail after {last:6.1f} s  "
@@ -229,6 +247,34 @@ def run_once(
     return figures
 
 
+def commit() -> str:
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--short", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return (head or "(not a git checkout)") + (" (modified)" if dirty else "")
+
+
+def report(rows: list[tuple[str, dict[str, Any]]], head: str, loads: tuple[float, float]) -> None:
+    print(
+        f"\ncommit {head}, {os.cpu_count()} CPUs, load average {loads[0]:.2f} at the start, "
+        f"{loads[1]:.2f} at the end"
+    )
+    print("\n| database, workers | mails | queued in | last mail after | mails/s | peak RSS per worker |")
+    print("|---|---|---|---|---|---|")
+    for label, f in rows:
+        rss = ", ".join(f"{mib:.0f}" for mib in f["peak_rss_mib"])
+        print(
+            f"| {label} | {f['mails']:,} | {f['queue_s']:.2f} s | {f['last_mail_s']:.1f} s | "
+            f"{f['mails_per_s']:,.0f} | {rss} MiB |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -239,27 +285,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, action="append", help="worker processes (repeat to compare)")
     parser.add_argument("--connections", type=int, default=16, help="SMTP sessions per worker")
     parser.add_argument("--window", type=int, default=1000, help="mails in flight per worker")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few mails: 200 on SQLite, then 200 on PostgreSQL, 1 worker"
+    )
     args = parser.parse_args(argv)
     if not Path(SMTP_SINK).exists():
         print("smtp-sink not found (apt-get install postfix)", file=sys.stderr)
         return 2
+    backends = ["postgres" if args.postgres else "sqlite"]
+    if args.smoke:
+        args.count, args.workers, backends = 200, [1], ["sqlite", "postgres"]
+        print("smoke run: every part runs once, small; the figures are not measurements", flush=True)
     server = None
     tmp = Path(tempfile.mkdtemp(prefix="ivr-bench-sqlite-"))
+    rows: list[tuple[str, dict[str, Any]]] = []
+    head, load_at_start = commit(), os.getloadavg()[0]  # the code measured, however long the run
     try:
-        if args.postgres and not args.pg_url:
-            server = PrivatePostgres()
-        for workers in args.workers or [1]:
-            if args.postgres:
-                url = scratch_database(args.pg_url or server.url)  # type: ignore[union-attr]
-                label = f"PostgreSQL, {workers} worker(s)"
-            else:
-                url = f"sqlite:///{tmp / f'bench-{workers}.sqlite3'}"
-                label = f"SQLite, {workers} worker(s)"
-            run_once(url, args.count, workers, args.connections, args.window, label)
+        for backend in backends:
+            if backend == "postgres" and not args.pg_url and server is None:
+                server = PrivatePostgres()
+            for workers in args.workers or [1]:
+                if backend == "postgres":
+                    url = scratch_database(args.pg_url or server.url)  # type: ignore[union-attr]
+                    label = f"PostgreSQL, {workers}"
+                else:
+                    url = f"sqlite:///{tmp / f'bench-{workers}.sqlite3'}"
+                    label = f"SQLite, {workers}"
+                rows.append((label, run_once(url, args.count, workers, args.connections, args.window, label)))
     finally:
         if server is not None:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    report(rows, head, (load_at_start, os.getloadavg()[0]))
     return 0
 
 
