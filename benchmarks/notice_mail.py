@@ -202,6 +202,7 @@ def run_once(url: str, count: int, workers: int, connections: int, window: int, 
                 ),
                 posted_by="bench",
                 now=datetime.now(UTC),
+                catalog={"hikari-denwa": "ひかり電話"},
             )
             notice_id, recipients = notice.id, notice.recipients
         queued = time.perf_counter() - t0

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -34,10 +35,25 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def _by_login(address: str, *, lock: bool = False) -> Any:
+    """The support ID of an address, whatever its case (one per address: ``login_key``). Among IDs
+    that differed only by case before migration 0006 (``case_conflict``, until an operator resolves
+    them), the one typed exactly, else the active one, else the oldest."""
+    query = (
+        select(SupportAccount)
+        .where(SupportAccount.login_key == address.lower())
+        .order_by(
+            (SupportAccount.login_email != address),
+            (SupportAccount.state != "active"),
+            SupportAccount.id,
+        )
+        .limit(1)
+    )
+    return query.with_for_update() if lock else query
+
+
 def account_by_email(session: Session, email: str) -> SupportAccount | None:
-    return session.scalars(
-        select(SupportAccount).where(SupportAccount.login_email == rules.normalize_address(email))
-    ).one_or_none()
+    return session.scalars(_by_login(rules.normalize_address(email))).first()
 
 
 def create_active_account(
@@ -186,9 +202,7 @@ def start_registration(session: Session, *, email: str, now: datetime, validity:
     new 24 h link. None if the address is already an active support ID (the page says the same
     either way, and no mail goes: nobody learns whether an address is registered)."""
     address = rules.normalize_address(email)
-    account = session.scalars(
-        select(SupportAccount).where(SupportAccount.login_email == address).with_for_update()
-    ).one_or_none()
+    account = session.scalars(_by_login(address, lock=True)).first()
     if account is not None and account.state == "active":
         return None
     if account is None:
@@ -222,9 +236,7 @@ def password_reset_link(session: Session, *, email: str, now: datetime, validity
         address = rules.normalize_address(email)
     except rules.AddressError:
         return None
-    account = session.scalars(
-        select(SupportAccount).where(SupportAccount.login_email == address)
-    ).one_or_none()
+    account = session.scalars(_by_login(address)).first()
     if account is None or account.state != "active":
         return None
     return _new_link(session, account_id=account.id, purpose="password_reset", now=now, validity=validity)
@@ -352,3 +364,41 @@ def sweep_expired(session: Session, *, now: datetime, batch: int = 500) -> int:
     if stale:
         session.execute(delete(SupportAccount).where(SupportAccount.id.in_(stale)))
     return len(links) + len(stale)
+
+
+# ------------------------------------------------------------------------------ case conflicts
+
+
+def case_conflicts(session: Session) -> list[list[SupportAccount]]:
+    """Support IDs that differed only by case when migration 0006 made one ID per address; each
+    group shares one address (compared case-insensitively), oldest first."""
+    rows = session.scalars(
+        select(SupportAccount)
+        .where(SupportAccount.case_conflict.is_(True))
+        .order_by(SupportAccount.login_key, SupportAccount.id)
+    )
+    groups: dict[str, list[SupportAccount]] = {}
+    for account in rows:
+        groups.setdefault(account.login_key, []).append(account)
+    return list(groups.values())
+
+
+def resolve_case_conflict(session: Session, *, keep_id: int) -> list[int] | None:
+    """An operator's choice: ``keep_id`` stays the address's one support ID; the others of its group
+    are deleted (their destinations, links and sessions with them). Returns the deleted ids; None
+    when ``keep_id`` is not in a case conflict."""
+    keep = session.get(SupportAccount, keep_id, with_for_update=True)
+    if keep is None or not keep.case_conflict:
+        return None
+    others = list(
+        session.scalars(
+            select(SupportAccount.id).where(
+                SupportAccount.login_key == keep.login_key, SupportAccount.id != keep.id
+            )
+        )
+    )
+    if others:
+        session.execute(delete(SupportAccount).where(SupportAccount.id.in_(others)))
+    keep.case_conflict = False
+    session.flush()
+    return others

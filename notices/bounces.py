@@ -98,13 +98,27 @@ class BounceHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
+        if self._postmaster(address):
+            # RFC 5321 4.5.1: postmaster of a domain we receive for is always accepted
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK"
         if rules.delivery_of_return_path(address, secret=self.secret, domain=self.domain) is None:
             return "550 5.1.1 Not a return path of ours"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    def _postmaster(self, address: str) -> bool:
+        local, _, domain = address.strip().strip("<>").rpartition("@")
+        return local.lower() == "postmaster" and domain.lower() in ("", self.domain.lower())
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.content if isinstance(envelope.content, bytes) else envelope.content.encode()
+        if any(self._postmaster(a) for a in envelope.rcpt_tos):
+            # kept out of the DSN handling (no delivery is named); logged for the operators, who read
+            # the sender and size here (never the body) and answer from their own mailbox
+            log.warning("postmaster_mail_received", mail_from=envelope.mail_from, size=len(data))
+            if all(self._postmaster(a) for a in envelope.rcpt_tos):
+                return "250 2.0.0 OK"
         reports = parse_dsn(data)
         deliveries = [
             d

@@ -92,5 +92,6 @@ class NoticeMail:
 
     def for_recipient(self, *, address: str, destination_id: int, now: datetime | None = None) -> bytes:
         date = format_datetime(now) if now is not None else formatdate(localtime=False)
-        per_mail = f"To: {address}\r\nDate: {date}\r\nMessage-ID: {self.message_id(destination_id)}\r\n"
+        to = rules.smtp_mailbox(address)  # a carrier's taro..yamada@ in quotes
+        per_mail = f"To: {to}\r\nDate: {date}\r\nMessage-ID: {self.message_id(destination_id)}\r\n"
         return per_mail.encode("ascii", "strict") + self._head + self._body

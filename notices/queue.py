@@ -28,6 +28,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     and_,
+    case,
     delete,
     exists,
     func,
@@ -36,7 +37,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from core.models import UTCDateTime
 from core.notice_models import (
@@ -44,13 +45,18 @@ from core.notice_models import (
     NoticeDelivery,
     NoticeDestination,
     NoticeProduct,
+    NoticeRelayOutage,
     SupportAccount,
     SupportAccountProduct,
 )
 from notices import rules
 from notices.rules import DeliveryState, DestinationState, FailureCount, ReplyClass, RetryPolicy
 
-MAX_TEXT = 20_000
+MAX_TEXT = 20_000  # characters of a notice's body, whichever way it is posted (CLI, API, page)
+# what a request carrying such a body may weigh: a character is at most 12 bytes as a JSON escape
+# (a surrogate pair) or in a form (%XX four times); the API and the operator page read up to this
+# instead of the site's form limit, so that the three ways in take the same notices
+MAX_NOTICE_REQUEST_BYTES = 12 * MAX_TEXT + 16 * 1024
 
 
 class NoticeError(ValueError):
@@ -71,7 +77,9 @@ class NoticeDraft:
     follows_id: int | None = None
 
 
-def validate_draft(draft: NoticeDraft) -> None:
+def validate_draft(draft: NoticeDraft, catalog: Mapping[str, str]) -> None:
+    """Refuse a draft that cannot be posted; ``catalog``: the products customers can choose
+    (code: label, ``NoticeSettings.products``), so a typo is refused instead of reaching no one."""
     if draft.kind not in rules.KINDS:
         raise NoticeError(f"kind must be one of {', '.join(rules.KINDS)}")
     if draft.status not in rules.STATUSES:
@@ -89,6 +97,9 @@ def validate_draft(draft: NoticeDraft) -> None:
     for product in draft.products:
         if not product or len(product) > 40 or not product.isprintable():
             raise NoticeError(f"not a product code: {product!r}")
+    unknown = sorted(set(draft.products) - set(catalog))
+    if unknown:
+        raise NoticeError(f"unknown product code: {', '.join(unknown)} (known: {', '.join(sorted(catalog))})")
     for moment in (draft.starts_at, draft.ends_at):
         if moment is not None and moment.tzinfo is None:
             raise NoticeError("start and end need a time zone (e.g. 2026-12-05T01:00+09:00)")
@@ -102,9 +113,12 @@ def _domain_expr(session: Session, address: Any) -> ColumnElement[str]:
     return func.lower(func.substr(address, func.instr(address, "@") + 1))
 
 
-def post_notice(session: Session, draft: NoticeDraft, *, posted_by: str, now: datetime) -> Notice:
-    """Store the notice and queue its mails (see the module doc); returns it with ``recipients``."""
-    validate_draft(draft)
+def post_notice(
+    session: Session, draft: NoticeDraft, *, posted_by: str, now: datetime, catalog: Mapping[str, str]
+) -> Notice:
+    """Store the notice and queue its mails (see the module doc); returns it with ``recipients``.
+    ``catalog``: the known products (:func:`validate_draft`)."""
+    validate_draft(draft, catalog)
     if draft.follows_id is not None and session.get(Notice, draft.follows_id) is None:
         raise NoticeError(f"no notice {draft.follows_id} to follow")
     notice = Notice(
@@ -210,7 +224,7 @@ def claim(
     query = (
         select(d.id, d.notice_id, d.destination_id, d.address, d.domain, d.attempts, d.created_at, dest.state)
         .join(dest, dest.id == d.destination_id)
-        .where(d.state == DeliveryState.QUEUED.value, d.next_attempt_at <= now)
+        .where(d.state == DeliveryState.QUEUED.value, d.next_attempt_at <= now, _first_in_line(d))
         .order_by(d.next_attempt_at, d.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=d)
@@ -261,11 +275,27 @@ def claim(
     return chosen
 
 
+def _first_in_line(d: Any) -> ColumnElement[bool]:
+    """The row is its destination's oldest notice not yet finished: a destination gets its notices
+    in the order they were posted (復旧 never before its 発生中). A later notice waits while an
+    earlier one to the same destination is queued (in back-off: that mailbox is failing anyway) or
+    in flight, and goes as soon as that one is delivered, failed or given up (index
+    ``ix_notice_deliveries_destination_pending``)."""
+    earlier = aliased(NoticeDelivery)
+    return ~exists().where(
+        earlier.destination_id == d.destination_id,
+        earlier.state.in_([DeliveryState.QUEUED.value, DeliveryState.SENDING.value]),
+        earlier.notice_id < d.notice_id,
+    )
+
+
 def anything_due(session: Session, *, now: datetime) -> bool:
     """Whether a claim would find a row (one indexed read; an idle worker asks this first)."""
     d = NoticeDelivery
     found = session.scalar(
-        select(d.id).where(d.state == DeliveryState.QUEUED.value, d.next_attempt_at <= now).limit(1)
+        select(d.id)
+        .where(d.state == DeliveryState.QUEUED.value, d.next_attempt_at <= now, _first_in_line(d))
+        .limit(1)
     )
     return found is not None
 
@@ -308,6 +338,9 @@ class SendResult:
     code: int | None = None
     status: str | None = None  # enhanced status code, e.g. 5.1.1
     detail: str | None = None  # the reply text (never the mail body)
+    # False: a failure of the mail, not of the mailbox (the relay refused its content after DATA):
+    # the delivery fails without counting toward stopping the destination
+    counts: bool = True
 
 
 @dataclass
@@ -316,6 +349,7 @@ class RecordSummary:
     retried: int = 0
     failed: int = 0
     stale: int = 0  # no longer leased to this worker (another took it after the lease ran out)
+    put_back: int = 0  # our relay failed them: queued again as they were (no attempt, no count)
     stopped: list[int] = field(default_factory=list)  # destinations stopped by these results
 
 
@@ -375,11 +409,37 @@ def record(
                 .values(consecutive_failures=0)
                 .execution_options(synchronize_session=False)
             )
-    for result in sorted((r for r in results if r.outcome is not ReplyClass.DELIVERED), key=_by_destination):
+    relay_failed = [r.claim.delivery_id for r in results if r.outcome is ReplyClass.RELAY]
+    if relay_failed:
+        # our relay's failure is not the mail's: back to the queue as it was, due at once (the worker
+        # claims again only when the relay answers), the attempt not counted
+        put_back = session.execute(
+            update(d)
+            .where(d.id.in_(relay_failed), leased)
+            .values(
+                state=DeliveryState.QUEUED.value,
+                next_attempt_at=now,
+                lease_until=None,
+                worker=None,
+                attempts=case((d.attempts > 0, d.attempts - 1), else_=0),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        summary.put_back = int(getattr(put_back, "rowcount", 0) or 0)
+        summary.stale += len(relay_failed) - summary.put_back
+    temporary = [r for r in results if r.outcome is ReplyClass.TEMPORARY]
+    outages = (
+        relay_outages(session, since=min(r.claim.created_at for r in temporary), now=now) if temporary else []
+    )
+    failures = (r for r in results if r.outcome in (ReplyClass.TEMPORARY, ReplyClass.PERMANENT))
+    for result in sorted(failures, key=_by_destination):
         next_at: datetime | None = None
         if result.outcome is ReplyClass.TEMPORARY:
             next_at = policy.retry.next_attempt(
-                attempts=result.claim.attempts, first_queued_at=result.claim.created_at, now=now
+                attempts=result.claim.attempts,
+                first_queued_at=result.claim.created_at,
+                now=now,
+                paused=rules.paused_within(outages, result.claim.created_at, now),
             )
         values: dict[str, Any] = {
             "lease_until": None,
@@ -402,13 +462,55 @@ def record(
             continue
         if next_at is not None:
             summary.retried += 1
+            # the destination's later notices wait behind this one (_first_in_line): not due before
+            # it, so claims do not walk over them meanwhile
+            session.execute(
+                update(d)
+                .where(
+                    d.destination_id == result.claim.destination_id,
+                    d.state == DeliveryState.QUEUED.value,
+                    d.notice_id > result.claim.notice_id,
+                    d.next_attempt_at < next_at,
+                )
+                .values(next_attempt_at=next_at)
+                .execution_options(synchronize_session=False)
+            )
             continue
         summary.failed += 1
-        if count_failure(
+        if result.counts and count_failure(
             session, destination_id=result.claim.destination_id, max_failures=policy.max_failures, now=now
         ):
             summary.stopped.append(result.claim.destination_id)
     return summary
+
+
+def relay_outage_started(session: Session, *, worker: str, now: datetime, reason: str) -> int:
+    """Our relay stopped answering as it should (seen by ``worker``): returns the outage's id."""
+    outage = NoticeRelayOutage(worker=worker[:80], started_at=now, checked_at=now, reason=reason[:80])
+    session.add(outage)
+    session.flush()
+    return outage.id
+
+
+def relay_outage_checked(session: Session, *, outage_id: int, now: datetime, ended: bool) -> None:
+    """Another probe of the relay failed (``ended`` False) or succeeded (True: the outage ends)."""
+    values: dict[str, Any] = {"checked_at": now}
+    if ended:
+        values["ended_at"] = now
+    session.execute(
+        update(NoticeRelayOutage)
+        .where(NoticeRelayOutage.id == outage_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def relay_outages(session: Session, *, since: datetime, now: datetime) -> list[tuple[datetime, datetime]]:
+    """Every worker's relay outages overlapping ``since``…``now`` (an open one up to its last probe)."""
+    o = NoticeRelayOutage
+    end = func.coalesce(o.ended_at, o.checked_at)
+    rows = session.execute(select(o.started_at, end).where(o.started_at < now, end > since))
+    return [(started, ended) for started, ended in rows]
 
 
 def _by_destination(result: SendResult) -> int:

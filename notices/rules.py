@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from core.mail_address import mail_address_problems, normalize_mail_address
+from core.mail_address import FORMULA_PREFIXES, mail_address_problems, normalize_mail_address
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 ALL_DAYS = 0x7F
@@ -110,13 +110,44 @@ class AddressError(ValueError):
     """Not a mail address we can deliver to."""
 
 
+_CARRIER_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
+
+
+def _carrier_style(text: str) -> bool:
+    """An address Japanese mobile carriers issued before 2009 (docomo, au): dots in a row or a dot
+    next to the ``@`` (``taro..yamada@docomo.ne.jp``, ``taro.@ezweb.ne.jp``). Not an RFC 5321
+    dot-string, but a valid quoted string: sent as ``"taro..yamada"@docomo.ne.jp``
+    (:func:`smtp_mailbox`). Everything else of core's rule holds (the domain, no formula prefix)."""
+    local, _, domain = text.rpartition("@")
+    return (
+        bool(_CARRIER_LOCAL.fullmatch(local))
+        and local.strip(".") != ""
+        and not mail_address_problems(f"x@{domain}")
+        and not text.startswith(FORMULA_PREFIXES)
+    )
+
+
 def normalize_address(value: str) -> str:
-    """The address as stored: core's one rule (`core.mail_address`), trimmed, the domain lower-cased
-    (the local part is kept as typed)."""
+    """The address as stored: core's one rule (`core.mail_address`), or a carrier's legacy address
+    (:func:`_carrier_style`); trimmed, the domain lower-cased (the local part is kept as typed;
+    support IDs are compared case-insensitively all the same)."""
     text = value.strip()
-    if mail_address_problems(text):
+    if mail_address_problems(text) and not _carrier_style(text):
         raise AddressError("メールアドレスの形式が正しくありません。")
     return normalize_mail_address(text)
+
+
+_DOT_STRING = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def smtp_mailbox(address: str) -> str:
+    """The address as an SMTP command carries it (RFC 5321 4.1.2): a local part that is not a
+    dot-string (the carriers' ``taro..yamada``, ``taro.``) goes in quotes."""
+    local, _, domain = address.rpartition("@")
+    if _DOT_STRING.fullmatch(local) or (local.startswith('"') and local.endswith('"') and len(local) > 1):
+        return address
+    escaped = local.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"@{domain}'
 
 
 def domain_of(address: str) -> str:
@@ -196,8 +227,12 @@ def after_resume(current: FailureCount) -> FailureCount:
 
 class ReplyClass(StrEnum):
     DELIVERED = "delivered"
-    TEMPORARY = "temporary"
-    PERMANENT = "permanent"
+    TEMPORARY = "temporary"  # the recipient's 4xx to RCPT TO: retried, gives up after a while
+    PERMANENT = "permanent"  # the recipient's 5xx to RCPT TO: failed
+    # our relay could not be used (connection refused or timed out, TLS, login, 421, MAIL FROM or
+    # DATA refused for a while): never the recipient's failure; the mail goes back to the queue
+    # unchanged and the worker pauses until the relay answers again
+    RELAY = "relay"
 
 
 def classify_reply(code: int) -> ReplyClass:
@@ -213,12 +248,38 @@ class RetryPolicy:
     backoff_seconds: tuple[int, ...] = (60, 300, 900, 1800, 3600)
     give_up_after_seconds: int = 24 * 3600
 
-    def next_attempt(self, *, attempts: int, first_queued_at: datetime, now: datetime) -> datetime | None:
-        """When to try again after ``attempts`` temporary failures; None: give up (it counts)."""
-        if now - first_queued_at >= timedelta(seconds=self.give_up_after_seconds):
+    def next_attempt(
+        self,
+        *,
+        attempts: int,
+        first_queued_at: datetime,
+        now: datetime,
+        paused: timedelta = timedelta(0),
+    ) -> datetime | None:
+        """When to try again after ``attempts`` temporary failures; None: give up (it counts).
+        ``paused``: how long of the mail's age our relay was down (that time does not count)."""
+        if now - first_queued_at - paused >= timedelta(seconds=self.give_up_after_seconds):
             return None
         step = self.backoff_seconds[min(max(attempts, 1), len(self.backoff_seconds)) - 1]
         return now + timedelta(seconds=step)
+
+
+def paused_within(outages: Iterable[tuple[datetime, datetime]], start: datetime, end: datetime) -> timedelta:
+    """How much of ``start``…``end`` the union of ``outages`` (each a start and an end) covers:
+    overlapping outages (two workers saw the same one) count once."""
+    clipped = sorted((max(a, start), min(b, end)) for a, b in outages if b > start and a < end)
+    total = timedelta(0)
+    current: tuple[datetime, datetime] | None = None
+    for a, b in clipped:
+        if current is not None and a <= current[1]:
+            current = (current[0], max(current[1], b))
+            continue
+        if current is not None:
+            total += current[1] - current[0]
+        current = (a, b)
+    if current is not None:
+        total += current[1] - current[0]
+    return total
 
 
 # -------------------------------------------------------------------------- mail identities

@@ -13,9 +13,15 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from notices.bounces import BounceHandler, start_bounce_listener
+from notices.metrics import NoticeMetrics
+from notices.settings import organisational_domain_of, sender_domain_problems
 from notices.worker import DeliveryWorker
 
 log = structlog.get_logger("notices")
+
+
+class NoticeConfigError(ValueError):
+    """The notices' settings do not fit together; the message names the settings to change."""
 
 
 def _quiet_server_class() -> Any:
@@ -42,6 +48,9 @@ async def run_service(
     stop: asyncio.Event | None = None,
 ) -> None:
     s = settings.notices
+    problems = sender_domain_problems(s, organisational_domain_of())
+    if problems:
+        raise NoticeConfigError("; ".join(problems))
     if s.smtp_host is None:  # default: the one outgoing SMTP server, with its TLS and login
         smtp = settings.smtp
         s = s.model_copy(
@@ -60,6 +69,7 @@ async def run_service(
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
+    metrics = NoticeMetrics()  # the worker's and the site's /metrics (notices.metrics)
     tasks: list[asyncio.Task[Any]] = []
     server = None
     web_server: Any = None
@@ -80,7 +90,7 @@ async def run_service(
 
             _QuietServer = _quiet_server_class()
 
-            app = create_support_app(settings, sessions)
+            app = create_support_app(settings, sessions, metrics=metrics)
             config = uvicorn.Config(
                 app,
                 host=s.web_host,
@@ -96,7 +106,9 @@ async def run_service(
         if worker:
             tasks.append(
                 asyncio.create_task(
-                    DeliveryWorker(sessions=sessions, settings=s, worker_id=worker_id).run(stop)
+                    DeliveryWorker(sessions=sessions, settings=s, worker_id=worker_id, metrics=metrics).run(
+                        stop
+                    )
                 )
             )
         waiter = asyncio.create_task(stop.wait())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import BaseModel, Field, SecretStr
 
 
@@ -62,3 +64,41 @@ class NoticeSettings(BaseModel):
     max_failures: int = Field(default=3, ge=1)  # consecutive failures that stop a destination
     retry_backoff_seconds: list[int] = Field(default_factory=lambda: [60, 300, 900, 1800, 3600])
     give_up_after_seconds: int = 24 * 3600  # a temporary failure for this long counts as failed
+    # our relay down (refused, timed out, TLS or login failed, 421, MAIL FROM refused): the worker
+    # stops claiming and probes it again after these pauses in turn (the last one repeats)
+    relay_backoff_seconds: list[float] = Field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 30.0, 60.0])
+    metrics_token: SecretStr | None = None  # bearer token of /metrics on the support site's port
+
+
+def organisational_domain_of() -> Callable[[str], str]:
+    """The organisational domain of a host name (RFC 7489 3.2: the public suffix list's registrable
+    domain; a name the list does not know, such as ``localhost``, stands for itself). The list is
+    the one `publicsuffixlist` ships, read when this is called (not at import)."""
+    from publicsuffixlist import PublicSuffixList
+
+    psl = PublicSuffixList()
+
+    def organisational(host: str) -> str:
+        name = host.strip().rstrip(".").lower()
+        return psl.privatesuffix(name) or name
+
+    return organisational
+
+
+def sender_domain_problems(s: NoticeSettings, organisational: Callable[[str], str]) -> list[str]:
+    """Why the mail's identities do not fit together (empty: they do). The return path is what
+    receivers see as the envelope sender and where bounces go (our bounce listener): it must be in
+    the sender's organisational domain, the one customers are told to allow; it is never derived
+    from the sender silently, since only the operator knows where that domain's mail is routed."""
+    sender_domain = s.sender.rpartition("@")[2]
+    if "@" not in s.sender or not sender_domain:
+        return [f"IVR_NOTICES__SENDER ({s.sender!r}) is not a mail address"]
+    ours, theirs = organisational(sender_domain), organisational(s.return_path_domain)
+    if ours == theirs:
+        return []
+    return [
+        f"IVR_NOTICES__RETURN_PATH_DOMAIN ({s.return_path_domain}, organisational domain {theirs}) is not "
+        f"in the organisational domain of IVR_NOTICES__SENDER ({s.sender}: {ours}): set "
+        f"IVR_NOTICES__RETURN_PATH_DOMAIN to a domain under {ours} whose mail is routed to the bounce "
+        "listener (docs/notices.md)"
+    ]

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from core import throttle
 from core.notice_models import Notice
 from core.secrets import SecretHasher, constant_time_equals
 from notices import queue, rules
+from notices.metrics import NoticeMetrics
 from notices.web_login import LoginPages
 
 log = structlog.get_logger("notices.web")
@@ -166,7 +168,6 @@ class SupportSite(LoginPages):
         self.sessions = sessions
         self.clock = clock or (lambda: datetime.now(UTC))
         self.templates = support_templates()
-        self.max_body = settings.web.max_form_bytes
         self._init_login(hasher, mailer)
 
     # ------------------------------------------------------------------------------ helpers
@@ -204,8 +205,8 @@ class SupportSite(LoginPages):
         products = queue.products_of(session, [n.id for n in notices])
         return [self._view(n, products[n.id]) for n in notices]
 
-    @staticmethod
-    def _view(n: Notice, products: list[str]) -> dict[str, Any]:
+    def _view(self, n: Notice, products: list[str]) -> dict[str, Any]:
+        """A notice as the pages show it: labels (ひかり電話), not the codes (hikari-denwa)."""
         return {
             "id": n.id,
             "kind": n.kind,
@@ -214,7 +215,7 @@ class SupportSite(LoginPages):
             "title": n.title,
             "area": n.area,
             "body": n.body,
-            "products": products,
+            "products": [self.s.products.get(p, p) for p in products],
             "public": n.public,
             "follows": n.follows_id,
             "starts": _tokyo(n.starts_at),
@@ -317,12 +318,13 @@ class SupportSite(LoginPages):
 
     async def _json_body(self, request: Request) -> Any:
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+        limit = queue.MAX_NOTICE_REQUEST_BYTES  # the notices' own limit, in characters (queue.MAX_TEXT)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise _TooLarge
         data = b""
         async for chunk in request.stream():
             data += chunk
-            if len(data) > self.max_body:
+            if len(data) > limit:
                 raise _TooLarge
         try:
             return json.loads(data.decode("utf-8"))
@@ -338,12 +340,15 @@ class SupportSite(LoginPages):
             now = self.clock()
 
             def post(session: Session) -> dict[str, Any]:
-                notice = queue.post_notice(session, draft, posted_by="api", now=now)
+                notice = queue.post_notice(session, draft, posted_by="api", now=now, catalog=self.s.products)
                 return notice_json(notice, sorted(set(draft.products)))
 
             row = await self.db(post)
         except _TooLarge:
-            return JSONResponse({"error": f"the body is larger than {self.max_body} bytes"}, status_code=413)
+            return JSONResponse(
+                {"error": f"the request is larger than {queue.MAX_NOTICE_REQUEST_BYTES} bytes"},
+                status_code=413,
+            )
         except queue.NoticeError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         log.info(
@@ -412,7 +417,7 @@ class SupportSite(LoginPages):
     async def operator_post(self, request: Request) -> Response:
         if self.s.operator_token is None:
             return self.render("notices.html", status_code=404, page_title="工事・故障情報", rows=[])
-        form = await self._form(request)
+        form = await self._form(request, limit=queue.MAX_NOTICE_REQUEST_BYTES)
         if form is None or not self._anonymous_ok(request, form):
             return self._refused()
         products = [p for p in form["product[]"].split("\x00") if p]
@@ -427,8 +432,6 @@ class SupportSite(LoginPages):
                 request, refused, form=shown, errors=["オペレーター用トークンが正しくありません。"]
             )
         try:
-            if any(p not in self.s.products for p in products):
-                raise queue.NoticeError("unknown product")
             follows = int(shown["follows"]) if shown["follows"].strip() else None
             draft = queue.NoticeDraft(
                 kind=shown["kind"],
@@ -444,7 +447,10 @@ class SupportSite(LoginPages):
             )
             now = self.clock()
             row = await self.db(
-                lambda s: notice_json(queue.post_notice(s, draft, posted_by="operator-page", now=now), [])
+                lambda s: notice_json(
+                    queue.post_notice(s, draft, posted_by="operator-page", now=now, catalog=self.s.products),
+                    [],
+                )
             )
         except (queue.NoticeError, ValueError) as exc:
             return self._operator_page(request, 400, form=shown, errors=[f"掲載できません: {exc}"])
@@ -481,13 +487,40 @@ class SupportSite(LoginPages):
         ]
 
 
+def _metrics_page(s: Any, metrics: NoticeMetrics) -> Callable[[Request], Any]:
+    """/metrics (notices.metrics): only with ``metrics_token`` set (404 otherwise), bearer token
+    compared in constant time."""
+    token = s.metrics_token.get_secret_value() if s.metrics_token else None
+
+    async def page(request: Request) -> Response:
+        if token is None:
+            return Response("Not Found", status_code=404, media_type="text/plain")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not constant_time_equals(given.strip(), token):
+            return Response(
+                "Unauthorized",
+                status_code=401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+        body = await asyncio.to_thread(generate_latest, metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+    return page
+
+
 class _TooLarge(Exception):
     pass
 
 
-def create_support_app(settings: Any, sessions: sessionmaker[Session], **kw: Any) -> Starlette:
+def create_support_app(
+    settings: Any, sessions: sessionmaker[Session], *, metrics: NoticeMetrics | None = None, **kw: Any
+) -> Starlette:
     site = SupportSite(settings, sessions, **kw)
     routes = site.routes()
+    routes.append(
+        Route("/metrics", _metrics_page(settings.notices, metrics or NoticeMetrics()), methods=["GET"])
+    )
     if SHARED_STATIC.is_dir():
         routes.append(Mount("/static", StaticFiles(directory=str(SHARED_STATIC)), name="static"))
     app = Starlette(routes=routes)

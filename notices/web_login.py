@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -58,6 +58,14 @@ RULE_MESSAGES = {
 
 def _password_messages(reasons: list[str]) -> list[str]:
     return [RULE_MESSAGES.get(r, "パスワードが条件を満たしていません。") for r in reasons]
+
+
+@dataclass(frozen=True)
+class MailReservation:
+    """What reserving one mail took from the budgets (scope, key, the counter's answer), so that
+    it can be given back when no mail goes; more budgets (per client, a global cap) add entries."""
+
+    taken: tuple[tuple[str, str, throttle.Taken], ...]
 
 
 class LoginPages:
@@ -95,9 +103,10 @@ class LoginPages:
             "path": "/support",
         }
 
-    async def _form(self, request: Request) -> dict[str, str] | None:
+    async def _form(self, request: Request, *, limit: int | None = None) -> dict[str, str] | None:
+        """The form, or None if it is larger than ``limit`` (the site's form limit unless given)."""
         declared = request.headers.get("content-length")
-        limit = self.settings.web.max_form_bytes
+        limit = limit or self.settings.web.max_form_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return None
         body = b""
@@ -144,17 +153,35 @@ class LoginPages:
 
     async def _mail(self, *, to: str, subject: str, body: str) -> bool:
         message = build_message(sender=self.s.sender, recipient=to, subject=subject, body=body)
+        mailbox = rules.smtp_mailbox(to)  # a carrier's taro..yamada@ in quotes, as the relay expects
         try:
-            await self.mailer.send(message)
+            if mailbox != to:
+                await self.mailer.send(message, recipients=[mailbox])
+            else:
+                await self.mailer.send(message)
         except MailSendError as exc:
             log.warning("support_mail_failed", reason=exc.reason)
             return False
         return True
 
-    def _mail_budget(self, session: Session, address: str) -> bool:
+    def _mail_budget(self, session: Session, address: str) -> MailReservation | None:
+        """Reserve one mail of the address's budget (``mails_per_address`` an hour); None: spent.
+        A reservation that sends nothing goes back (:meth:`_unspend`): only a mail actually sent
+        spends the budget, so retries refused by the 30-minute rule cost nothing."""
         key = hashlib.sha256(address.lower().encode()).hexdigest()[:40]
         budget = throttle.Budget(self.s.mails_per_address, 3600)
-        return throttle.take(session, scope="support_mail", key=key, now=self.clock(), budget=budget).allowed
+        taken = throttle.take(session, scope="support_mail", key=key, now=self.clock(), budget=budget)
+        if not taken.allowed:
+            return None
+        return MailReservation((("support_mail", key, taken),))
+
+    @staticmethod
+    def _unspend(session: Session, reservation: MailReservation | None) -> None:
+        """No mail went after all: give the reservation back (within its window)."""
+        if reservation is None:
+            return
+        for scope, key, taken in reservation.taken:
+            throttle.give_back(session, scope=scope, key=key, taken=taken)
 
     # --------------------------------------------------------------------------- session
 
@@ -201,15 +228,16 @@ class LoginPages:
             )
         validity = timedelta(seconds=self.s.confirmation_validity_seconds)
 
-        def start(session: Session) -> tuple[bool, str | None]:
-            if not self._mail_budget(session, address):
-                return False, None
-            return True, accounts.start_registration(
+        def start(session: Session) -> tuple[MailReservation | None, str | None]:
+            reservation = self._mail_budget(session, address)
+            if reservation is None:
+                return None, None
+            return reservation, accounts.start_registration(
                 session, email=address, now=self.clock(), validity=validity
             )
 
-        allowed, token = await self.db(start)
-        if not allowed:
+        reservation, token = await self.db(start)
+        if reservation is None:
             return self._page(
                 request,
                 "register.html",
@@ -220,7 +248,7 @@ class LoginPages:
             )
         if token is not None:
             link = f"{self.s.base_url}/support/register/complete?token={token}"
-            await self._mail(
+            mailed = await self._mail(
                 to=address,
                 subject="【お客さまサポート】仮登録確認メール",
                 body=(
@@ -230,7 +258,7 @@ class LoginPages:
                 ),
             )
         else:  # already a support ID: the page says the same; the owner learns it by mail
-            await self._mail(
+            mailed = await self._mail(
                 to=address,
                 subject="【お客さまサポート】お客さまサポートIDはすでに登録されています",
                 body=(
@@ -238,6 +266,8 @@ class LoginPages:
                     f"パスワードを忘れた場合は、次のページから再設定してください。\n\n{self.s.base_url}/support/password/forgot\n"
                 ),
             )
+        if not mailed:
+            await self.db(lambda session: self._unspend(session, reservation))
         log.info("support_registration_started", already_registered=token is None)
         return self.render(
             "message.html",
@@ -365,9 +395,7 @@ class LoginPages:
             account = None
             locked = None
             if taken.allowed and address is not None:
-                account = session.scalars(
-                    select(SupportAccount).where(SupportAccount.login_email == address)
-                ).one_or_none()
+                account = accounts.account_by_email(session, address)  # whatever the case
                 if account is not None and account.state == "active":
                     locked = throttle.current(
                         session, scope="support_acct", key=str(account.id), now=now, budget=account_budget
@@ -471,7 +499,9 @@ class LoginPages:
         validity = timedelta(seconds=self.s.confirmation_validity_seconds)
 
         def issue(session: Session) -> str | None:
-            if not self._mail_budget(session, email.strip()):
+            # every request spends here, sent or not: an unknown address must cost the same as a
+            # known one, or the 429 would tell which addresses are support IDs
+            if self._mail_budget(session, email.strip()) is None:
                 return None
             return accounts.password_reset_link(session, email=email, now=self.clock(), validity=validity)
 
@@ -712,10 +742,11 @@ class LoginPages:
             return await self.mymenu(request, errors=[str(exc)], status_code=400)
         s = self.s
 
-        def add(session: Session) -> accounts.AddResult | None:
-            if not self._mail_budget(session, address):
-                return None
-            return accounts.add_destination(
+        def add(session: Session) -> tuple[accounts.AddResult | None, MailReservation | None]:
+            reservation = self._mail_budget(session, address)
+            if reservation is None:
+                return None, None
+            added = accounts.add_destination(
                 session,
                 account_id=account.id,
                 address=address,
@@ -723,8 +754,12 @@ class LoginPages:
                 validity=timedelta(seconds=s.confirmation_validity_seconds),
                 retry_after=timedelta(seconds=s.pending_retry_seconds),
             )
+            if added.outcome not in (AddOutcome.ADDED, AddOutcome.RESENT):
+                self._unspend(session, reservation)  # refused (30 minutes, 3 at most…): no mail
+                reservation = None
+            return added, reservation
 
-        result = await self.db(add)
+        result, reservation = await self.db(add)
         if result is None:
             return await self.mymenu(
                 request,
@@ -763,6 +798,8 @@ class LoginPages:
                 f"{link}\n\nお心当たりのない場合は、このメールを破棄してください（配信されません）。\n"
             ),
         )
+        if not mailed:
+            await self.db(lambda session: self._unspend(session, reservation))
         message = f"{address} に仮登録確認メールを送信しました。メールのリンクを開くと配信が始まります。"
         return await self.mymenu(
             request,

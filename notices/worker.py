@@ -21,8 +21,10 @@ import asyncio
 import contextlib
 import re
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +38,7 @@ from core.db import read_session_factory_for
 from core.notice_models import Notice
 from notices import accounts, queue, rules
 from notices.mail import NoticeContent, NoticeMail
+from notices.metrics import NoticeMetrics
 from notices.rules import ReplyClass, RetryPolicy
 
 log = structlog.get_logger("notices.worker")
@@ -86,16 +89,7 @@ class SmtpPool:
                     client = candidate
                     break
             if client is None:
-                client = aiosmtplib.SMTP(
-                    hostname=self.host,
-                    port=self.port,
-                    timeout=self.timeout,
-                    start_tls=self.start_tls,
-                    username=self.username,
-                    password=self.password,
-                )
-                await client.connect()
-                await client.ehlo()
+                client = await self._connect()
             healthy = False
             try:
                 yield client
@@ -106,6 +100,41 @@ class SmtpPool:
                 else:
                     client.close()
 
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            start_tls=self.start_tls,
+            username=self.username,
+            password=self.password,
+        )
+        try:
+            await client.connect()  # with STARTTLS and the login when configured
+            await client.ehlo()
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def probe(self, sender: str) -> None:
+        """Whether the relay takes mail again: a new session (TLS and login included), MAIL FROM
+        accepted, RSET; raises what went wrong. The good session joins the pool."""
+        async with self._slots:
+            client = await self._connect()
+            try:
+                await client.mail(sender)
+                await client.rset()
+            except BaseException:
+                client.close()
+                raise
+            self._idle.put_nowait(client)
+
+    def discard_idle(self) -> None:
+        """The relay went away: the idle sessions are likely dead, do not hand them out."""
+        while not self._idle.empty():
+            self._idle.get_nowait().close()
+
     async def close(self) -> None:
         while not self._idle.empty():
             client = self._idle.get_nowait()
@@ -114,11 +143,36 @@ class SmtpPool:
             client.close()
 
 
-class _Reusable(Exception):
-    """An SMTP error after which the session is still good (the client sent RSET)."""
+@dataclass(frozen=True)
+class Outcome:
+    """What one mail's SMTP transaction came to (the reply class, code, enhanced status, text)."""
 
-    def __init__(self, result: tuple[ReplyClass, int, str | None, str]) -> None:
-        self.result = result
+    reply: ReplyClass
+    code: int = 0
+    status: str | None = None
+    detail: str = ""
+    counts: bool = True  # False: not the mailbox's failure (the relay refused the content)
+
+
+class _Answered(Exception):
+    """The transaction ended with ``outcome``; the session is still good (the client sent RSET)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """RSET after a refusal, so the session can carry the next mail (a failure here closes it)."""
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """A relay failure as a short word for logs and the outage record (never a reply text)."""
+    code = getattr(exc, "code", None)
+    return f"{type(exc).__name__} {code}" if isinstance(code, int) else type(exc).__name__
 
 
 class DeliveryWorker:
@@ -129,8 +183,10 @@ class DeliveryWorker:
         settings: Any,  # notices.settings.NoticeSettings
         worker_id: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        metrics: NoticeMetrics | None = None,
     ) -> None:
         self.sessions = sessions
+        self.metrics = metrics or NoticeMetrics()
         self.s = settings
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self.clock = clock
@@ -162,6 +218,12 @@ class DeliveryWorker:
         self.totals: Counter[str] = Counter()
         self.record_failures = 0
         self._idle = False
+        # the relay: up, or down since (its outage row) with the reason and the probes so far
+        self.relay_up = True
+        self._relay_reason = ""
+        self._relay_strikes = 0
+        self._outage_id: int | None = None
+        self._relay_down_since: datetime | None = None
         self.read_sessions = read_session_factory_for(sessions)
 
     # ------------------------------------------------------------------------------ database
@@ -185,7 +247,7 @@ class DeliveryWorker:
                 title=n.title,
                 area=n.area,
                 body=n.body,
-                products=tuple(products.get(n.id, [])),
+                products=tuple(self.s.products.get(p, p) for p in products.get(n.id, [])),  # labels
                 starts_at=n.starts_at,
                 ends_at=n.ends_at,
                 posted_at=n.posted_at,
@@ -195,84 +257,189 @@ class DeliveryWorker:
 
     # ------------------------------------------------------------------------------- sending
 
-    async def _transaction(
-        self, claim: queue.Claim, mail: NoticeMail
-    ) -> tuple[ReplyClass, int, str | None, str]:
+    async def _transaction(self, claim: queue.Claim, mail: NoticeMail, stage: list[str]) -> Outcome:
+        """One mail's SMTP transaction, step by step so that a failure is blamed rightly: only the
+        answer to RCPT TO is the recipient's; connecting, TLS, login, MAIL FROM, a 421 or DATA are
+        our relay's (``ReplyClass.RELAY``), except a 5xx to DATA (the mail, not the mailbox)."""
         data = mail.for_recipient(address=claim.address, destination_id=claim.destination_id)
         sender = rules.return_path(
             delivery_id=claim.delivery_id, secret=self.secret, domain=self.s.return_path_domain
         )
+        stage[0] = "connect"
         async with self.pool.session() as client:
+            stage[0] = "mail"
             mail_options: list[str] = []
             rcpt_options: list[str] = []
+            if client.supports_extension("size"):
+                mail_options.append(f"SIZE={len(data)}")
             if client.supports_extension("dsn"):
                 # a relay (postfix): bounces return headers only, never the body; when its acceptance
                 # is not delivery, it reports the delivery too (that resets the failure count)
-                mail_options = ["RET=HDRS"]
+                mail_options.append("RET=HDRS")
                 rcpt_options = [
                     "NOTIFY=FAILURE" if self.s.acceptance_is_delivery else "NOTIFY=SUCCESS,FAILURE"
                 ]
             try:
-                await client.sendmail(
-                    sender, [claim.address], data, mail_options=mail_options, rcpt_options=rcpt_options
-                )
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                refused = exc.recipients[0]
-                raise _Reusable(
-                    (
-                        rules.classify_reply(refused.code),
-                        refused.code,
-                        enhanced_status(refused.message),
-                        refused.message,
-                    )
-                ) from None
-            except aiosmtplib.SMTPServerDisconnected:
-                raise
+                await client.mail(sender, options=mail_options)
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code != 421:
+                    await _reset(client)
+                raise  # the relay's own refusal
+            stage[0] = "rcpt"
+            try:
+                await client.rcpt(rules.smtp_mailbox(claim.address), options=rcpt_options)
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code == 421:
-                    raise  # the server closes the session
-                raise _Reusable(
-                    (rules.classify_reply(exc.code), exc.code, enhanced_status(exc.message), exc.message)
+                    raise  # the relay closes the session: not the recipient's answer
+                await _reset(client)
+                raise _Answered(
+                    Outcome(
+                        rules.classify_reply(exc.code), exc.code, enhanced_status(exc.message), exc.message
+                    )
                 ) from None
-        return ReplyClass.DELIVERED, 250, None, ""
+            stage[0] = "data"
+            try:
+                await client.data(data)
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code == 421:
+                    raise
+                await _reset(client)
+                if exc.code >= 500:  # the content refused: this mail fails, the mailbox is not blamed
+                    raise _Answered(
+                        Outcome(
+                            ReplyClass.PERMANENT,
+                            exc.code,
+                            enhanced_status(exc.message),
+                            exc.message,
+                            counts=False,
+                        )
+                    ) from None
+                raise  # 4xx to DATA: the relay's
+        return Outcome(ReplyClass.DELIVERED, 250)
+
+    async def _attempt(self, claim: queue.Claim, mail: NoticeMail) -> Outcome:
+        stage = ["connect"]
+        try:
+            try:
+                async with asyncio.timeout(self.s.send_timeout_seconds):
+                    return await self._transaction(claim, mail, stage)
+            except aiosmtplib.SMTPServerDisconnected:
+                if stage[0] != "mail":
+                    raise
+                # a pooled session the relay had closed while idle: once more on a new session
+                stage[0] = "connect"
+        except _Answered as answered:
+            return answered.outcome
+        except TimeoutError as exc:
+            if stage[0] == "rcpt":  # the recipient's server is slow to answer for it: retried later
+                return Outcome(ReplyClass.TEMPORARY, 0, None, "timed out")
+            return self._relay_failed(exc, stage[0])
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            return self._relay_failed(exc, stage[0])
+        try:
+            async with asyncio.timeout(self.s.send_timeout_seconds):
+                return await self._transaction(claim, mail, stage)
+        except _Answered as answered:
+            return answered.outcome
+        except TimeoutError as exc:
+            if stage[0] == "rcpt":  # the recipient's server is slow to answer for it: retried later
+                return Outcome(ReplyClass.TEMPORARY, 0, None, "timed out")
+            return self._relay_failed(exc, stage[0])
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            return self._relay_failed(exc, stage[0])
+
+    def _relay_failed(self, exc: BaseException, stage: str) -> Outcome:
+        reason = _reason(exc)
+        if self.relay_up:
+            self.relay_up = False
+            self.metrics.relay_up.set(0)
+            self._relay_reason = reason
+            log.warning("notice_relay_down", worker=self.worker_id, reason=reason, stage=stage)
+            self.pool.discard_idle()
+            self._wake.set()
+        code = getattr(exc, "code", 0)
+        return Outcome(ReplyClass.RELAY, code if isinstance(code, int) else 0, None, f"relay: {reason}")
 
     async def _send(self, claim: queue.Claim) -> None:
         mail = self._mails[claim.notice_id]
         slot = self._domain_slots.setdefault(claim.domain, asyncio.Semaphore(self.per_domain_sessions))
         try:
             async with slot:
-                try:
-                    async with asyncio.timeout(self.s.send_timeout_seconds):
-                        outcome, code, status, detail = await self._transaction(claim, mail)
-                except _Reusable as reusable:
-                    outcome, code, status, detail = reusable.result
-                except TimeoutError:
-                    outcome, code, status, detail = ReplyClass.TEMPORARY, 0, None, "timed out"
-                except aiosmtplib.SMTPResponseException as exc:
-                    outcome, code, status, detail = (
-                        rules.classify_reply(exc.code),
-                        exc.code,
-                        None,
-                        exc.message,
-                    )
-                except (aiosmtplib.SMTPException, OSError) as exc:
-                    outcome, code, status, detail = ReplyClass.TEMPORARY, 0, None, type(exc).__name__
+                if not self.relay_up:
+                    outcome = Outcome(ReplyClass.RELAY, 0, None, f"relay: {self._relay_reason}")
+                else:
+                    outcome = await self._attempt(claim, mail)
         except asyncio.CancelledError:
             return  # shutting down: the row stays leased and goes again (same Message-ID)
-        if outcome is not ReplyClass.DELIVERED:
+        if outcome.reply in (ReplyClass.DELIVERED, ReplyClass.TEMPORARY, ReplyClass.PERMANENT):
+            self._relay_strikes = 0  # the relay answered for a recipient: it works
+        if outcome.reply not in (ReplyClass.DELIVERED, ReplyClass.RELAY):
             log.info(
                 "notice_mail_not_delivered",
                 delivery_id=claim.delivery_id,
                 notice_id=claim.notice_id,
                 destination_id=claim.destination_id,
                 domain=claim.domain,
-                outcome=outcome.value,
-                code=code,
-                status=status,
+                outcome=outcome.reply.value,
+                smtp_reply=outcome.code or None,
+                status=outcome.status,
                 attempt=claim.attempts,
+                counted=outcome.counts,
             )
-        self._results.append(queue.SendResult(claim, outcome, code or None, status, detail or None))
+        self._results.append(
+            queue.SendResult(
+                claim,
+                outcome.reply,
+                outcome.code or None,
+                outcome.status,
+                outcome.detail or None,
+                outcome.counts,
+            )
+        )
         self._have_results.set()
+
+    # ---------------------------------------------------------------------------- the relay
+
+    async def _wait_for_relay(self, stop: asyncio.Event) -> None:
+        """The relay is down: claim nothing, probe it after the next pause of the back-off, and
+        record the outage (every worker's outages stop the give-up clock of the waiting mails)."""
+        if self._outage_id is None:
+            started = self.clock()
+            self._outage_id = await self.db(
+                lambda s: queue.relay_outage_started(
+                    s, worker=self.worker_id, now=started, reason=self._relay_reason
+                )
+            )
+            self._relay_down_since = started
+        steps = self.s.relay_backoff_seconds or [1.0]
+        pause = steps[min(self._relay_strikes, len(steps) - 1)]
+        self._relay_strikes += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+        if stop.is_set():
+            return
+        try:
+            async with asyncio.timeout(self.s.send_timeout_seconds):
+                await self.pool.probe(
+                    rules.return_path(delivery_id=0, secret=self.secret, domain=self.s.return_path_domain)
+                )
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            self._relay_reason = _reason(exc)
+            outage_id, now = self._outage_id, self.clock()
+            await self.db(lambda s: queue.relay_outage_checked(s, outage_id=outage_id, now=now, ended=False))
+            log.info(
+                "notice_relay_still_down",
+                reason=self._relay_reason,
+                next_probe_in=steps[min(self._relay_strikes, len(steps) - 1)],
+            )
+            return
+        outage_id, now = self._outage_id, self.clock()
+        await self.db(lambda s: queue.relay_outage_checked(s, outage_id=outage_id, now=now, ended=True))
+        down = (now - self._relay_down_since).total_seconds() if self._relay_down_since else 0.0
+        self._outage_id, self._relay_down_since = None, None
+        self.relay_up = True
+        self.metrics.relay_up.set(1)
+        log.info("notice_relay_up", worker=self.worker_id, down_seconds=round(down, 1))
 
     # -------------------------------------------------------------------------------- loops
 
@@ -302,8 +469,15 @@ class DeliveryWorker:
                 if self._by_domain[claim.domain] <= 0:
                     del self._by_domain[claim.domain]
         self.totals.update(
-            sent=summary.sent, retried=summary.retried, failed=summary.failed, stale=summary.stale
+            sent=summary.sent,
+            retried=summary.retried,
+            failed=summary.failed,
+            stale=summary.stale,
+            put_back=summary.put_back,
         )
+        for result_name in ("sent", "retried", "failed", "put_back"):
+            if getattr(summary, result_name):
+                self.metrics.mails.labels(result_name).inc(getattr(summary, result_name))
         for destination_id in summary.stopped:
             log.warning(
                 "notice_destination_stopped",
@@ -391,6 +565,9 @@ class DeliveryWorker:
                     if loop.time() >= next_sweep:
                         await self.db(self._sweep)
                         next_sweep = loop.time() + self.s.lease_seconds / 4
+                    if not self.relay_up:
+                        await self._wait_for_relay(stop)
+                        continue
                     claimed = await self._claim_some()
                 except SQLAlchemyError as exc:
                     log.warning("notice_claim_failed", error_type=type(exc).__name__)

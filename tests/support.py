@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -146,6 +146,26 @@ def credentials(sessions: sessionmaker[Session]) -> list[Credential]:
     """Every credential row."""
     with sessions() as session:
         return list(session.scalars(select(Credential)))
+
+
+def recording_controller(handler: Any, *, hostname: str, port: int, **kwargs: Any) -> Any:
+    """An aiosmtpd ``Controller`` whose sessions append each RCPT argument, as it came on the wire
+    (before aiosmtpd parses and unquotes the address), to ``handler.raw_rcpt`` (a list, guarded
+    by ``handler.lock``): a test sees what a relay sees (``"taro..yamada"@…`` quoted or not)."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
+
+    class RecordingSMTP(SMTP):
+        async def smtp_RCPT(self, arg: str) -> None:
+            with handler.lock:
+                handler.raw_rcpt.append(arg)
+            await super().smtp_RCPT(arg)
+
+    class RecordingController(Controller):
+        def factory(self) -> SMTP:
+            return RecordingSMTP(self.handler, **self.SMTP_kwargs)
+
+    return RecordingController(handler, hostname=hostname, port=port, **kwargs)
 
 
 #: busy processes per core of `cpu_load`: 3 make a load of 6 on the project's 2-core machine

@@ -33,11 +33,14 @@ class SmtpMailer:
     def __init__(self, settings: SmtpSettings) -> None:
         self._settings = settings
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, *, recipients: list[str] | None = None) -> None:
+        """``recipients``: the envelope's, when the To header cannot say them as SMTP needs (the
+        email package writes ``taro..yamada@…`` unquoted; the support site's carriers' addresses)."""
         s = self._settings
         try:
             await aiosmtplib.send(
                 message,
+                recipients=recipients,
                 hostname=s.host,
                 port=s.port,
                 username=s.username,

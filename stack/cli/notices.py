@@ -96,6 +96,19 @@ def register(subparsers: Any) -> None:
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(func=cmd_resume)
 
+    conflicts = sub.add_parser(
+        "case-conflicts", help="support IDs that differ only by case (found by migration 0006)"
+    )
+    conflicts.add_argument("--json", action="store_true")
+    conflicts.set_defaults(func=cmd_case_conflicts)
+    resolve = sub.add_parser(
+        "resolve-case-conflict",
+        help="keep one support ID of an address that has several differing only by case; delete the others",
+    )
+    resolve.add_argument("--keep", type=int, required=True, help="the support ID to keep")
+    resolve.add_argument("--json", action="store_true")
+    resolve.set_defaults(func=cmd_resolve_case_conflict)
+
     purge = sub.add_parser("purge", help="delete finished delivery records older than a retention period")
     purge.add_argument(
         "--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h (records created before)"
@@ -177,10 +190,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import structlog
 
     from notices.service import run_service
-    from notices.settings import NoticeSettings
+    from notices.settings import NoticeSettings, organisational_domain_of, sender_domain_problems
     from web_stub.settings import WebSettings
 
     log = structlog.get_logger("notices")
+    problems = sender_domain_problems(settings.notices, organisational_domain_of())
+    for problem in problems:
+        print(f"ivr notices serve: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     if settings.notices.bounce_secret.get_secret_value() == NoticeSettings().bounce_secret.get_secret_value():
         log.warning(
             "notices_bounce_secret_default", hint="set IVR_NOTICES__BOUNCE_SECRET to a long random value"
@@ -237,7 +255,11 @@ def cmd_post(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with sessions() as session, session.begin():
             notice = queue.post_notice(
-                session, draft, posted_by=f"cli:{getpass.getuser()}", now=datetime.now(UTC)
+                session,
+                draft,
+                posted_by=f"cli:{getpass.getuser()}",
+                now=datetime.now(UTC),
+                catalog=settings.notices.products,
             )
             row = notice_dict(notice, sorted(set(draft.products)))
     except queue.NoticeError as exc:
@@ -395,6 +417,59 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"destination {args.destination_id} is not stopped (or does not exist)")
     return 0 if resumed else 1
+
+
+def cmd_case_conflicts(args: argparse.Namespace, settings: Settings) -> int:
+    from notices import accounts
+
+    sessions = _sessions(settings)
+    with sessions() as session:
+        groups = [
+            [
+                {
+                    "id": a.id,
+                    "login_email": a.login_email,
+                    "state": a.state,
+                    "created_at": a.created_at.isoformat(),
+                    "destinations": len(accounts.destinations_of(session, a.id)),
+                }
+                for a in group
+            ]
+            for group in accounts.case_conflicts(session)
+        ]
+    if args.json:
+        for group in groups:
+            print(json.dumps(group, ensure_ascii=False))
+        return 0
+    if not groups:
+        print("no support IDs differ only by case")
+    for group in groups:
+        print(
+            " / ".join(
+                f"{a['id']} {a['login_email']} ({a['state']}, {a['destinations']} destination(s))"
+                for a in group
+            )
+        )
+    return 0
+
+
+def cmd_resolve_case_conflict(args: argparse.Namespace, settings: Settings) -> int:
+    from notices import accounts
+
+    sessions = _sessions(settings)
+    with sessions() as session, session.begin():
+        deleted = accounts.resolve_case_conflict(session, keep_id=args.keep)
+    if deleted is None:
+        print(
+            f"ivr notices resolve-case-conflict: support ID {args.keep} is not in a case conflict",
+            file=sys.stderr,
+        )
+        return 2
+    if args.json:
+        print(json.dumps({"kept": args.keep, "deleted": deleted}))
+    else:
+        print(f"support ID {args.keep} kept; deleted {', '.join(map(str, deleted)) or 'none'}")
+    return 0
 
 
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from notices import accounts, rules
 from notices.settings import NoticeSettings
-from tests.support import free_port
+from tests.support import free_port, recording_controller
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 SLOW_DOMAIN = "slow.example"
@@ -35,7 +35,8 @@ class Received:
 
 @dataclass
 class MailServer:
-    """What the SMTP server saw. Local parts decide the reply: ``reject…`` 550, ``full…`` 452.
+    """What the SMTP server saw. Local parts decide the reply: ``reject…`` 550, ``full…`` 452 (and
+    the addresses in ``deferred``, for as long as they are there).
     A RCPT of the slow domain takes ``slow_seconds``, or until ``slow_released`` is set."""
 
     host: str
@@ -46,6 +47,20 @@ class MailServer:
     received: list[Received] = field(default_factory=list)
     refused: list[tuple[str, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    controller: Controller | None = None
+    raw_rcpt: list[str] = field(default_factory=list)  # RCPT TO arguments as they came on the wire
+    deferred: set[str] = field(default_factory=set)  # these answer 452 too, until removed
+
+    def listen(self) -> None:
+        """Start listening (again, on the same port)."""
+        self.controller = recording_controller(self, hostname=self.host, port=self.port, ready_timeout=10)
+        self.controller.start()
+
+    def go_away(self) -> None:
+        """Stop listening: connections are refused until :meth:`listen`."""
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -57,7 +72,7 @@ class MailServer:
             with self.lock:
                 self.refused.append((address, 550))
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
-        if local.startswith("full"):
+        if address in self.deferred or local.startswith("full"):
             with self.lock:
                 self.refused.append((address, 452))
             return "452 4.2.2 Mailbox full"
@@ -92,13 +107,12 @@ class MailServer:
 @pytest.fixture
 def mail_server() -> Iterator[MailServer]:
     server = MailServer("127.0.0.1", free_port())
-    controller = Controller(server, hostname=server.host, port=server.port, ready_timeout=10)
-    controller.start()
+    server.listen()
     try:
         yield server
     finally:
         server.slow_released.set()  # no RCPT left hanging
-        controller.stop()
+        server.go_away()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -85,7 +86,8 @@ def test_bad_input_is_400_and_nothing_is_written(
 def test_not_json_and_too_large_bodies(client: TestClient) -> None:
     bad = client.post("/support/api/notices", content=b"\xff{", headers=auth())
     assert bad.status_code == 400
-    huge = client.post("/support/api/notices", json=dict(NOTICE, body="あ" * 20_000), headers=auth())
+    # the notices' own request limit (queue.MAX_NOTICE_REQUEST_BYTES), far beyond 20,000 characters
+    huge = client.post("/support/api/notices", json=dict(NOTICE, body="あ" * 100_000), headers=auth())
     assert huge.status_code == 413
 
 
@@ -261,3 +263,65 @@ def test_the_operator_page_posts_a_notice_with_tokyo_times(client: TestClient, c
     (posted,) = client.get("/support/api/notices", headers=auth()).json()["notices"]
     assert posted["starts_at"] == "2026-12-09T16:00:00+00:00"  # 01:00 in Tokyo
     assert client.post("/support/operator", data={"token": TOKEN, "csrf_token": "x"}).status_code == 403
+
+
+def test_a_product_typo_is_refused_the_same_way_by_the_cli_the_api_and_the_page(
+    db_url: str,
+    tmp_path: Path,
+    client: TestClient,
+    customer: Customer,
+    ivr: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    customer("c@example.jp", ["c@example.jp"])
+    typo = ["--kind", "outage", "--status", "occurring", "--title", "障害", "--product", "hikari-dnwa"]
+    by_cli = ivr(db_url, tmp_path, "post", *typo, "--body", "障害が発生しています。")
+    assert by_cli.returncode == 2 and "unknown product code: hikari-dnwa" in by_cli.stderr
+    assert "queued for" not in by_cli.stdout
+    by_api = client.post("/support/api/notices", json=dict(NOTICE, products=["hikari-dnwa"]), headers=auth())
+    assert by_api.status_code == 400 and "unknown product code: hikari-dnwa" in by_api.json()["error"]
+    page = client.get("/support/operator")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    form = {
+        "csrf_token": token,
+        "token": TOKEN,
+        "kind": "outage",
+        "status": "occurring",
+        "title": "障害",
+        "product": ["hikari-dnwa"],
+        "body": "障害が発生しています。",
+    }
+    by_page = client.post("/support/operator", data=form)
+    assert by_page.status_code == 400 and "unknown product code: hikari-dnwa" in by_page.text
+    # nothing was published
+    assert client.get("/support/api/notices", headers=auth()).json()["notices"] == []
+    assert "障害" not in client.get("/support/notices").text
+
+    # the same text limit, in characters, on all three: 20,000 kanji pass, 20,001 do not
+    longest, too_long = "障" * 20_000, "障" * 20_001
+    assert ivr(db_url, tmp_path, "post", *typo[:-1], "hikari-denwa", "--body", longest).returncode == 0
+    refused = ivr(db_url, tmp_path, "post", *typo[:-1], "hikari-denwa", "--body", too_long)
+    assert refused.returncode == 2 and "body must be 1 to 20000 characters" in refused.stderr
+    ok = client.post("/support/api/notices", json=dict(NOTICE, body=longest), headers=auth())
+    assert ok.status_code == 201, ok.text
+    assert (
+        client.post("/support/api/notices", json=dict(NOTICE, body=too_long), headers=auth()).status_code
+        == 400
+    )
+    escaped = json.dumps(dict(NOTICE, body=longest), ensure_ascii=True)  # \\uXXXX: 6 bytes a kanji
+    assert (
+        client.post(
+            "/support/api/notices", content=escaped, headers=auth() | {"Content-Type": "application/json"}
+        ).status_code
+        == 201
+    )
+    assert (
+        "配信先 1 件"
+        in client.post("/support/operator", data=form | {"product": ["hikari-denwa"], "body": longest}).text
+    )
+    assert (
+        client.post(
+            "/support/operator", data=form | {"product": ["hikari-denwa"], "body": too_long}
+        ).status_code
+        == 400
+    )
+    assert len(client.get("/support/api/notices", headers=auth()).json()["notices"]) == 4

@@ -102,3 +102,37 @@ async def test_the_listener_over_smtp(db_sessions: sessionmaker[Session], custom
     finally:
         server.close()
         await asyncio.wait_for(server.wait_closed(), 5)
+
+
+async def test_postmaster_of_the_return_path_domain_is_accepted(
+    db_sessions: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 5321 4.5.1: mail to postmaster of a domain we receive for is accepted (and logged for
+    the operators: the sender and the size, never the body); another domain's postmaster is not ours."""
+    handler = BounceHandler(sessions=db_sessions, secret=SECRET, domain=DOMAIN, max_failures=3)
+    port = free_port()
+    server = await start_bounce_listener(handler, host="127.0.0.1", port=port)
+    try:
+        for postmaster in (f"postmaster@{DOMAIN}", f"Postmaster@{DOMAIN.upper()}"):
+            errors, _ = await aiosmtplib.send(
+                b"Subject: your mails\r\n\r\nPlease stop sending to our users.\r\n",
+                sender="admin@receiver.example",
+                recipients=[postmaster],
+                hostname="127.0.0.1",
+                port=port,
+            )
+            assert errors == {}
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+            await aiosmtplib.send(
+                b"Subject: x\r\n\r\nx\r\n",
+                sender="admin@receiver.example",
+                recipients=["postmaster@other.example"],
+                hostname="127.0.0.1",
+                port=port,
+            )
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 5)
+    logged = capsys.readouterr()
+    assert "postmaster_mail_received" in logged.out + logged.err
+    assert "Please stop sending" not in logged.out + logged.err

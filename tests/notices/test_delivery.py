@@ -23,6 +23,8 @@ from notices.worker import DeliveryWorker
 
 from .conftest import SLOW_DOMAIN, TOKYO_FRIDAY_1030, Customer, MailServer, async_wait_for
 
+CATALOG = NoticeSettings().products  # the products customers can choose (hikari-denwa, hikari-net…)
+
 
 def draft(products: tuple[str, ...] = ("hikari-denwa",), **kw: object) -> NoticeDraft:
     values: dict[str, object] = {
@@ -40,7 +42,7 @@ def draft(products: tuple[str, ...] = ("hikari-denwa",), **kw: object) -> Notice
 
 def post(sessions: sessionmaker[Session], notice: NoticeDraft, now: datetime = TOKYO_FRIDAY_1030) -> int:
     with sessions() as session, session.begin():
-        return queue.post_notice(session, notice, posted_by="test", now=now).id
+        return queue.post_notice(session, notice, posted_by="test", now=now, catalog=CATALOG).id
 
 
 def states(sessions: sessionmaker[Session], notice_id: int) -> dict[str, str]:
@@ -86,15 +88,15 @@ def test_a_notice_is_queued_for_exactly_the_matching_confirmed_destinations(
 ) -> None:
     friday, ten = rules.days_mask([4]), rules.hours_mask([10])
     customer("match@example.jp", ["match@example.jp", "match2@example.net"], days=friday, hours=ten)
-    customer("other-product@example.jp", ["op@example.jp"], products=("ocn-hikari",))
-    customer("both@example.jp", ["both@example.jp"], products=("hikari-denwa", "ocn-hikari"))
+    customer("other-product@example.jp", ["op@example.jp"], products=("hikari-net",))
+    customer("both@example.jp", ["both@example.jp"], products=("hikari-denwa", "hikari-net"))
     customer("no-product@example.jp", ["np@example.jp"], products=())
     customer("wrong-day@example.jp", ["wd@example.jp"], days=rules.days_mask([0, 1, 2, 3, 5, 6]))
     customer("wrong-hour@example.jp", ["wh@example.jp"], hours=rules.ALL_HOURS & ~ten)
     customer("pending@example.jp", ["pending@example.jp"], state="pending")
     customer("stopped@example.jp", ["stopped@example.jp"], state="stopped")
 
-    notice_id = post(db_sessions, draft(("hikari-denwa", "ocn-hikari")))
+    notice_id = post(db_sessions, draft(("hikari-denwa", "hikari-net")))
     assert set(states(db_sessions, notice_id)) == {
         "match@example.jp",
         "match2@example.net",
@@ -146,6 +148,8 @@ async def test_a_notice_reaches_exactly_the_matching_destinations_by_real_mail(
         {"title": "工事\r\nBcc: everyone@example.jp"},  # no header injection through the subject
         {"body": ""},
         {"products": ()},
+        {"products": ("hikari-dnwa",)},  # a typo: it would reach no one
+        {"body": "あ" * 20_001},
         {"starts_at": datetime(2026, 12, 4, 10, 0)},
         {"ends_at": TOKYO_FRIDAY_1030 - timedelta(days=1)},
         {"follows_id": 999_999},
@@ -156,7 +160,7 @@ def test_a_bad_notice_is_refused_and_nothing_is_written(
 ) -> None:
     customer("c@example.jp", ["c@example.jp"])
     with pytest.raises(queue.NoticeError), db_sessions() as session, session.begin():
-        queue.post_notice(session, draft(**bad), posted_by="t", now=TOKYO_FRIDAY_1030)
+        queue.post_notice(session, draft(**bad), posted_by="t", now=TOKYO_FRIDAY_1030, catalog=CATALOG)
     with db_sessions() as session:
         assert queue.delivery_counts(session) == {}
 
@@ -184,6 +188,7 @@ async def test_the_worker_delivers_to_a_real_smtp_server_with_the_headers_a_rece
     assert "【故障情報】ひかり電話がご利用しづらい状況（発生中）" in str(message["Subject"])
     text = message.get_content()
     assert "東京都港区" in text and "2026年12月04日 10:10" in text  # start in Tokyo time
+    assert "対象商品: ひかり電話" in text and "hikari-denwa" not in text  # the label, not the code
     secret = notice_settings.bounce_secret.get_secret_value().encode()
     with db_sessions() as session:
         delivery_id = session.scalars(
@@ -225,9 +230,11 @@ async def test_550_fails_452_retries_and_three_failures_stop_then_resume_restart
             assert destination(db_sessions, bad).consecutive_failures == n + 1
         assert destination(db_sessions, bad).state == "stopped"
         assert destination(db_sessions, good).state == "delivering"
-        # the deferred mailbox: retried after the back-off, given up after an hour, counted once
+        # the deferred mailbox: retried after the back-off, given up after an hour, counted once; its
+        # later notices wait behind the first (posting order), then give up in turn
         clock[0] += timedelta(seconds=61)
-        await async_wait_for(lambda: len(mail_server.refused) >= 3 + 3 + 3)
+        await async_wait_for(lambda: len(mail_server.refused) >= 3 + 2)
+        assert [address for address, _ in mail_server.refused].count("full-box@example.jp") == 2
         clock[0] += timedelta(hours=2)
         await async_wait_for(lambda: all(all_final(db_sessions, nid)() for nid in notices))
         assert all(set(states(db_sessions, nid).values()) == {"sent", "failed"} for nid in notices)
@@ -468,3 +475,75 @@ async def test_an_idle_worker_polls_without_write_transactions(
         notice_id = post(db_sessions, draft())  # and it still notices new work
         await async_wait_for(all_final(db_sessions, notice_id))
     assert states(db_sessions, notice_id) == {"c@example.jp": "sent"}
+
+
+async def test_a_destination_gets_its_notices_in_the_order_they_were_posted(
+    db_sessions: sessionmaker[Session],
+    customer: Customer,
+    mail_server: MailServer,
+    notice_settings: NoticeSettings,
+) -> None:
+    """復旧 never arrives before its 発生中: while the first waits in back-off for a mailbox, the
+    second waits behind it (for that mailbox only), then follows it as soon as it is delivered."""
+    customer("taro@example.jp", ["taro@example.jp"])
+    customer("hanako@example.jp", ["hanako@example.jp"])  # a mailbox that works: the witness
+    mail_server.deferred.add("taro@example.jp")
+    clock = [TOKYO_FRIDAY_1030]
+    worker = DeliveryWorker(
+        sessions=db_sessions, settings=notice_settings, worker_id="w1", clock=lambda: clock[0]
+    )
+
+    def notices_to(address: str) -> list[int]:
+        return [int(r.message_id.split(".")[0].removeprefix("<notice-")) for r in mail_server.to(address)]
+
+    async with Running(worker):
+        occurring = post(db_sessions, draft(status="occurring"), now=clock[0])
+        await async_wait_for(
+            lambda: (
+                states(db_sessions, occurring)["taro@example.jp"] == "queued"
+                and ("taro@example.jp", 452) in mail_server.refused
+            )
+        )
+        recovered = post(db_sessions, draft(status="recovered", follows_id=occurring), now=clock[0])
+        await async_wait_for(lambda: notices_to("hanako@example.jp") == [occurring, recovered])
+        assert notices_to("taro@example.jp") == []  # the 復旧 waits behind the 発生中
+        assert states(db_sessions, recovered)["taro@example.jp"] == "queued"
+        mail_server.deferred.clear()  # the mailbox has room again
+        clock[0] += timedelta(seconds=61)  # the 発生中's back-off is over
+        await async_wait_for(lambda: len(notices_to("taro@example.jp")) == 2)
+    assert notices_to("taro@example.jp") == [occurring, recovered]
+
+
+def test_a_later_notice_goes_once_the_earlier_is_given_up(
+    db_sessions: sessionmaker[Session], customer: Customer
+) -> None:
+    _, (dest_id,) = customer("c@example.jp", ["c@example.jp"])
+    first, second = post(db_sessions, draft()), post(db_sessions, draft(status="recovered"))
+    now = TOKYO_FRIDAY_1030
+    policy = queue.FailurePolicy(retry=rules.RetryPolicy((60,), give_up_after_seconds=3600))
+    with db_sessions() as session, session.begin():
+        (claim,) = queue.claim(session, worker="w", now=now, limit=10, lease_seconds=60)
+        assert claim.notice_id == first  # only the oldest of the destination
+        queue.record(
+            session,
+            [queue.SendResult(claim, rules.ReplyClass.TEMPORARY, 452)],
+            worker="w",
+            now=now,
+            policy=policy,
+        )
+    later = now + timedelta(hours=2)
+    with db_sessions() as session, session.begin():
+        assert not queue.anything_due(session, now=now + timedelta(seconds=30))  # (first in back-off)
+        (again,) = queue.claim(session, worker="w", now=later, limit=10, lease_seconds=60)
+        assert again.notice_id == first
+        queue.record(
+            session,
+            [queue.SendResult(again, rules.ReplyClass.TEMPORARY, 452)],
+            worker="w",
+            now=later,
+            policy=policy,
+        )  # given up: failed
+    with db_sessions() as session, session.begin():
+        (then,) = queue.claim(session, worker="w", now=later, limit=10, lease_seconds=60)
+    assert then.notice_id == second and states(db_sessions, first) == {"c@example.jp": "failed"}
+    assert destination(db_sessions, dest_id).consecutive_failures == 1

@@ -45,11 +45,20 @@ def test_masks_round_trip_and_refuse_out_of_range() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "no-at", "a@b", "a@@b.jp", "a b@c.jp", ".a@c.jp", "a..b@c.jp", "a@-c.jp", "x" * 65 + "@c.jp"]
+    "bad",
+    ["", "no-at", "a@b", "a@@b.jp", "a b@c.jp", "...@c.jp", "=a..b@c.jp", "a@-c.jp", "x" * 65 + "@c.jp"],
 )
 def test_bad_addresses_are_refused(bad: str) -> None:
     with pytest.raises(rules.AddressError):
         rules.normalize_address(bad)
+
+
+@pytest.mark.parametrize("legacy", [".a@docomo.ne.jp", "a..b@docomo.ne.jp", "taro.@ezweb.ne.jp"])
+def test_the_carriers_legacy_addresses_are_accepted_and_sent_quoted(legacy: str) -> None:
+    assert rules.normalize_address(legacy) == legacy
+    local, _, domain = legacy.rpartition("@")
+    assert rules.smtp_mailbox(legacy) == f'"{local}"@{domain}'
+    assert rules.smtp_mailbox("taro.yamada@docomo.ne.jp") == "taro.yamada@docomo.ne.jp"
 
 
 def test_any_address_is_accepted_and_its_domain_lowercased() -> None:

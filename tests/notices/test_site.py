@@ -20,6 +20,8 @@ from stack.settings import Settings
 from tests.fixtures.web import FakeClock, SmtpServer
 from web_stub.settings import SmtpSettings
 
+from .test_delivery import CATALOG
+
 EMAIL = "yamada.taro@example.ne.jp"
 PASSWORD = "abc13579"
 
@@ -161,7 +163,9 @@ def test_members_only_notices_show_after_login(
             products=("hikari-denwa",),
             public=False,
         )
-        notice_id = queue.post_notice(session, draft, posted_by="t", now=datetime.now(UTC)).id
+        notice_id = queue.post_notice(
+            session, draft, posted_by="t", now=datetime.now(UTC), catalog=CATALOG
+        ).id
     assert "会員向け工事" not in client.get("/support/notices").text
     assert client.get(f"/support/notices/{notice_id}").status_code == 404
     register(client, smtp_server)
@@ -328,3 +332,26 @@ def test_wrong_passwords_lock_the_support_id_for_the_window(
 def test_anonymous_forms_need_their_token(client: TestClient) -> None:
     refused = client.post("/support/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": "x"})
     assert refused.status_code == 403
+
+
+def test_a_customer_retrying_as_the_faq_says_is_not_refused_by_the_mail_budget(
+    client: TestClient, smtp_server: SmtpServer, clock: FakeClock
+) -> None:
+    """「もう一度操作をおこなうと、すでに登録されているというメッセージが表示されます」→
+    「30分経過後、もう一度お試しください」: the refused retries sent nothing, so they spent nothing
+    of the address's budget (5 mails an hour); the retry after 30 minutes mails a new link."""
+    register(client, smtp_server)
+    login(client)
+    add = lambda: client.post(  # noqa: E731
+        "/support/mymenu/destinations", data={"csrf_token": menu_token(client), "address": "one@example.jp"}
+    )
+    assert "仮登録確認メールを送信しました" in add().text
+    for _ in range(4):  # the confirmation mail does not come; the customer tries again and again
+        again = add()
+        assert again.status_code == 409 and "30分経過後、もう一度お試しください" in again.text
+    assert len(smtp_server.sink.messages) == 2  # the registration's and the first confirmation
+    clock.advance(minutes=30)
+    login(client)
+    after = add()
+    assert after.status_code == 200 and "仮登録確認メールを送信しました" in after.text
+    assert link_in(smtp_server, 3, "/support/destinations/confirm")

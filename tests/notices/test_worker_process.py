@@ -19,7 +19,7 @@ from notices import queue
 from notices.bulk import make_destinations
 
 from .conftest import MailServer, wait_for
-from .test_delivery import draft
+from .test_delivery import CATALOG, draft
 
 WINDOW = 100
 
@@ -74,7 +74,9 @@ def test_sigkill_mid_run_and_restart_delivers_every_mail_with_duplicates_only_in
     mail_server.data_delay = 0.01  # ~800 mails/s over 8 sessions: the kill lands mid-run
     many_destinations(db_sessions, total)
     with db_sessions() as session, session.begin():
-        notice_id = queue.post_notice(session, draft(), posted_by="t", now=datetime.now(UTC)).id
+        notice_id = queue.post_notice(
+            session, draft(), posted_by="t", now=datetime.now(UTC), catalog=CATALOG
+        ).id
     first = start_worker(db_url, tmp_path, mail_server, "w1")
     processes.append(first)
     wait_for(lambda: mail_server.count() >= 400, timeout=60)
@@ -108,7 +110,9 @@ def test_two_workers_share_one_postgresql_queue_without_duplicates(
     total = 1200
     many_destinations(sessions, total)
     with sessions() as session, session.begin():
-        notice_id = queue.post_notice(session, draft(), posted_by="t", now=datetime.now(UTC)).id
+        notice_id = queue.post_notice(
+            session, draft(), posted_by="t", now=datetime.now(UTC), catalog=CATALOG
+        ).id
     processes.append(start_worker(postgres_url, tmp_path, mail_server, "a"))
     processes.append(start_worker(postgres_url, tmp_path, mail_server, "b"))
     wait_for(lambda: counts(sessions, notice_id) == {"sent": total}, timeout=90)

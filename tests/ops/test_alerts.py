@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from ivr.metrics import DaemonMetrics
+from notices.metrics import NoticeMetrics
 from web_stub.ops import WebMetrics
 
 OPS = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
@@ -45,7 +46,12 @@ def test_promtool_tests_the_rules_on_recorded_series() -> None:
 def test_the_example_scrape_configuration_is_valid(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("a-token\n")
-    config = (OPS / "prometheus.yml").read_text().replace("/etc/prometheus/ivr-web-metrics-token", str(token))
+    config = (
+        (OPS / "prometheus.yml")
+        .read_text()
+        .replace("/etc/prometheus/ivr-web-metrics-token", str(token))
+        .replace("/etc/prometheus/ivr-notices-metrics-token", str(token))
+    )
     (tmp_path / "prometheus.yml").write_text(config)
     shutil.copy(OPS / "alerts.yml", tmp_path / "alerts.yml")
     result = promtool("check", "config", "prometheus.yml", cwd=tmp_path)
@@ -54,7 +60,7 @@ def test_the_example_scrape_configuration_is_valid(tmp_path: Path) -> None:
 
 def exported_names() -> set[str]:
     names: set[str] = set()
-    for registry in (DaemonMetrics().registry, WebMetrics().registry):
+    for registry in (DaemonMetrics().registry, WebMetrics().registry, NoticeMetrics().registry):
         for family in registry.collect():
             names.add(family.name)
             names.update(sample.name for sample in family.samples)
@@ -83,7 +89,7 @@ def test_every_metric_an_alert_names_is_exported_by_the_code() -> None:
     exported = exported_names()
     expressions = alert_expressions()
     wanted = {"IvrDaemonDown", "IvrSystemErrorRate", "IvrApologyRate", "IvrAmiDisconnected"}
-    wanted |= {"IvrLockoutSpike", "Ivr429Spike"}
+    wanted |= {"IvrLockoutSpike", "Ivr429Spike", "NoticeRelayDown"}
     assert wanted <= set(expressions)
     for alert, expr in expressions.items():
         names = metric_names(expr)
