@@ -115,6 +115,20 @@ def cpu_hogs(count: int) -> Iterable[None]:
             hog.wait()
 
 
+def machine_ticks() -> list[int]:
+    """The machine's CPU time so far, by kind (/proc/stat's first line: user nice system idle
+    iowait irq softirq steal ...)."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def steal_share(before: Sequence[int], after: Sequence[int]) -> float:
+    """The share of CPU time stolen by the hypervisor between two `machine_ticks` (a virtual
+    machine whose host is busy runs slower: the figures with it are not comparable)."""
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta[:8])
+    return delta[7] / total if total > 0 and len(delta) > 7 else 0.0
+
+
 def proc_status_kib(pid: int, key: str) -> int | None:
     """A ``kB`` field of /proc/<pid>/status (VmHWM: peak resident set, VmRSS: current)."""
     try:
@@ -462,6 +476,7 @@ class PhaseFigures:
     hash_cpu: float = 0.0
     problems: Counter[str] = field(default_factory=Counter)
     flood: FloodFigures | None = None
+    steal: float = 0.0  # share of the machine's CPU time the hypervisor gave elsewhere (/proc/stat)
 
 
 NEXT_PROMPT = {  # entry -> the prompt the caller hears next
@@ -813,6 +828,7 @@ class Bench:
             flush=True,
         )
         cpu0 = (proc_cpu_seconds(self.asterisk_pid), proc_cpu_seconds(self.daemon.pid))
+        machine0 = machine_ticks()
         sipp0, web0, self0 = children_cpu_seconds(), proc_cpu_seconds(self.web.pid), time.process_time()
         remaining = max(30.0, deadline - time.monotonic() - 60)
         with cpu_hogs(self.args.cpu_hogs):  # a busy machine: other work competing for the cores
@@ -827,6 +843,7 @@ class Bench:
         figures.sipp_cpu = children_cpu_seconds() - sipp0
         figures.web_cpu = proc_cpu_seconds(self.web.pid) - web0 if flood else 0.0
         figures.bench_cpu = time.process_time() - self0
+        figures.steal = steal_share(machine0, machine_ticks())
         figures.asterisk_hwm = proc_status_kib(self.asterisk_pid or -1, "VmHWM")
         figures.daemon_hwm = proc_status_kib(self.daemon.pid or -1, "VmHWM")
         figures.flood = flood_figures
@@ -1027,6 +1044,7 @@ def table(phases: Sequence[PhaseFigures]) -> list[tuple[str, list[str]]]:
         if p.daemon_cpu else "-" for p in phases
     ))  # fmt: skip
     row("SIPp CPU s per call", (f"{p.sipp_cpu / p.calls:.3f}" for p in phases))
+    row("CPU stolen by the hypervisor", (f"{p.steal:.0%}" for p in phases))
     row("peak RSS Asterisk / daemon", (f"{_mib(p.asterisk_hwm)} / {_mib(p.daemon_hwm)}" for p in phases))
     return rows
 

@@ -51,9 +51,9 @@ class AgiSettings(BaseModel):
     max_pending_connections: int = 1000
     # Password hashes computed at once, in their own threads: each argon2id hash takes 19 MiB, and a
     # burst of confirmations must neither grow the daemon's memory without bound nor hold up the
-    # database calls of other callers in the shared thread pool. None: one fewer than the machine's
-    # cores, at least one, so that a core stays free for the event loop that answers every other
-    # call (chosen by measurement: docs/voice.md "The hash pool").
+    # database calls of other callers in the shared thread pool. None: one per core, at nice
+    # `hash_niceness`, so that a burst of saves uses every core the calls leave idle while the event
+    # loop keeps the priority (chosen on SIPp callers through Asterisk: docs/voice.md "The hash pool").
     hash_workers: int | None = Field(None, ge=1)
     # The hashing threads' nice value (Linux schedules threads by their own): the argon2 work gives
     # way to the event loop that answers every other call's commands (docs/voice.md "Cost per call").
@@ -220,8 +220,8 @@ def _secret(what: str, configured: SecretStr | None, path: Path) -> str:
 
 
 def hash_pool_size(agi: AgiSettings, cpu_count: int | None = None) -> int:
-    """The hashing threads of a daemon: ``agi.hash_workers``, or one fewer than the cores (at least 1)."""
+    """The hashing threads of a daemon: ``agi.hash_workers``, or one per core."""
     if agi.hash_workers is not None:
         return agi.hash_workers
     cores = cpu_count if cpu_count is not None else (os.cpu_count() or 2)
-    return max(1, cores - 1)
+    return max(1, cores)

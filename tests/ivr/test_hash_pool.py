@@ -45,9 +45,9 @@ async def test_the_password_is_hashed_in_the_given_pool(
     assert_password_stored(voice_sessions, test_hasher, "0300001111")
 
 
-def test_the_daemon_bounds_concurrent_hashes_by_default_and_leaves_a_core_to_the_loop() -> None:
-    assert hash_pool_size(AgiSettings(), cpu_count=2) == 1
-    assert hash_pool_size(AgiSettings(), cpu_count=8) == 7
+def test_the_daemon_bounds_concurrent_hashes_by_default_at_one_per_core() -> None:
+    assert hash_pool_size(AgiSettings(), cpu_count=2) == 2
+    assert hash_pool_size(AgiSettings(), cpu_count=8) == 8
     assert hash_pool_size(AgiSettings(), cpu_count=1) == 1
     assert hash_pool_size(AgiSettings(hash_workers=3), cpu_count=2) == 3
     with pytest.raises(ValueError):
