@@ -91,8 +91,8 @@ class MenuSettings(BaseModel):
     # until it ends, so no caller hears more than ~1 s of silence after an entry.
     progress_after_seconds: float = Field(1.0, gt=0)
     # Beyond this the caller hears the apology instead of waiting on; a save is abandoned before
-    # it commits (docs/voice.md "No dead air": why 10 s).
-    max_wait_seconds: float = Field(10.0, gt=0)
+    # it commits (docs/voice.md "No dead air": why 20 s).
+    max_wait_seconds: float = Field(20.0, gt=0)
 
 
 class AmiSettings(BaseModel):
