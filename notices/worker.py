@@ -319,34 +319,25 @@ class DeliveryWorker:
 
     async def _attempt(self, claim: queue.Claim, mail: NoticeMail) -> Outcome:
         stage = ["connect"]
-        try:
+        for may_retry in (True, False):
             try:
                 async with asyncio.timeout(self.s.send_timeout_seconds):
                     return await self._transaction(claim, mail, stage)
-            except aiosmtplib.SMTPServerDisconnected:
-                if stage[0] != "mail":
-                    raise
-                # a pooled session the relay had closed while idle: once more on a new session
-                stage[0] = "connect"
-        except _Answered as answered:
-            return answered.outcome
-        except TimeoutError as exc:
-            if stage[0] == "rcpt":  # the recipient's server is slow to answer for it: retried later
-                return Outcome(ReplyClass.TEMPORARY, 0, None, "timed out")
-            return self._relay_failed(exc, stage[0])
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            return self._relay_failed(exc, stage[0])
-        try:
-            async with asyncio.timeout(self.s.send_timeout_seconds):
-                return await self._transaction(claim, mail, stage)
-        except _Answered as answered:
-            return answered.outcome
-        except TimeoutError as exc:
-            if stage[0] == "rcpt":  # the recipient's server is slow to answer for it: retried later
-                return Outcome(ReplyClass.TEMPORARY, 0, None, "timed out")
-            return self._relay_failed(exc, stage[0])
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            return self._relay_failed(exc, stage[0])
+            except _Answered as answered:
+                return answered.outcome
+            except aiosmtplib.SMTPServerDisconnected as exc:
+                if may_retry and stage[0] == "mail":
+                    # a pooled session the relay had closed while idle: once more on a new session
+                    stage[0] = "connect"
+                    continue
+                return self._relay_failed(exc, stage[0])
+            except TimeoutError as exc:
+                if stage[0] == "rcpt":  # the recipient's server is slow to answer for it: retried later
+                    return Outcome(ReplyClass.TEMPORARY, 0, None, "timed out")
+                return self._relay_failed(exc, stage[0])
+            except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+                return self._relay_failed(exc, stage[0])
+        raise AssertionError("unreachable: the second try returns")
 
     def _relay_failed(self, exc: BaseException, stage: str) -> Outcome:
         reason = _reason(exc)
