@@ -19,7 +19,7 @@ import pytest
 from ivr.lab import Lab
 from ivr.settings import LabSettings
 from stack.settings import Settings
-from tests.support import eventually
+from tests.support import command_lines, eventually
 
 pytestmark = [pytest.mark.lab, pytest.mark.e2e]
 
@@ -109,18 +109,8 @@ def _assert_stack_gone(marker: str) -> None:
     try:
         eventually(lambda: not _processes_started_with(marker), 20, interval=0.2)
     except AssertionError:
-        left = _command_lines(_processes_started_with(marker))
+        left = command_lines(_processes_started_with(marker))
         raise AssertionError(f"processes of the stack left running: {left}") from None
-
-
-def _command_lines(pids: list[int]) -> list[str]:
-    lines = []
-    for pid in pids:
-        try:
-            lines.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            lines.append(f"{pid}: (gone)")
-    return lines
 
 
 def _processes_started_with(marker: str) -> list[int]:
