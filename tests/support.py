@@ -236,11 +236,16 @@ def command_lines(pids: list[int]) -> list[str]:
 
 
 def can_bind(port: int, kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> bool:
-    """Whether a server could bind ``port`` now (with SO_REUSEADDR, as servers do)."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+    """Whether a server could bind ``port`` now (the lab's own check before it starts)."""
+    from ivr.lab.lab import port_free
+
+    return port_free(host, port, kind)
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False

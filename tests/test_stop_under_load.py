@@ -27,7 +27,16 @@ import pytest
 from ivr.lab import Lab
 from ivr.settings import LabSettings
 from stack.settings import Settings
-from tests.support import can_bind, command_lines, cpu_load, descendants, eventually, free_port, running
+from tests.support import (
+    can_bind,
+    command_lines,
+    cpu_load,
+    descendants,
+    eventually,
+    free_port,
+    listening,
+    running,
+)
 
 IVR = [sys.executable, "-m", "stack.cli.main"]
 #: the issue's bound: from the stop signal to the last process gone
@@ -218,14 +227,6 @@ def test_ivr_run_sigkilled_under_cpu_load_leaves_no_process_and_no_port(tmp_path
         assert "watchdog_lab_stopped" in _text(tmp_path / "data" / "logs" / "watchdog.jsonl")
 
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_serve_web_and_notices_each_stop_within_20_s_under_cpu_load(
@@ -256,7 +257,7 @@ def test_serve_web_and_notices_each_stop_within_20_s_under_cpu_load(
 
             def up(name: str = name) -> bool:
                 assert processes[name].poll() is None, _text(tmp_path / f"{name}.out")[-1500:]
-                return _listening(ports[name])
+                return listening(ports[name])
 
             eventually(up, 60, interval=0.05, what=f"{name} listening")
         with cpu_load():

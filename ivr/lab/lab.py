@@ -120,7 +120,8 @@ def _process_roots() -> set[Path]:
     return roots
 
 
-def _port_free(host: str, port: int, kind: int) -> bool:
+def port_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    """Whether a server could bind ``port`` now (with SO_REUSEADDR, as servers do)."""
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -341,9 +342,9 @@ class Lab:
     def _check_ports(self) -> None:
         lab = self.settings.lab
         busy = []
-        if not _port_free(lab.sip_host, lab.sip_port, socket.SOCK_DGRAM):
+        if not port_free(lab.sip_host, lab.sip_port, socket.SOCK_DGRAM):
             busy.append(f"SIP {lab.sip_host}:{lab.sip_port}/udp")
-        if self.settings.ami.enabled and not _port_free(
+        if self.settings.ami.enabled and not port_free(
             self.settings.ami.host, self.settings.ami.port, socket.SOCK_STREAM
         ):
             busy.append(f"AMI {self.settings.ami.host}:{self.settings.ami.port}/tcp")

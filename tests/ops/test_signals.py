@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, make_session_factory
 from tests.fixtures.web import env_for, free_port
 from tests.ivr.test_records import SECRET, Daemon, _environment, record
-from tests.support import eventually
+from tests.support import eventually, listening
 
 IVR = [sys.executable, "-m", "stack.cli.main"]
 
@@ -28,14 +28,6 @@ IVR = [sys.executable, "-m", "stack.cli.main"]
 @pytest.fixture
 def sessions(voice_db_url: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(voice_db_url))
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.mark.timeout(60)
@@ -56,7 +48,7 @@ def test_sigterm_lets_the_call_go_on_for_the_grace_period_then_cuts_it_for_the_a
         assert reader.readline().strip() == b"ANSWER"  # mid-call: the daemon waits for Asterisk
 
         daemon.process.send_signal(signal.SIGTERM)
-        eventually(lambda: not _listening(port), 10, interval=0.02)  # no new calls taken
+        eventually(lambda: not listening(port), 10, interval=0.02)  # no new calls taken
 
         peer.sendall(b"200 result=0\n")  # the call in progress goes on during the grace period
         next_command = reader.readline()
