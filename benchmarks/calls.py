@@ -64,6 +64,7 @@ from core.models import CallRecord, Credential, PhoneNumber
 from core.secrets import default_hasher, verify_secret
 from ivr.lab import Lab
 from ivr.lab.config import placeholder_values, render_text
+from ivr.lab.lab import port_free
 from ivr.settings import AgiSettings, LabSettings
 from ivr.sipp import SippError, Target
 from ivr.sipp.load import LoadCallResult, LoadProcess, LoadResult, TypeAheadScript, arun_load, plan_processes
@@ -161,16 +162,6 @@ def proc_cpu_seconds(pid: int | None) -> float:
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def tcp_port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def ivr_argv() -> list[str]:
@@ -919,9 +910,11 @@ class Bench:
     def run(self, deadline: float) -> list[PhaseFigures]:
         args = self.args
         busy = [
-            p for p in (self.settings.agi.port, self.settings.lab.agi_fallback_port) if not tcp_port_free(p)
+            p
+            for p in (self.settings.agi.port, self.settings.lab.agi_fallback_port)
+            if not port_free("127.0.0.1", p)
         ]
-        if args.flood and not tcp_port_free(args.web_port):
+        if args.flood and not port_free("127.0.0.1", args.web_port):
             busy.append(args.web_port)
         if busy:
             raise RuntimeError(f"port(s) {busy} in use; choose others (--agi-port, --web-port)")
